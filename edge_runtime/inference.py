@@ -1,0 +1,195 @@
+"""onnxruntime session wrapper: a model is checked completely at start-up, never at the first frame.
+
+`models/<name>/model.yaml` is the manifest; `load_model` verifies the file's sha256, compares every declared
+input and output (name, dtype, shape) with the session, sets thread counts and runs one warm-up inference.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+import yaml
+from pydantic import Field, ValidationError
+
+from adapters.base import EdgeRuntimeError, StrictModel
+
+__all__ = ["ModelError", "ModelManifest", "ModelRunner", "TensorSpec", "load_model", "models_dir"]
+
+log = logging.getLogger("edge_runtime.inference")
+
+Dim = int | str  # an int is fixed; a string names a free dimension such as "batch"
+
+_ORT_DTYPES = {
+    "tensor(float)": "float32",
+    "tensor(float16)": "float16",
+    "tensor(double)": "float64",
+    "tensor(uint8)": "uint8",
+    "tensor(int8)": "int8",
+    "tensor(int32)": "int32",
+    "tensor(int64)": "int64",
+    "tensor(bool)": "bool",
+}
+
+
+class ModelError(EdgeRuntimeError):
+    """A model's file, checksum or tensor signature does not match its manifest."""
+
+
+class TensorSpec(StrictModel):
+    name: str = Field(description="Tensor name in the ONNX graph.")
+    dtype: Literal["float32", "float16", "float64", "uint8", "int8", "int32", "int64", "bool"] = Field(
+        description="Element type."
+    )
+    shape: list[Dim] = Field(description="Dimensions; a string is a free dimension (e.g. 'batch').")
+
+
+class Variant(StrictModel):
+    file: str = Field(description="ONNX file of this variant, relative to the model directory.")
+    sha256: str = Field(description="Hex sha256 of the file.")
+    notes: str = Field(default="", description="How the variant was made (e.g. int8 static quantization).")
+
+
+class ModelManifest(StrictModel):
+    """The contract of `models/<name>/model.yaml`."""
+
+    name: str
+    version: str
+    file: str = Field(default="model.onnx", description="ONNX file relative to the model directory.")
+    sha256: str = Field(description="Hex sha256 of `file`; a mismatch refuses the model at start-up.")
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    labels: list[str] = Field(default_factory=list, description="Class names, in output order.")
+    thresholds: dict[str, float] = Field(default_factory=dict)
+    preprocessing: dict[str, Any] = Field(default_factory=dict, description="Task-specific input parameters.")
+    training: dict[str, Any] = Field(default_factory=dict, description="Data provenance, split, seed, script.")
+    metrics: dict[str, Any] = Field(default_factory=dict, description="Held-out metrics from training.")
+    variants: dict[str, Variant] = Field(default_factory=dict, description="Alternative files, e.g. int8.")
+
+
+def models_dir() -> Path:
+    """The shipped `models/` directory (a source checkout or an editable install)."""
+    return Path(__file__).resolve().parent.parent / "models"
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def read_manifest(model_dir: Path) -> ModelManifest:
+    path = model_dir / "model.yaml"
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        return ModelManifest.model_validate(raw)
+    except FileNotFoundError as exc:
+        raise ModelError(f"{path}: model manifest not found") from exc
+    except (yaml.YAMLError, ValidationError) as exc:
+        raise ModelError(f"{path}: invalid model manifest: {exc}") from exc
+
+
+class ModelRunner:
+    """A verified onnxruntime session. `run` is thread-safe (onnxruntime sessions are) and CPU-bound."""
+
+    def __init__(self, manifest: ModelManifest, session: Any, variant: str, sha256: str) -> None:
+        self.manifest = manifest
+        self.session = session
+        self.variant = variant
+        self.sha256 = sha256
+        self._output_names = [o.name for o in manifest.outputs]
+
+    @property
+    def ident(self) -> str:
+        """`name@version+sha256prefix`, the `model` field of every Result."""
+        suffix = "" if self.variant == "fp32" else f"-{self.variant}"
+        return f"{self.manifest.name}@{self.manifest.version}{suffix}+{self.sha256[:12]}"
+
+    def run(self, inputs: Mapping[str, npt.NDArray[Any]]) -> dict[str, npt.NDArray[Any]]:
+        outs = self.session.run(self._output_names, dict(inputs))
+        return dict(zip(self._output_names, outs, strict=True))
+
+
+def _check_signature(kind: str, declared: list[TensorSpec], actual: list[Any], path: Path) -> None:
+    by_name = {a.name: a for a in actual}
+    if sorted(by_name) != sorted(d.name for d in declared):
+        raise ModelError(
+            f"{path}: {kind} names {sorted(by_name)} do not match the manifest's {[d.name for d in declared]}"
+        )
+    for spec in declared:
+        node = by_name[spec.name]
+        dtype = _ORT_DTYPES.get(node.type, node.type)
+        if dtype != spec.dtype:
+            raise ModelError(f"{path}: {kind} '{spec.name}' is {dtype}, the manifest says {spec.dtype}")
+        shape = list(node.shape)
+        if len(shape) != len(spec.shape):
+            raise ModelError(f"{path}: {kind} '{spec.name}' has shape {shape}, the manifest says {spec.shape}")
+        for got, want in zip(shape, spec.shape, strict=True):
+            if isinstance(want, int) and got != want:
+                raise ModelError(f"{path}: {kind} '{spec.name}' has shape {shape}, the manifest says {spec.shape}")
+
+
+def _warmup_feed(manifest: ModelManifest) -> dict[str, npt.NDArray[Any]]:
+    feed = {}
+    for spec in manifest.inputs:
+        shape = [d if isinstance(d, int) else 1 for d in spec.shape]
+        feed[spec.name] = np.zeros(shape, dtype=np.dtype(spec.dtype))
+    return feed
+
+
+def load_model(
+    name_or_dir: str | Path,
+    *,
+    variant: str = "fp32",
+    intra_op_threads: int = 1,
+    inter_op_threads: int = 1,
+) -> ModelRunner:
+    """Open and verify a model; raises ModelError with the file and the mismatch when anything is off."""
+    import onnxruntime as ort
+
+    model_dir = Path(name_or_dir)
+    if not model_dir.is_dir():
+        model_dir = models_dir() / str(name_or_dir)
+    manifest = read_manifest(model_dir)
+    if variant == "fp32":
+        file, want_sha = manifest.file, manifest.sha256
+    elif variant in manifest.variants:
+        file, want_sha = manifest.variants[variant].file, manifest.variants[variant].sha256
+    else:
+        raise ModelError(
+            f"{model_dir / 'model.yaml'}: no variant '{variant}' (has: fp32, {', '.join(manifest.variants)})"
+        )
+    path = model_dir / file
+    if not path.is_file():
+        raise ModelError(f"{path}: model file not found")
+    got_sha = _sha256(path)
+    if got_sha != want_sha:
+        raise ModelError(f"{path}: sha256 {got_sha[:16]}... does not match the manifest's {want_sha[:16]}...")
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = intra_op_threads
+    opts.inter_op_num_threads = inter_op_threads
+    opts.log_severity_level = 3
+    try:
+        session = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own untyped errors for corrupt files
+        raise ModelError(f"{path}: onnxruntime cannot load the model: {exc}") from exc
+    _check_signature("input", manifest.inputs, session.get_inputs(), path)
+    _check_signature("output", manifest.outputs, session.get_outputs(), path)
+    runner = ModelRunner(manifest, session, variant, got_sha)
+    t0 = time.perf_counter()
+    runner.run(_warmup_feed(manifest))
+    log.info(
+        "event=model_loaded model=%s threads=%d warmup_ms=%.1f",
+        runner.ident,
+        intra_op_threads,
+        (time.perf_counter() - t0) * 1e3,
+    )
+    return runner

@@ -1,0 +1,37 @@
+"""The contract between the pipeline and a task module.
+
+Each `edge_runtime/tasks/<name>.py` exports:
+
+- `<Name>Config(StrictModel)` with `kind: Literal["<name>"]` and the task's options (the pipeline's `task:`);
+- `<Name>Task(config, runner)` implementing `Task` below: `process` takes a micro-batch of inputs (vibration:
+  `Window`s at the model's rate; vision: `Frame`s) and returns one result-fields dict per input, in order.
+  It runs in a worker thread: do all numpy/OpenCV work and one batched `runner.run` there;
+- `evaluate(data_dir, *, variant="fp32", **options) -> dict` used by `edge-runtime evaluate`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = ["Task", "Window"]
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """A window of one waveform stream, already resampled to the model's rate."""
+
+    stream: str
+    t_ns: int  # time of the window's first sample
+    samples: npt.NDArray[np.float32]  # shape (window,)
+    source_rate_hz: float
+
+
+class Task(Protocol):
+    name: str
+
+    def process(self, items: Sequence[Any]) -> list[dict[str, Any]]: ...
