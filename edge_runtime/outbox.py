@@ -1,0 +1,220 @@
+"""Durable outbox: every result is in SQLite (WAL) before any sink sees it, and leaves only when a sink confirms.
+
+One row per (sink, result): each sink acknowledges on its own, so a dead OPC UA client never holds back MQTT.
+`seq` is allocated in the same transaction that stores the result, so it is strictly increasing per pipeline and
+survives restarts. Delivery is at-least-once: a crash between a sink's confirmation and the delete re-sends that
+result once, with the same `seq`, which consumers use to de-duplicate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sqlite3
+import time
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any, TypeVar
+
+from adapters.base import Backoff, DeliveryError, Sink
+
+__all__ = ["Outbox", "OutboxFullError", "PendingResult", "deliver_forever"]
+
+log = logging.getLogger("edge_runtime.outbox")
+T = TypeVar("T")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS seqs (pipeline TEXT PRIMARY KEY, last_seq INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS pending (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    sink TEXT NOT NULL,
+    pipeline TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    payload TEXT NOT NULL,
+    created_ns INTEGER NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS pending_by_sink ON pending (sink, id);
+"""
+
+
+class OutboxFullError(RuntimeError):
+    """Raised by `put_nowait` when the outbox holds `max_rows` undelivered rows."""
+
+
+@dataclass(frozen=True, slots=True)
+class PendingResult:
+    id: int
+    pipeline: str
+    seq: int
+    payload: dict[str, Any]
+
+
+def _json_default(obj: Any) -> Any:
+    """numpy scalars and arrays as plain JSON (tasks return them; sinks must not care)."""
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def dumps(obj: Mapping[str, Any]) -> str:
+    return json.dumps(obj, default=_json_default, separators=(",", ":"))
+
+
+class Outbox:
+    """All SQLite work runs on one dedicated thread: the event loop never waits on fsync."""
+
+    def __init__(self, path: Path | str, *, max_rows: int = 100_000) -> None:
+        self.path = Path(path)
+        self.max_rows = max_rows
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="outbox")
+        self._db: sqlite3.Connection | None = None
+        self._rows = 0
+        self._space = asyncio.Condition()
+        self._new: dict[str, asyncio.Event] = {}
+
+    # ---- lifecycle -------------------------------------------------------------------------------------------
+    async def open(self) -> None:
+        await self._call(self._open_sync)
+
+    def _open_sync(self) -> None:
+        if str(self.path) != ":memory:":
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL survives a process crash; power loss may lose <1 s
+        db.executescript(_SCHEMA)
+        self._db = db
+        self._rows = int(db.execute("SELECT COUNT(*) FROM pending").fetchone()[0])
+        if self._rows:
+            log.info("event=outbox_recovered path=%s pending=%d", self.path, self._rows)
+
+    async def close(self) -> None:
+        if self._db is not None:
+            await self._call(self._db.close)
+            self._db = None
+        self._executor.shutdown(wait=True)
+
+    async def _call(self, fn: Any, *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, partial(fn, *args))
+
+    def _conn(self) -> sqlite3.Connection:
+        if self._db is None:
+            raise RuntimeError("outbox is not open")
+        return self._db
+
+    # ---- producer side ---------------------------------------------------------------------------------------
+    @property
+    def pending_rows(self) -> int:
+        return self._rows
+
+    def event_for(self, sink: str) -> asyncio.Event:
+        return self._new.setdefault(sink, asyncio.Event())
+
+    async def put(self, pipeline: str, fields: Mapping[str, Any], sinks: Sequence[str]) -> int:
+        """Store a result for every sink and return its `seq`; waits (policy `block`) while the outbox is full."""
+        async with self._space:
+            await self._space.wait_for(lambda: self._rows + len(sinks) <= self.max_rows or self._rows == 0)
+        seq: int = await self._call(self._put_sync, pipeline, dict(fields), list(sinks))
+        self._rows += len(sinks)
+        for sink in sinks:
+            self.event_for(sink).set()
+        return seq
+
+    def _put_sync(self, pipeline: str, fields: dict[str, Any], sinks: list[str]) -> int:
+        db = self._conn()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            row = db.execute("SELECT last_seq FROM seqs WHERE pipeline = ?", (pipeline,)).fetchone()
+            seq = (row[0] if row else 0) + 1
+            db.execute(
+                "INSERT INTO seqs (pipeline, last_seq) VALUES (?, ?) "
+                "ON CONFLICT(pipeline) DO UPDATE SET last_seq = excluded.last_seq",
+                (pipeline, seq),
+            )
+            payload = dumps({"pipeline": pipeline, "seq": seq, **fields})
+            now = time.time_ns()
+            db.executemany(
+                "INSERT INTO pending (sink, pipeline, seq, payload, created_ns) VALUES (?, ?, ?, ?, ?)",
+                [(sink, pipeline, seq, payload, now) for sink in sinks],
+            )
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        return seq
+
+    # ---- consumer side ---------------------------------------------------------------------------------------
+    async def pending(self, sink: str, limit: int = 64) -> list[PendingResult]:
+        rows = await self._call(self._pending_sync, sink, limit)
+        return [PendingResult(r[0], r[1], r[2], json.loads(r[3])) for r in rows]
+
+    def _pending_sync(self, sink: str, limit: int) -> list[tuple[int, str, int, str]]:
+        cur = self._conn().execute(
+            "SELECT id, pipeline, seq, payload FROM pending WHERE sink = ? ORDER BY id LIMIT ?", (sink, limit)
+        )
+        return list(cur.fetchall())
+
+    async def ack(self, ids: Sequence[int]) -> None:
+        if not ids:
+            return
+        await self._call(self._ack_sync, list(ids))
+        self._rows -= len(ids)
+        async with self._space:
+            self._space.notify_all()
+
+    def _ack_sync(self, ids: list[int]) -> None:
+        self._conn().executemany("DELETE FROM pending WHERE id = ?", [(i,) for i in ids])
+
+    async def note_attempt(self, ident: int) -> None:
+        await self._call(self._conn().execute, "UPDATE pending SET attempts = attempts + 1 WHERE id = ?", (ident,))
+
+    async def last_seq(self, pipeline: str) -> int:
+        row = await self._call(
+            lambda: self._conn().execute("SELECT last_seq FROM seqs WHERE pipeline = ?", (pipeline,)).fetchone()
+        )
+        return int(row[0]) if row else 0
+
+
+async def deliver_forever(
+    outbox: Outbox,
+    sink: Sink,
+    *,
+    batch: int = 64,
+    backoff: Backoff | None = None,
+    deliver_timeout_s: float = 30.0,
+) -> None:
+    """Hand a sink its pending results in order; on failure keep them and retry with back-off."""
+    backoff = backoff or Backoff(initial_s=0.2, max_s=10.0)
+    new = outbox.event_for(sink.name)
+    failing = False
+    while True:
+        new.clear()
+        items = await outbox.pending(sink.name, batch)
+        if not items:
+            await new.wait()
+            continue
+        done: list[int] = []
+        try:
+            for item in items:
+                await asyncio.wait_for(sink.deliver(item.payload), deliver_timeout_s)
+                done.append(item.id)
+            if failing:
+                log.info("event=sink_recovered sink=%s", sink.name)
+                failing = False
+            backoff.reset()
+        except (DeliveryError, TimeoutError, OSError) as exc:
+            sink.stats["delivery_failures"] += 1
+            if not failing:  # once per outage, not once per retry
+                log.warning("event=sink_failed sink=%s pending=%d error=%r", sink.name, outbox.pending_rows, exc)
+                failing = True
+            await outbox.ack(done)
+            await outbox.note_attempt(items[len(done)].id)
+            await asyncio.sleep(backoff.next_delay())
+            continue
+        await outbox.ack(done)
+        sink.stats["delivered"] += len(done)

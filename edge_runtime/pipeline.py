@@ -1,0 +1,230 @@
+"""The shared tensor pipeline: per-stream windows, bounded queues with a declared policy, micro-batches, results.
+
+Adapters hand over `Reading`s and `Frame`s; waveform blocks of any length go into a per-stream ring buffer at the
+stream's own rate, windows are cut at (window, hop) and resampled to the model's rate; frames pass through.
+Inputs wait in one bounded queue per pipeline, a batcher takes up to `max_batch` of them (or what arrived within
+`max_wait_ms`), and the task runs in a worker thread. Results go to the outbox, which blocks when full.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import fnmatch
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from typing import Any, Generic, Literal, TypeVar
+
+import numpy as np
+import numpy.typing as npt
+
+from adapters.base import Frame, Sample, Stats
+from edge_runtime.dsp import resample_windows, source_window_length
+from edge_runtime.tasks.base import Task, Window
+
+__all__ = ["BoundedQueue", "Pipeline", "Pipelined", "WindowBuffer"]
+
+log = logging.getLogger("edge_runtime.pipeline")
+T = TypeVar("T")
+
+
+class WindowBuffer:
+    """Ring buffer of one waveform stream at its own rate; cuts (window, hop) windows in the model's rate."""
+
+    def __init__(self, stream: str, rate_hz: float, model_rate_hz: float, window: int, hop: int) -> None:
+        self.stream = stream
+        self.rate_hz = rate_hz
+        self.n_src = source_window_length(window, model_rate_hz, rate_hz)
+        self.hop_src = max(1, source_window_length(hop, model_rate_hz, rate_hz))
+        self.window = window
+        self._buf = np.zeros(max(4 * self.n_src, 1 << 16), dtype=np.float32)
+        self._len = 0
+        self._base_ns = 0  # time of the first sample since the last reset
+        self._base_index = 0  # samples consumed since then: _buf[0] is sample number _base_index
+        self._next_t_ns: int | None = None  # where the next block should start if the stream is continuous
+        self.gaps = 0
+
+    def _time_of(self, index: int) -> int:
+        return self._base_ns + round(index * 1e9 / self.rate_hz)
+
+    def push(self, t_ns: int, block: npt.NDArray[Any]) -> list[Window]:
+        block = np.asarray(block, dtype=np.float32).reshape(-1)
+        period_ns = 1e9 / self.rate_hz
+        if self._next_t_ns is not None and abs(t_ns - self._next_t_ns) > max(5 * period_ns, 2_000_000):
+            if t_ns > self._next_t_ns:
+                self.gaps += 1  # a lost block: never splice across it, the window would be fiction
+            self._len = 0
+            self._next_t_ns = None
+        if self._next_t_ns is None:
+            self._base_ns, self._base_index = t_ns, 0
+        need = self._len + block.size
+        if need > self._buf.size:
+            grown = np.zeros(max(need, 2 * self._buf.size), dtype=np.float32)
+            grown[: self._len] = self._buf[: self._len]
+            self._buf = grown
+        self._buf[self._len : need] = block
+        self._len = need
+        self._next_t_ns = self._time_of(self._base_index + self._len)
+        n = 0 if self._len < self.n_src else 1 + (self._len - self.n_src) // self.hop_src
+        if n == 0:
+            return []
+        starts = np.arange(n) * self.hop_src
+        idx = starts[:, None] + np.arange(self.n_src)[None, :]
+        samples = resample_windows(self._buf[idx], self.window)
+        out = [
+            Window(self.stream, self._time_of(self._base_index + int(s)), samples[i], self.rate_hz)
+            for i, s in enumerate(starts)
+        ]
+        consumed = n * self.hop_src
+        rest = self._len - consumed
+        self._buf[:rest] = self._buf[consumed : self._len]
+        self._len = rest
+        self._base_index += consumed
+        return out
+
+
+class BoundedQueue(Generic[T]):
+    """An asyncio queue with a declared full policy: `block` (back-pressure) or `drop_oldest` (counted)."""
+
+    def __init__(self, maxsize: int, policy: Literal["block", "drop_oldest"], stats: Stats, name: str) -> None:
+        self._items: collections.deque[T] = collections.deque()
+        self.maxsize = maxsize
+        self.policy = policy
+        self.stats = stats
+        self.name = name
+        self._cond = asyncio.Condition()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    async def put(self, item: T) -> None:
+        async with self._cond:
+            if len(self._items) >= self.maxsize:
+                if self.policy == "drop_oldest":
+                    self._items.popleft()
+                    self.stats[f"{self.name}_dropped"] += 1
+                else:
+                    await self._cond.wait_for(lambda: len(self._items) < self.maxsize)
+            self._items.append(item)
+            self._cond.notify_all()
+
+    async def get_batch(self, max_items: int, max_wait_s: float) -> list[T]:
+        """Wait for one item, then up to `max_wait_s` more for the batch to fill."""
+        async with self._cond:
+            await self._cond.wait_for(lambda: len(self._items) > 0)
+            if len(self._items) < max_items and max_wait_s > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(
+                        self._cond.wait_for(lambda: len(self._items) >= max_items), timeout=max_wait_s
+                    )
+            batch = [self._items.popleft() for _ in range(min(max_items, len(self._items)))]
+            self._cond.notify_all()
+            return batch
+
+
+@dataclass(frozen=True, slots=True)
+class Pipelined:
+    """An input waiting for inference, with the wall-clock time the pipeline received what completed it."""
+
+    item: Window | Frame
+    ingest_ns: int
+
+
+ResultHandler = Callable[[str, dict[str, Any]], Awaitable[int]]
+
+
+class Pipeline:
+    """One model's path from matching streams to results."""
+
+    def __init__(
+        self,
+        pipeline_id: str,
+        inputs: Sequence[str],
+        task: Task,
+        model_ident: str,
+        preprocessing: dict[str, Any],
+        *,
+        max_batch: int,
+        max_wait_ms: float,
+        queue_size: int,
+        when_full: Literal["block", "drop_oldest"] | None,
+        executor: Executor,
+        on_result: ResultHandler,
+    ) -> None:
+        self.id = pipeline_id
+        self.patterns = list(inputs)
+        self.task = task
+        self.model_ident = model_ident
+        self.stats = Stats()
+        self.rate_hz = float(preprocessing.get("rate_hz", 0.0))
+        self.window = int(preprocessing.get("window", 0))
+        self.hop = int(preprocessing.get("hop", self.window))
+        self.max_batch = max_batch
+        self.max_wait_s = max_wait_ms / 1000.0
+        self.waveform = self.window > 0
+        policy = when_full or ("block" if self.waveform else "drop_oldest")
+        self.queue: BoundedQueue[Pipelined] = BoundedQueue(queue_size, policy, self.stats, "input")
+        self._buffers: dict[str, WindowBuffer] = {}
+        self._executor = executor
+        self._on_result = on_result
+        self.latencies_ns: collections.deque[int] = collections.deque(maxlen=10_000)
+        self._warned: set[str] = set()
+
+    def matches(self, stream: str) -> bool:
+        return any(fnmatch.fnmatchcase(stream, p) for p in self.patterns)
+
+    async def feed(self, sample: Sample) -> None:
+        now = time.time_ns()
+        if isinstance(sample, Frame):
+            if self.waveform:
+                self._warn_once(sample.stream, "frame sent to a waveform pipeline")
+                return
+            await self.queue.put(Pipelined(sample, now))
+            return
+        if not self.waveform:
+            self._warn_once(sample.stream, "reading sent to a frame pipeline")
+            return
+        if sample.quality == "bad" or sample.value.ndim != 1 or not sample.rate_hz:
+            self.stats["readings_ignored"] += 1
+            self._warn_once(sample.stream, "not a good waveform block (needs quality good/uncertain, shape (n,), rate)")
+            return
+        buf = self._buffers.get(sample.stream)
+        if buf is None or buf.rate_hz != sample.rate_hz:
+            buf = WindowBuffer(sample.stream, sample.rate_hz, self.rate_hz, self.window, self.hop)
+            self._buffers[sample.stream] = buf
+        for window in buf.push(sample.t_ns, sample.value):
+            await self.queue.put(Pipelined(window, now))
+
+    def _warn_once(self, stream: str, why: str) -> None:
+        key = f"{stream}:{why}"
+        if key not in self._warned:
+            self._warned.add(key)
+            log.warning("event=input_ignored pipeline=%s stream=%s why=%r", self.id, stream, why)
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = await self.queue.get_batch(self.max_batch, self.max_wait_s)
+            items = [p.item for p in batch]
+            try:
+                fields_list = await loop.run_in_executor(self._executor, self.task.process, items)
+            except Exception as exc:  # one bad batch must not stop the line
+                self.stats["batch_errors"] += 1
+                log.error("event=batch_failed pipeline=%s size=%d error=%r", self.id, len(items), exc)
+                continue
+            self.stats["batches"] += 1
+            self.stats["inputs"] += len(items)
+            for pipelined, fields in zip(batch, fields_list, strict=True):
+                latency = time.time_ns() - pipelined.ingest_ns
+                self.latencies_ns.append(latency)
+                result = {
+                    "t_ns": pipelined.item.t_ns,
+                    "latency_ns": latency,
+                    "model": self.model_ident,
+                    **fields,
+                }
+                await self._on_result(self.id, result)

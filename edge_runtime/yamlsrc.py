@@ -1,0 +1,167 @@
+"""YAML loading that remembers where every value came from, so config errors can say `FILE:LINE: path: why`.
+
+Also resolves `${NAME}` references (environment, then `$CREDENTIALS_DIRECTORY/NAME` as systemd's
+`LoadCredential=` provides) and `profile:` includes of device profiles. This is the only place config I/O happens;
+the pydantic models validate plain data.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+__all__ = ["Located", "SourceError", "load_located"]
+
+Loc = tuple[str | int, ...]
+_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+@dataclass
+class Located:
+    """Plain data plus, for every path into it, the file and line it was written at."""
+
+    data: Any
+    where: dict[Loc, tuple[Path, int]] = field(default_factory=dict)
+    file: Path = Path("<config>")
+
+    def locate(self, loc: Loc) -> tuple[Path, int]:
+        """The nearest recorded position for `loc` (walking up to the parent when a key is missing)."""
+        for end in range(len(loc), -1, -1):
+            hit = self.where.get(loc[:end])
+            if hit is not None:
+                return hit
+        return (self.file, 1)
+
+
+@dataclass
+class SourceError:
+    file: Path
+    line: int
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}: {self.path}: {self.message}"
+
+
+def _convert(
+    node: yaml.Node, file: Path, loc: Loc, where: dict[Loc, tuple[Path, int]], errors: list[SourceError]
+) -> Any:
+    where[loc] = (file, node.start_mark.line + 1)
+    if isinstance(node, yaml.MappingNode):
+        out: dict[str, Any] = {}
+        for key_node, value_node in node.value:
+            key = yaml.safe_load(yaml.serialize(key_node))
+            if not isinstance(key, str):
+                key = str(key)
+            out[key] = _convert(value_node, file, (*loc, key), where, errors)
+        return out
+    if isinstance(node, yaml.SequenceNode):
+        return [_convert(item, file, (*loc, i), where, errors) for i, item in enumerate(node.value)]
+    value = yaml.safe_load(yaml.serialize(node))
+    if isinstance(value, str) and "${" in value:
+        value = _substitute(value, file, node.start_mark.line + 1, loc, errors)
+    return value
+
+
+def _secret_lookup(name: str) -> str | None:
+    if name in os.environ:
+        return os.environ[name]
+    creds = os.environ.get("CREDENTIALS_DIRECTORY")
+    if creds:
+        path = Path(creds) / name
+        if path.is_file():
+            return path.read_text(encoding="utf-8").rstrip("\n")
+    return None
+
+
+def _substitute(text: str, file: Path, line: int, loc: Loc, errors: list[SourceError]) -> str:
+    def repl(match: re.Match[str]) -> str:
+        value = _secret_lookup(match.group(1))
+        if value is None:
+            errors.append(
+                SourceError(
+                    file,
+                    line,
+                    ".".join(map(str, loc)),
+                    f"${{{match.group(1)}}} is neither an environment variable nor a file in $CREDENTIALS_DIRECTORY",
+                )
+            )
+            return ""
+        return value
+
+    return _REF.sub(repl, text)
+
+
+def _compose(file: Path) -> yaml.Node | None:
+    with file.open(encoding="utf-8") as fh:
+        return yaml.compose(fh, Loader=yaml.SafeLoader)
+
+
+def load_located(file: Path, *, profile_dirs: tuple[Path, ...] = ()) -> tuple[Located, list[SourceError]]:
+    """Read a deployment file. Device entries with `profile:` get the profile's keys merged under them."""
+    errors: list[SourceError] = []
+    located = Located(data=None, file=file)
+    try:
+        node = _compose(file)
+    except OSError as exc:
+        return located, [SourceError(file, 1, "<file>", f"cannot read: {exc.strerror or exc}")]
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        return located, [SourceError(file, (mark.line + 1) if mark else 1, "<yaml>", str(exc.problem))]
+    if node is None:
+        return located, [SourceError(file, 1, "<file>", "the file is empty")]
+    located.data = _convert(node, file, (), located.where, errors)
+    devices = located.data.get("devices") if isinstance(located.data, dict) else None
+    if isinstance(devices, list):
+        for i, entry in enumerate(devices):
+            if isinstance(entry, dict) and "profile" in entry:
+                _merge_profile(located, i, entry, file, profile_dirs, errors)
+    return located, errors
+
+
+def resolve_profile(name: str, base: Path, profile_dirs: tuple[Path, ...]) -> Path | None:
+    for directory in (base, *profile_dirs):
+        candidate = directory / name
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _merge_profile(
+    located: Located,
+    index: int,
+    entry: dict[str, Any],
+    file: Path,
+    profile_dirs: tuple[Path, ...],
+    errors: list[SourceError],
+) -> None:
+    loc: Loc = ("devices", index, "profile")
+    line = located.where[loc][1]
+    name = entry.pop("profile")
+    path = resolve_profile(str(name), file.parent, profile_dirs) if isinstance(name, str) else None
+    if path is None:
+        errors.append(SourceError(file, line, f"devices.{index}.profile", f"device profile '{name}' not found"))
+        return
+    try:
+        node = _compose(path)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        errors.append(SourceError(path, (mark.line + 1) if mark else 1, "<yaml>", str(exc.problem)))
+        return
+    if node is None or not isinstance(node, yaml.MappingNode):
+        errors.append(SourceError(path, 1, "<profile>", "a device profile must be a mapping"))
+        return
+    prof_where: dict[Loc, tuple[Path, int]] = {}
+    profile = _convert(node, path, ("devices", index), prof_where, errors)
+    for key, value in profile.items():
+        if key not in entry:
+            entry[key] = value
+            for sub, pos in prof_where.items():
+                if sub[:3] == ("devices", index, key):
+                    located.where[sub] = pos

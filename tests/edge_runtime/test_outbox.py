@@ -1,0 +1,115 @@
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from adapters.base import Backoff, DeliveryError, Stats
+from edge_runtime.outbox import Outbox, deliver_forever
+
+
+class RecordingSink:
+    """A sink that confirms or refuses on command, to exercise the outbox's bookkeeping."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.stats = Stats()
+        self.up = True
+        self.got: list[dict[str, Any]] = []
+
+    async def open(self) -> None:
+        pass
+
+    async def deliver(self, result: Mapping[str, Any]) -> None:
+        if not self.up:
+            raise DeliveryError("down")
+        self.got.append(dict(result))
+
+    async def close(self) -> None:
+        pass
+
+
+async def until(cond: Any, timeout_s: float = 10.0) -> None:
+    async with asyncio.timeout(timeout_s):
+        while not cond():
+            await asyncio.sleep(0.01)
+
+
+async def test_seq_is_strictly_increasing_and_survives_restart(tmp_path: Path) -> None:
+    path = tmp_path / "o.sqlite"
+    box = Outbox(path)
+    await box.open()
+    seqs = [await box.put("vib", {"x": i}, ["s"]) for i in range(5)]
+    assert seqs == [1, 2, 3, 4, 5]
+    assert await box.put("rice", {}, ["s"]) == 1
+    await box.close()
+    box = Outbox(path)
+    await box.open()
+    assert box.pending_rows == 6
+    assert await box.put("vib", {}, ["s"]) == 6
+    pending = await box.pending("s")
+    assert [(p.pipeline, p.seq) for p in pending][:2] == [("vib", 1), ("vib", 2)]
+    assert pending[0].payload == {"pipeline": "vib", "seq": 1, "x": 0}
+    await box.close()
+
+
+async def test_rows_leave_only_when_the_sink_confirms(tmp_path: Path) -> None:
+    box = Outbox(tmp_path / "o.sqlite")
+    await box.open()
+    sink = RecordingSink("mqtt")
+    sink.up = False
+    task = asyncio.create_task(deliver_forever(box, sink, backoff=Backoff(initial_s=0.01, max_s=0.05)))
+    for i in range(10):
+        await box.put("vib", {"i": i}, ["mqtt"])
+    await until(lambda: sink.stats["delivery_failures"] >= 2)
+    assert box.pending_rows == 10 and sink.got == []
+    sink.up = True
+    await until(lambda: box.pending_rows == 0)
+    assert [r["i"] for r in sink.got] == list(range(10))
+    assert [r["seq"] for r in sink.got] == list(range(1, 11))
+    task.cancel()
+    await box.close()
+
+
+async def test_each_sink_acknowledges_on_its_own(tmp_path: Path) -> None:
+    box = Outbox(tmp_path / "o.sqlite")
+    await box.open()
+    fast, dead = RecordingSink("fast"), RecordingSink("dead")
+    dead.up = False
+    tasks = [
+        asyncio.create_task(deliver_forever(box, s, backoff=Backoff(initial_s=0.01, max_s=0.05))) for s in (fast, dead)
+    ]
+    for i in range(4):
+        await box.put("p", {"i": i}, ["fast", "dead"])
+    await until(lambda: len(fast.got) == 4)
+    assert box.pending_rows == 4  # the dead sink's copies stay
+    for t in tasks:
+        t.cancel()
+    await box.close()
+
+
+async def test_full_outbox_blocks_the_producer_instead_of_losing(tmp_path: Path) -> None:
+    box = Outbox(tmp_path / "o.sqlite", max_rows=3)
+    await box.open()
+    for i in range(3):
+        await box.put("p", {"i": i}, ["s"])
+    blocked = asyncio.create_task(box.put("p", {"i": 3}, ["s"]))
+    await asyncio.sleep(0.2)
+    assert not blocked.done()
+    first = await box.pending("s", 1)
+    await box.ack([first[0].id])
+    assert await asyncio.wait_for(blocked, 5) == 4
+    assert box.pending_rows == 3
+    await box.close()
+
+
+async def test_numpy_values_are_stored_as_plain_json(tmp_path: Path) -> None:
+    import numpy as np
+
+    box = Outbox(tmp_path / "o.sqlite")
+    await box.open()
+    await box.put("p", {"score": np.float32(0.5), "v": np.arange(3)}, ["s"])
+    (row,) = await box.pending("s")
+    assert row.payload["score"] == 0.5 and row.payload["v"] == [0, 1, 2]
+    await box.close()

@@ -1,0 +1,92 @@
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from adapters.base import Stats
+from edge_runtime.dsp import resample_windows
+from edge_runtime.pipeline import BoundedQueue, WindowBuffer
+
+RATE = 12_000.0
+
+
+def _signal(n: int) -> np.ndarray:
+    return np.random.default_rng(1).normal(size=n).astype(np.float32)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.integers(min_value=1, max_value=5000), min_size=1, max_size=30))
+def test_windows_do_not_depend_on_how_the_stream_is_cut_into_blocks(sizes: list[int]) -> None:
+    x = _signal(sum(sizes))
+    buf = WindowBuffer("s", RATE, RATE, window=1024, hop=512)
+    got, pos, t0 = [], 0, 1_000_000_000
+    for size in sizes:
+        got += buf.push(t0 + round(pos * 1e9 / RATE), x[pos : pos + size])
+        pos += size
+    n = 0 if x.size < 1024 else 1 + (x.size - 1024) // 512
+    assert len(got) == n
+    for i, w in enumerate(got):
+        assert np.array_equal(w.samples, x[i * 512 : i * 512 + 1024])
+        assert abs(w.t_ns - (t0 + round(i * 512 * 1e9 / RATE))) <= 1
+
+
+def test_48k_stream_is_cut_at_its_own_rate_and_resampled() -> None:
+    x = _signal(48_000)
+    buf = WindowBuffer("s", 48_000.0, RATE, window=2048, hop=2048)
+    windows = buf.push(0, x)
+    assert len(windows) == 48_000 // 8192
+    assert windows[1].samples.shape == (2048,)
+    assert np.allclose(windows[1].samples, resample_windows(x[8192:16384], 2048))
+    assert windows[1].t_ns == round(8192 * 1e9 / 48_000)
+    assert windows[0].source_rate_hz == 48_000.0
+
+
+def test_a_lost_block_is_never_spliced_into_a_window() -> None:
+    buf = WindowBuffer("s", RATE, RATE, window=1000, hop=1000)
+    block = _signal(600)
+    assert buf.push(0, block) == []
+    late = round(1200 * 1e9 / RATE)  # 600 samples missing
+    assert buf.push(late, block) == []
+    assert buf.gaps == 1
+    out = buf.push(late + round(600 * 1e9 / RATE), block)
+    assert len(out) == 1 and out[0].t_ns == late
+
+
+async def test_drop_oldest_counts_and_keeps_the_newest() -> None:
+    stats = Stats()
+    q: BoundedQueue[int] = BoundedQueue(3, "drop_oldest", stats, "input")
+    for i in range(10):
+        await q.put(i)
+    assert stats["input_dropped"] == 7
+    assert await q.get_batch(10, 0) == [7, 8, 9]
+
+
+async def test_block_policy_applies_back_pressure() -> None:
+    stats = Stats()
+    q: BoundedQueue[int] = BoundedQueue(2, "block", stats, "input")
+    await q.put(1)
+    await q.put(2)
+    waiting = asyncio.create_task(q.put(3))
+    await asyncio.sleep(0.05)
+    assert not waiting.done()
+    assert await q.get_batch(1, 0) == [1]
+    await asyncio.wait_for(waiting, 2)
+    assert await q.get_batch(5, 0) == [2, 3]
+    assert stats["input_dropped"] == 0
+
+
+async def test_batch_waits_up_to_max_wait_for_more() -> None:
+    q: BoundedQueue[int] = BoundedQueue(100, "block", Stats(), "input")
+    await q.put(1)
+
+    async def later() -> None:
+        await asyncio.sleep(0.05)
+        await q.put(2)
+
+    task = asyncio.create_task(later())
+    batch = await q.get_batch(2, 5.0)
+    await task
+    assert batch == [1, 2]
