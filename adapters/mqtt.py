@@ -436,6 +436,8 @@ class _Connection:
         return client
 
     async def close(self) -> None:
+        if self._first_connack is not None and not self._first_connack.done():
+            self._first_connack.cancel()
         client, self.client = self.client, None
         self.connected = False
         if client is None:
@@ -517,16 +519,47 @@ class MqttSource:
         self._streams: dict[tuple[int, str], str] = {}
         self._malformed_log = _BurstLog("mqtt_malformed")
         self._drop_log = _BurstLog("mqtt_queue_full")
+        self._subscribed: asyncio.Future[None] | None = None
 
     async def open(self) -> None:
+        """Connect and return once the broker confirmed the subscriptions (no message is missed after it)."""
         self._queue = asyncio.Queue(self.config.queue_size)
-        self._conn = _Connection(self.config, self.stats, on_connect=self._subscribe)
-        await self._conn.open()
+        self._subscribed = asyncio.get_running_loop().create_future()
+        conn = _Connection(self.config, self.stats, on_connect=self._subscribe)
+        self._conn = conn
+        await conn.open()
+        try:
+            await asyncio.wait_for(asyncio.shield(self._subscribed), self.config.connect_timeout_s)
+        except TimeoutError:
+            await self.close()
+            raise AdapterError(f"mqtt {self.name}: no SUBACK within {self.config.connect_timeout_s} s") from None
+        except AdapterError:
+            await self.close()
+            raise
 
     def _subscribe(self, client: paho.Client) -> None:  # paho thread, on every (re)connect
         for i, sub in enumerate(self.config.subscriptions):
             client.message_callback_add(sub.topic, self._message_callback(i))
+        client.on_subscribe = self._paho_subscribed
         client.subscribe([(s.topic, int(s.qos)) for s in self.config.subscriptions])
+
+    def _paho_subscribed(
+        self, client: paho.Client, userdata: Any, mid: int, reasons: list[Any], properties: Any
+    ) -> None:  # paho thread
+        refused = [f"{s.topic}: {r}" for s, r in zip(self.config.subscriptions, reasons, strict=False) if r.is_failure]
+        if self._conn is not None:
+            self._conn._call(self._subscribe_done, refused)
+
+    def _subscribe_done(self, refused: list[str]) -> None:
+        if refused:
+            self.stats["subscribe_refused"] += 1
+            log.warning("event=mqtt_subscribe_refused source=%s refused=%s", self.name, "; ".join(refused))
+        fut = self._subscribed
+        if fut is not None and not fut.done():
+            if refused:
+                fut.set_exception(AdapterError(f"mqtt {self.name}: subscription refused: {'; '.join(refused)}"))
+            else:
+                fut.set_result(None)
 
     def _message_callback(self, index: int) -> Callable[[paho.Client, Any, paho.MQTTMessage], None]:
         def on_message(client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:  # paho thread
@@ -576,6 +609,8 @@ class MqttSource:
             yield Reading(stream, d.t_ns, d.value, d.quality, d.unit, d.rate_hz)
 
     async def close(self) -> None:
+        if self._subscribed is not None and not self._subscribed.done():
+            self._subscribed.cancel()
         conn, self._conn = self._conn, None
         if conn is not None:
             await conn.close()
