@@ -1,0 +1,817 @@
+"""Cameras: OpenCV capture (devices, RTSP/HTTP URLs, video files, image folders) and the simulated rice chute.
+
+`CameraSource` turns any OpenCV-readable feed into `Frame`s. `cv2.VideoCapture.read` blocks, so capture runs in
+one thread per camera and hands frames to the event loop through a small drop-oldest buffer: a slow consumer
+sees the newest frames, never a growing backlog, and every frame it missed is counted in
+`stats["frames_dropped"]`. A lost device or URL stream raises `AdapterError` so `adapters.base.supervise`
+reopens it.
+
+`ChuteSimulator` composes real single-grain photographs (`../shared/datasets/rice_grains`) onto a chute plate,
+with a known share of off-type and broken grains and the truth box of every grain, so the sorter can be demonstrated
+and tested on real grain images. `MjpegServer` serves any frame function as an HTTP MJPEG network camera.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import csv
+import json
+import logging
+import math
+import os
+import re
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+import numpy as np
+import numpy.typing as npt
+from pydantic import Field
+
+from adapters.base import AdapterError, Frame, Stats, StrictModel, now_ns
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+__all__ = [
+    "CHUTE_SIM",
+    "CameraConfig",
+    "CameraSource",
+    "ChuteSimulator",
+    "ChuteSimulatorConfig",
+    "GrainTruth",
+    "MjpegServer",
+    "SourceKind",
+    "classify_source",
+    "simulate",
+]
+
+log = logging.getLogger("adapters.camera")
+
+CHUTE_SIM = "chute-sim"
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
+REPO_ROOT = Path(__file__).resolve().parents[1]
+_DEVICE_PATH = re.compile(r"^/dev/video\d+$")
+_URL_USERINFO = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*://)[^/@]*@")
+
+Image = npt.NDArray[np.uint8]
+SourceKind = Literal["device", "url", "file", "folder", "chute-sim"]
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Configuration
+
+
+class ChuteSimulatorConfig(StrictModel):
+    """A rice chute seen by an area camera: real grain photographs falling across a plate."""
+
+    data_dir: str = Field(
+        "../shared/datasets/rice_grains",
+        description="Folder with one sub-folder of single-grain images per variety; a relative path is looked up "
+        "from the working directory, then from the repository root.",
+    )
+    variety: str = Field("Basmati", min_length=1, description="Declared variety of the lot (a sub-folder name).")
+    off_type_share: float = Field(
+        0.05, ge=0.0, le=1.0, description="Share of grains drawn from another variety (the purity defect to eject)."
+    )
+    broken_share: float = Field(
+        0.02, ge=0.0, le=1.0, description="Share of grains cut across their long axis (broken kernels)."
+    )
+    touching_share: float = Field(
+        0.02, ge=0.0, le=1.0, description="Share of grains that land touching the previous grain (a touching pair)."
+    )
+    grains_per_s: float = Field(150.0, ge=0.0, le=100_000.0, description="Mean grain flow through the field of view.")
+    fps: float = Field(25.0, gt=0.0, le=1000.0, description="Frame rate: each frame shows the grains of 1/fps s.")
+    width: int = Field(640, ge=64, le=8192, description="Frame width in pixels (across the chute).")
+    height: int = Field(480, ge=64, le=8192, description="Frame height in pixels (along the fall).")
+    grain_scale: float = Field(
+        0.35, gt=0.0, le=4.0, description="Frame pixels per data-set pixel (0.35: a 190 px grain is 66 px long)."
+    )
+    background_level: int = Field(40, ge=0, le=255, description="Mean grey level of the chute plate.")
+    background_noise: float = Field(2.0, ge=0.0, le=50.0, description="Per-frame sensor noise, grey levels (std).")
+    images_per_variety: int = Field(
+        300, ge=1, le=100_000, description="Images sampled per variety, loaded lazily on first use and cached."
+    )
+    seed: int = Field(0, ge=0, description="Seed: the same seed and data set give the same frames.")
+
+
+class CameraConfig(StrictModel):
+    """A camera: a V4L2 device, a network stream, a recording, a folder of images or the simulated chute."""
+
+    kind: Literal["camera"] = Field(description="Device kind.")
+    id: str = Field(
+        min_length=1,
+        pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$",
+        description="Device id; frames are published on the stream `<id>.image`.",
+    )
+    source: int | str = Field(
+        description="A device index (0) or path (/dev/video0), an rtsp:// or http(s):// URL, a video file, a folder "
+        "of images (read in sorted name order), or `chute-sim` for the simulated rice chute.",
+    )
+    fps: float | None = Field(
+        None,
+        gt=0.0,
+        le=1000.0,
+        description="Files, folders and chute-sim: playback rate (default: the file's own rate, 10 for folders, "
+        "the simulator's rate). Devices and URLs: an upper bound, faster frames are skipped.",
+    )
+    loop: bool = Field(False, description="Files and folders: start again at the end instead of ending the stream.")
+    width: int | None = Field(None, gt=0, le=16384, description="Devices: requested frame width in pixels.")
+    height: int | None = Field(None, gt=0, le=16384, description="Devices: requested frame height in pixels.")
+    reconnect: bool = Field(
+        True,
+        description="Devices and URLs: a failed read means a lost stream, raised so the supervisor reopens it; "
+        "false ends the stream instead (a finite network source).",
+    )
+    timeout_s: float = Field(10.0, gt=0.0, le=300.0, description="URLs: open and read timeout.")
+    buffer_frames: int = Field(
+        2, ge=1, le=64, description="Frames held for a slow consumer; beyond this the oldest are dropped and counted."
+    )
+    chute: ChuteSimulatorConfig | None = Field(
+        None,
+        description="Simulator settings, used only when `source` is `chute-sim` (defaults when omitted), so a "
+        "profile can keep them while a deployment points `source` at the real camera.",
+    )
+
+
+def classify_source(source: int | str) -> SourceKind:
+    """What a `source` names; looks at the file system, so it runs when the camera opens, not at validation."""
+    if isinstance(source, int) or source.isdigit() or _DEVICE_PATH.match(source):
+        return "device"
+    if source == CHUTE_SIM:
+        return "chute-sim"
+    if "://" in source:
+        return "url"
+    return "folder" if os.path.isdir(source) else "file"
+
+
+def redact(source: int | str) -> str:
+    """The source as it may appear in logs and frame metadata: URL credentials removed."""
+    return _URL_USERINFO.sub(r"\1***@", str(source))
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Simulated chute
+
+
+@dataclass(frozen=True, slots=True)
+class GrainTruth:
+    """Where one simulated grain is in its frame and what it is."""
+
+    x: int
+    y: int
+    w: int
+    h: int
+    variety: str
+    broken: bool
+    off_type: bool
+    length_px: float  # along the grain's long axis, after breaking and scaling
+    angle_deg: float
+
+
+@dataclass(frozen=True, slots=True)
+class _Grain:
+    """A grain cut out of its photograph, long axis horizontal."""
+
+    bgr: npt.NDArray[np.float32]
+    alpha: npt.NDArray[np.float32]
+
+
+def _resolve_data_dir(data_dir: str) -> Path:
+    path = Path(data_dir)
+    candidates = [path] if path.is_absolute() else [Path.cwd() / path, REPO_ROOT / path]
+    for candidate in candidates:
+        if candidate.is_dir():
+            return candidate
+    raise AdapterError(f"rice grain data set not found: {data_dir} (looked in {', '.join(map(str, candidates))})")
+
+
+def _cut_grain(image: Image, threshold: int = 40) -> _Grain | None:
+    """Mask the largest bright blob of a grain-on-black photograph and turn its long axis horizontal."""
+    import cv2
+
+    gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+    count, labels, blob_stats, _ = cv2.connectedComponentsWithStats((gray > threshold).astype(np.uint8))
+    if count < 2:
+        return None
+    blob = 1 + int(np.argmax(blob_stats[1:, cv2.CC_STAT_AREA]))
+    mask = (labels == blob).astype(np.float32)
+    m = cv2.moments(mask, binaryImage=True)
+    if m["m00"] < 20:
+        return None
+    cx, cy = m["m10"] / m["m00"], m["m01"] / m["m00"]
+    angle = 0.5 * math.degrees(math.atan2(2 * m["mu11"], m["mu20"] - m["mu02"]))
+    side = math.ceil(math.hypot(*gray.shape)) + 2
+    rot = np.asarray(cv2.getRotationMatrix2D((cx, cy), angle, 1.0), dtype=np.float64)
+    rot[:, 2] += (side / 2 - cx, side / 2 - cy)
+    bgr = cv2.warpAffine(image.astype(np.float32), rot, (side, side), flags=cv2.INTER_LINEAR)
+    alpha = cv2.warpAffine(mask, rot, (side, side), flags=cv2.INTER_LINEAR)
+    ys, xs = np.nonzero(alpha > 0.5)
+    y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+    return _Grain(np.ascontiguousarray(bgr[y0:y1, x0:x1]), np.ascontiguousarray(alpha[y0:y1, x0:x1]))
+
+
+class ChuteSimulator:
+    """Frames of a rice chute made of real grain photographs, with the truth of every grain.
+
+    Each frame is a fresh strip: the grains that crossed the field of view during 1/fps s (Poisson), each cut
+    from a data-set image with a threshold mask, optionally broken across its long axis, turned and scaled at
+    random, and mask-blended at a free spot on the plate (a few land touching their neighbour). Images are loaded
+    on first use from a seeded sample of `images_per_variety` per variety and cached.
+
+    Example::
+
+        sim = ChuteSimulator(ChuteSimulatorConfig(variety="Jasmine", seed=7))
+        image, truth = sim.next_frame()  # image: 480x640x3 uint8 BGR; truth: list[GrainTruth]
+    """
+
+    def __init__(self, config: ChuteSimulatorConfig) -> None:
+        self.config = config
+        self.data_dir = _resolve_data_dir(config.data_dir)
+        self.varieties = sorted(p.name for p in self.data_dir.iterdir() if p.is_dir())
+        if config.variety not in self.varieties:
+            raise AdapterError(f"variety {config.variety!r} not in {self.data_dir} (found: {self.varieties})")
+        self.others = [v for v in self.varieties if v != config.variety]
+        self.stats = Stats()
+        self._rng = np.random.default_rng(config.seed)
+        self._files: dict[str, list[Path]] = {}
+        self._cache: dict[Path, _Grain | None] = {}
+        h, w = config.height, config.width
+        plate_rng = np.random.default_rng([config.seed, 1])
+        shade = np.linspace(-4.0, 4.0, h, dtype=np.float32)[:, None, None]  # uneven lighting along the fall
+        texture = plate_rng.normal(0.0, 1.5, (h, w, 1)).astype(np.float32)  # fixed pattern of the plate
+        self._plate = np.broadcast_to(config.background_level + shade + texture, (h, w, 3)).astype(np.float32)
+
+    def _pool(self, variety: str) -> list[Path]:
+        """A seeded sample of the variety's images; only names are listed, images load on first use."""
+        pool = self._files.get(variety)
+        if pool is None:
+            names = sorted(p for p in (self.data_dir / variety).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            if not names:
+                raise AdapterError(f"no images in {self.data_dir / variety}")
+            pick_rng = np.random.default_rng([self.config.seed, 2, self.varieties.index(variety)])
+            size = min(self.config.images_per_variety, len(names))
+            pool = [names[i] for i in sorted(pick_rng.choice(len(names), size=size, replace=False))]
+            self._files[variety] = pool
+        return pool
+
+    def _grain(self, variety: str) -> _Grain:
+        import cv2
+
+        pool = self._pool(variety)
+        for _ in range(20):
+            path = pool[int(self._rng.integers(len(pool)))]
+            if path not in self._cache:
+                image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+                self._cache[path] = None if image is None else _cut_grain(np.asarray(image, dtype=np.uint8))
+            grain = self._cache[path]
+            if grain is not None:
+                return grain
+            self.stats["images_unusable"] += 1
+        raise AdapterError(f"no usable grain image in {self.data_dir / variety}")
+
+    def _place(
+        self, grain: _Grain, broken: bool
+    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32], float, float]:
+        """Break, turn and scale a grain; returns its colour, alpha, length and angle."""
+        import cv2
+
+        bgr, alpha = grain.bgr, grain.alpha
+        length = float(bgr.shape[1])
+        if broken:  # a real grain cut across its long axis; keep either end
+            cut = max(2, int(length * self._rng.uniform(0.35, 0.65)))
+            part = slice(0, cut) if self._rng.random() < 0.5 else slice(bgr.shape[1] - cut, None)
+            bgr, alpha, length = bgr[:, part], alpha[:, part], float(cut)
+        angle = float(self._rng.uniform(0.0, 180.0))
+        scale = self.config.grain_scale
+        h, w = alpha.shape
+        rot = cv2.getRotationMatrix2D((w / 2, h / 2), angle, scale)
+        cos, sin = abs(math.cos(math.radians(angle))), abs(math.sin(math.radians(angle)))
+        out_w = math.ceil(scale * (w * cos + h * sin)) + 2
+        out_h = math.ceil(scale * (w * sin + h * cos)) + 2
+        rot[:, 2] += (out_w / 2 - w / 2, out_h / 2 - h / 2)
+        bgr = np.asarray(cv2.warpAffine(bgr, rot, (out_w, out_h), flags=cv2.INTER_LINEAR), dtype=np.float32)
+        alpha = np.asarray(cv2.warpAffine(alpha, rot, (out_w, out_h), flags=cv2.INTER_LINEAR), dtype=np.float32)
+        ys, xs = np.nonzero(alpha > 0.5)
+        if ys.size == 0:
+            return bgr[:0, :0], alpha[:0, :0], 0.0, angle
+        y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+        return bgr[y0:y1, x0:x1], alpha[y0:y1, x0:x1], length * scale, angle
+
+    def _spot(
+        self, occupied: npt.NDArray[np.int64], n_occupied: int, w: int, h: int, touch: GrainTruth | None
+    ) -> tuple[int, int] | None:
+        """A free position for a w x h box: beside `touch` if given, else at random; None if the plate is full."""
+        cfg = self.config
+        if w > cfg.width or h > cfg.height:
+            return None
+        boxes = occupied[:n_occupied]
+        for attempt in range(40):
+            if touch is not None and attempt < 8:  # overlap the neighbour's box by a few pixels
+                x = touch.x + touch.w - int(self._rng.integers(1, max(2, w // 4)))
+                y = touch.y + int(self._rng.integers(-h // 2, max(1, touch.h // 2)))
+                ignore = n_occupied - 1
+            else:
+                x = int(self._rng.integers(0, cfg.width - w + 1))
+                y = int(self._rng.integers(0, cfg.height - h + 1))
+                ignore = -1
+            if not (0 <= x <= cfg.width - w and 0 <= y <= cfg.height - h):
+                continue
+            hit = (
+                (boxes[:, 0] < x + w + 2)
+                & (x < boxes[:, 0] + boxes[:, 2] + 2)
+                & (boxes[:, 1] < y + h + 2)
+                & (y < boxes[:, 1] + boxes[:, 3] + 2)
+            )
+            if ignore >= 0:
+                hit[ignore] = False
+            if not hit.any():
+                return x, y
+        return None
+
+    def next_frame(self) -> tuple[Image, list[GrainTruth]]:
+        """The next frame (H x W x 3 uint8 BGR) and the truth of every grain in it."""
+        cfg = self.config
+        canvas = self._plate.copy()
+        n = int(self._rng.poisson(cfg.grains_per_s / cfg.fps))
+        occupied = np.zeros((n, 4), dtype=np.int64)
+        truth: list[GrainTruth] = []
+        for _ in range(n):
+            off_type = bool(self.others) and self._rng.random() < cfg.off_type_share
+            variety = self.others[int(self._rng.integers(len(self.others)))] if off_type else cfg.variety
+            broken = bool(self._rng.random() < cfg.broken_share)
+            touching = bool(truth) and self._rng.random() < cfg.touching_share
+            bgr, alpha, length, angle = self._place(self._grain(variety), broken)
+            h, w = alpha.shape
+            spot = self._spot(occupied, len(truth), w, h, truth[-1] if touching else None) if h and w else None
+            if spot is None:
+                self.stats["grains_unplaced"] += 1
+                continue
+            x, y = spot
+            region = canvas[y : y + h, x : x + w]
+            a = alpha[:, :, None]
+            region *= 1.0 - a
+            region += a * bgr
+            occupied[len(truth)] = (x, y, w, h)
+            truth.append(GrainTruth(x, y, w, h, variety, broken, off_type, round(length, 1), round(angle, 1)))
+        if cfg.background_noise > 0:
+            canvas += self._rng.standard_normal(canvas.shape, dtype=np.float32) * np.float32(cfg.background_noise)
+        self.stats["frames"] += 1
+        self.stats["grains"] += len(truth)
+        return np.clip(canvas, 0, 255).astype(np.uint8), truth
+
+    def write_frames(self, directory: str | Path, n: int, *, suffix: str = ".png") -> list[list[GrainTruth]]:
+        """Write n frames as `frame_000000.png`... plus `truth.csv` (one row per grain); returns the truth."""
+        import cv2
+
+        out = Path(directory)
+        out.mkdir(parents=True, exist_ok=True)
+        truths: list[list[GrainTruth]] = []
+        with (out / "truth.csv").open("w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["file", *GrainTruth.__slots__])
+            for i in range(n):
+                image, truth = self.next_frame()
+                name = f"frame_{i:06d}{suffix}"
+                if not cv2.imwrite(str(out / name), image):
+                    raise AdapterError(f"could not write {out / name}")
+                writer.writerows([name, *asdict(g).values()] for g in truth)
+                truths.append(truth)
+        return truths
+
+    def write_video(self, path: str | Path, n: int, *, fourcc: str = "MJPG") -> list[list[GrainTruth]]:
+        """Write n frames as a video file (MJPEG in AVI by default) at the simulator's fps; returns the truth."""
+        import cv2
+
+        cfg = self.config
+        writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*fourcc), cfg.fps, (cfg.width, cfg.height))
+        if not writer.isOpened():
+            raise AdapterError(f"could not open a {fourcc} writer for {path}")
+        truths: list[list[GrainTruth]] = []
+        try:
+            for _ in range(n):
+                image, truth = self.next_frame()
+                writer.write(image)
+                truths.append(truth)
+        finally:
+            writer.release()
+        return truths
+
+
+def truth_json(truth: list[GrainTruth]) -> str:
+    """Compact truth for `Frame.meta["truth"]`: `[[x, y, w, h, variety, broken, off_type], ...]`."""
+    rows = [[g.x, g.y, g.w, g.h, g.variety, int(g.broken), int(g.off_type)] for g in truth]
+    return json.dumps(rows, separators=(",", ":"))
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Readers: blocking, used only from the capture thread
+
+
+class _Reader(Protocol):
+    paced: bool  # True: emit at the playback rate; False: a live feed, read as fast as it delivers
+
+    def read(self) -> tuple[Image, dict[str, float | str]] | None:
+        """The next image and its metadata; None at the end of a finite source; AdapterError when lost."""
+        ...
+
+    def release(self) -> None: ...
+
+
+def _as_bgr(image: Any) -> Image:
+    import cv2
+
+    array = np.asarray(image)
+    if array.ndim == 2:
+        array = cv2.cvtColor(array, cv2.COLOR_GRAY2BGR)
+    elif array.shape[2] == 4:
+        array = cv2.cvtColor(array, cv2.COLOR_BGRA2BGR)
+    if array.dtype != np.uint8:
+        array = cv2.convertScaleAbs(array)
+    return np.asarray(array, dtype=np.uint8)
+
+
+class _CaptureReader:
+    """cv2.VideoCapture on a device, a URL or a video file."""
+
+    def __init__(self, config: CameraConfig, kind: SourceKind) -> None:
+        self.config, self.kind = config, kind
+        self.paced = kind == "file"
+        self.label = redact(config.source)
+        self._cap = self._open()
+
+    def _open(self) -> Any:
+        import cv2
+
+        cfg, source = self.config, self.config.source
+        if self.kind == "device":
+            cap = cv2.VideoCapture(int(source) if isinstance(source, int) or source.isdigit() else source)
+            if cap.isOpened():
+                cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)  # newest frame, not the driver's backlog
+                if cfg.width:
+                    cap.set(cv2.CAP_PROP_FRAME_WIDTH, cfg.width)
+                if cfg.height:
+                    cap.set(cv2.CAP_PROP_FRAME_HEIGHT, cfg.height)
+                if cfg.fps:
+                    cap.set(cv2.CAP_PROP_FPS, cfg.fps)
+        elif self.kind == "url":
+            ms = int(cfg.timeout_s * 1000)
+            params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms]
+            cap = cv2.VideoCapture(str(source), cv2.CAP_FFMPEG, params)
+        else:
+            if not os.path.isfile(str(source)):
+                raise AdapterError(f"camera {cfg.id}: no such file {source}")
+            cap = cv2.VideoCapture(str(source))
+        if not cap.isOpened():
+            cap.release()
+            raise AdapterError(f"camera {cfg.id}: cannot open {self.kind} {self.label}")
+        return cap
+
+    def file_fps(self) -> float:
+        import cv2
+
+        fps = float(self._cap.get(cv2.CAP_PROP_FPS))
+        return fps if 0 < fps <= 1000 else 25.0
+
+    def read(self) -> tuple[Image, dict[str, float | str]] | None:
+        ok, image = self._cap.read()
+        if ok and image is not None:
+            return _as_bgr(image), {"source": self.label}
+        if self.kind == "file":
+            if not self.config.loop:
+                return None
+            self._cap.release()
+            self._cap = self._open()  # reopen, not seek: a file replaced or removed on disk is noticed
+            ok, image = self._cap.read()
+            if ok and image is not None:
+                return _as_bgr(image), {"source": self.label}
+            raise AdapterError(f"camera {self.config.id}: no frames in {self.label}")
+        if not self.config.reconnect:
+            return None
+        raise AdapterError(f"camera {self.config.id}: {self.kind} stream lost ({self.label})")
+
+    def release(self) -> None:
+        self._cap.release()
+
+
+class _FolderReader:
+    """Images of a folder in sorted name order; unreadable files are counted and skipped."""
+
+    paced = True
+
+    def __init__(self, config: CameraConfig, stats: Stats) -> None:
+        self.config, self.stats = config, stats
+        self.folder = Path(str(config.source))
+        self._files = self._list()
+        self._next = 0
+        self._bad_burst = 0
+
+    def _list(self) -> list[Path]:
+        files = sorted(p for p in self.folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        if not files:
+            raise AdapterError(f"camera {self.config.id}: no images in {self.folder}")
+        return files
+
+    def read(self) -> tuple[Image, dict[str, float | str]] | None:
+        import cv2
+
+        readable_in_pass = False
+        while True:
+            if self._next >= len(self._files):
+                if not self.config.loop:
+                    return None
+                if not readable_in_pass and self._bad_burst >= len(self._files):
+                    raise AdapterError(f"camera {self.config.id}: no readable image in {self.folder}")
+                self._files, self._next = self._list(), 0  # new files in the folder join the next pass
+            path = self._files[self._next]
+            self._next += 1
+            image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+            if image is None:
+                self.stats["frames_unreadable"] += 1
+                if self._bad_burst == 0:
+                    log.warning("event=image_unreadable camera=%s file=%s", self.config.id, path.name)
+                self._bad_burst += 1
+                continue
+            if self._bad_burst:
+                log.info("event=images_readable_again camera=%s skipped=%d", self.config.id, self._bad_burst)
+            self._bad_burst, readable_in_pass = 0, True
+            return _as_bgr(image), {"source": path.name}
+
+    def release(self) -> None:
+        pass
+
+
+class _ChuteReader:
+    """The simulated chute as a live camera."""
+
+    paced = True
+
+    def __init__(self, config: ChuteSimulatorConfig) -> None:
+        self.sim = ChuteSimulator(config)
+
+    def read(self) -> tuple[Image, dict[str, float | str]] | None:
+        image, truth = self.sim.next_frame()
+        return image, {"source": CHUTE_SIM, "grains": len(truth), "truth": truth_json(truth)}
+
+    def release(self) -> None:
+        pass
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Source
+
+
+class _Feed:
+    """Frames from the capture thread to the event loop: a drop-oldest buffer, an end mark and the error."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, size: int, stats: Stats) -> None:
+        self._loop, self._stats = loop, stats
+        self._buffer: deque[Frame] = deque(maxlen=size)
+        self._lock = threading.Lock()
+        self._ready = asyncio.Event()
+        self._ended = False
+        self._error: BaseException | None = None
+
+    def _wake(self) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop is gone: nobody is waiting
+            self._loop.call_soon_threadsafe(self._ready.set)
+
+    def put(self, frame: Frame) -> None:
+        with self._lock:
+            if len(self._buffer) == self._buffer.maxlen:
+                self._stats["frames_dropped"] += 1
+            self._buffer.append(frame)
+        self._wake()
+
+    def end(self, error: BaseException | None) -> None:
+        with self._lock:
+            self._ended, self._error = True, error
+        self._wake()
+
+    async def get(self) -> Frame | None:
+        """The oldest buffered frame; None once the source has ended and the buffer is empty."""
+        while True:
+            with self._lock:
+                if self._buffer:
+                    return self._buffer.popleft()
+                if self._ended:
+                    if self._error is not None:
+                        raise self._error
+                    return None
+                self._ready.clear()
+            await self._ready.wait()
+
+
+class CameraSource:
+    """Frames from one camera (see `CameraConfig.source`) on the stream `<id>.image`.
+
+    A thread owns the OpenCV capture, paces files, folders and the simulator at `fps`, and stamps each frame when
+    it is captured; `stream()` drains its buffer. End of a non-looping file or folder ends the stream.
+
+    Example::
+
+        camera = CameraSource(CameraConfig(kind="camera", id="chute1", source="chute-sim"))
+        await supervise(camera, emit)
+    """
+
+    def __init__(self, config: CameraConfig) -> None:
+        self.config = config
+        self.name = config.id
+        self.stream_name = f"{config.id}.image"
+        self.stats = Stats()
+        self._reader: _Reader | None = None
+        self._feed: _Feed | None = None
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+
+    async def open(self) -> None:
+        kind = classify_source(self.config.source)
+        reader = await asyncio.to_thread(self._make_reader, kind)
+        period = self._period_s(kind, reader)
+        self._reader = reader
+        self._feed = _Feed(asyncio.get_running_loop(), self.config.buffer_frames, self.stats)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._capture, args=(reader, self._feed, self._stop, period), name=f"camera-{self.name}", daemon=True
+        )
+        self._thread.start()
+        log.info("event=camera_open camera=%s kind=%s source=%s", self.name, kind, redact(self.config.source))
+
+    def _make_reader(self, kind: SourceKind) -> _Reader:
+        if kind == "folder":
+            return _FolderReader(self.config, self.stats)
+        if kind == "chute-sim":
+            return _ChuteReader(self.config.chute or ChuteSimulatorConfig())
+        return _CaptureReader(self.config, kind)
+
+    def _period_s(self, kind: SourceKind, reader: _Reader) -> float | None:
+        """Seconds between frames: the playback period of paced sources, the cap of live ones (None: no cap)."""
+        fps = self.config.fps
+        if fps is None:
+            if kind == "file" and isinstance(reader, _CaptureReader):
+                fps = reader.file_fps()
+            elif kind == "folder":
+                fps = 10.0
+            elif kind == "chute-sim":
+                fps = (self.config.chute or ChuteSimulatorConfig()).fps
+        return None if fps is None else 1.0 / fps
+
+    def _capture(self, reader: _Reader, feed: _Feed, stop: threading.Event, period: float | None) -> None:
+        """Capture thread: read, pace or cap, stamp, buffer; ends on stop, end of source or error."""
+        error: BaseException | None = None
+        due = time.monotonic()
+        index = 0
+        try:
+            while not stop.is_set():
+                if reader.paced and period is not None and stop.wait(max(0.0, due - time.monotonic())):
+                    break
+                item = reader.read()
+                t_ns = now_ns()
+                if item is None:
+                    break
+                now = time.monotonic()
+                if period is not None:
+                    if not reader.paced and now < due:  # a live feed faster than the cap
+                        self.stats["frames_skipped"] += 1
+                        continue
+                    due = max(due + period, now - period)  # no catch-up burst after a stall
+                image, meta = item
+                meta["frame_index"] = index
+                index += 1
+                feed.put(Frame(self.stream_name, t_ns, image, meta))
+        except Exception as exc:  # handed to stream(), which raises it so the supervisor reopens
+            error = exc if isinstance(exc, AdapterError) else AdapterError(f"camera {self.name}: {exc!r}")
+        finally:
+            reader.release()
+            feed.end(error)
+
+    async def stream(self) -> AsyncIterator[Frame]:
+        feed = self._feed
+        if feed is None:
+            raise AdapterError(f"camera {self.name} is not open")
+        while True:
+            frame = await feed.get()
+            if frame is None:
+                log.info("event=camera_end camera=%s", self.name)
+                return
+            self.stats["frames"] += 1
+            yield frame
+
+    async def close(self) -> None:
+        self._stop.set()
+        thread, reader = self._thread, self._reader
+        self._thread, self._reader, self._feed = None, None, None
+        if thread is not None:
+            await asyncio.to_thread(thread.join, self.config.timeout_s + 1.0)
+            if thread.is_alive():  # blocked in a device read; it releases the capture when the read returns
+                log.warning("event=camera_thread_stuck camera=%s", self.name)
+        elif reader is not None:
+            reader.release()
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Network camera simulator
+
+
+class MjpegServer:
+    """An HTTP MJPEG camera on loopback (multipart/x-mixed-replace), fed by any frame function.
+
+    OpenCV reads it as `http://127.0.0.1:<port>/stream.mjpg`. `stop()` cuts every client, as a camera that loses
+    power does; a new server on the same port brings it back.
+    """
+
+    def __init__(
+        self, frames: Callable[[], Image], *, fps: float, host: str = "127.0.0.1", port: int = 0, quality: int = 85
+    ) -> None:
+        self._frames, self._fps, self._host, self._port, self._quality = frames, fps, host, port, quality
+        self._lock = threading.Lock()
+        self._server: asyncio.Server | None = None
+        self._stopping = asyncio.Event()
+        self._clients: dict[asyncio.StreamWriter, asyncio.Task[Any]] = {}
+        self.stats = Stats()
+
+    @property
+    def port(self) -> int:
+        if self._server is None:
+            return self._port
+        return int(self._server.sockets[0].getsockname()[1])
+
+    @property
+    def url(self) -> str:
+        return f"http://{self._host}:{self.port}/stream.mjpg"
+
+    async def start(self) -> None:
+        self._stopping = asyncio.Event()
+        self._server = await asyncio.start_server(self._serve, self._host, self._port)
+        self._port = self.port
+
+    async def stop(self) -> None:
+        """Cut every client and stop listening; handlers end on their own (none is left to be cancelled)."""
+        server, self._server = self._server, None
+        self._stopping.set()
+        if server is not None:
+            server.close()
+        for writer in list(self._clients):
+            writer.transport.abort()
+        handlers = set(self._clients.values())
+        if handlers:
+            await asyncio.wait(handlers, timeout=10.0)
+        if server is not None:
+            await server.wait_closed()
+
+    def _jpeg(self) -> bytes:
+        import cv2
+
+        with self._lock:  # one frame function shared by every client
+            image = self._frames()
+        ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, self._quality])
+        if not ok:
+            raise AdapterError("jpeg encoding failed")
+        return bytes(data.tobytes())
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._clients[writer] = task
+        try:
+            await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10.0)
+            writer.write(
+                b"HTTP/1.0 200 OK\r\nCache-Control: no-cache\r\n"
+                b"Content-Type: multipart/x-mixed-replace; boundary=frame\r\n\r\n"
+            )
+            period = 1.0 / self._fps
+            due = time.monotonic()
+            while not self._stopping.is_set():
+                data = await asyncio.to_thread(self._jpeg)
+                writer.write(b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n" % len(data))
+                writer.write(data + b"\r\n")
+                await asyncio.wait_for(writer.drain(), 10.0)
+                self.stats["frames_sent"] += 1
+                due = max(due + period, time.monotonic())
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), due - time.monotonic())
+        except (OSError, TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+            self.stats["clients_lost"] += 1
+        finally:
+            self._clients.pop(writer, None)
+            writer.transport.abort()
+
+
+async def simulate(config: CameraConfig, *, host: str = "127.0.0.1", port: int = 8080) -> None:
+    """Serve the camera's simulated chute as an HTTP MJPEG camera until cancelled (`edge-runtime simulate`)."""
+    if config.source != CHUTE_SIM:
+        raise AdapterError(f"camera {config.id}: only source {CHUTE_SIM!r} can be simulated")
+    chute = config.chute or ChuteSimulatorConfig()
+    sim = await asyncio.to_thread(ChuteSimulator, chute)
+    server = MjpegServer(lambda: sim.next_frame()[0], fps=config.fps or chute.fps, host=host, port=port)
+    await server.start()
+    log.info("event=camera_simulator_listening url=%s", server.url)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await server.stop()
