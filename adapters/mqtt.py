@@ -391,7 +391,8 @@ class _Connection:
         """`hook(mid, ok, reason)` runs on the event loop when the broker acknowledges a publish."""
         self._on_publish_hooks.append(hook)
 
-    def _call(self, fn: Callable[..., None], *args: Any) -> None:
+    def call_soon(self, fn: Callable[..., None], *args: Any) -> None:
+        """Run `fn(*args)` on the event loop; callable from paho's thread, a no-op once the loop is gone."""
         loop = self._loop
         if loop is None or loop.is_closed():
             return
@@ -451,12 +452,12 @@ class _Connection:
         if reason.is_failure:
             self.stats["connect_refused"] += 1
             log.warning("event=mqtt_connect_refused id=%s reason=%s", self.config.id, reason)
-            self._call(self._settle_first, f"broker refused the connection: {reason}")
+            self.call_soon(self._settle_first, f"broker refused the connection: {reason}")
             return
         if self._on_connect_hook is not None:
             self._on_connect_hook(client)
         self.connected = True
-        self._call(self._connected)
+        self.call_soon(self._connected)
 
     def _connected(self) -> None:
         self.stats["connects"] += 1
@@ -476,7 +477,7 @@ class _Connection:
         was = self.connected
         self.connected = False
         if was:
-            self._call(self._disconnected, str(reason))
+            self.call_soon(self._disconnected, str(reason))
 
     def _disconnected(self, reason: str) -> None:
         self.stats["disconnects"] += 1
@@ -487,7 +488,7 @@ class _Connection:
     def _paho_publish(self, client: paho.Client, userdata: Any, mid: int, reason: Any, properties: Any) -> None:
         ok = not reason.is_failure
         for hook in self._on_publish_hooks:
-            self._call(hook, mid, ok, str(reason))
+            self.call_soon(hook, mid, ok, str(reason))
 
 
 # --------------------------------------------------------------------------------------------------- source
@@ -547,8 +548,9 @@ class MqttSource:
         self, client: paho.Client, userdata: Any, mid: int, reasons: list[Any], properties: Any
     ) -> None:  # paho thread
         refused = [f"{s.topic}: {r}" for s, r in zip(self.config.subscriptions, reasons, strict=False) if r.is_failure]
-        if self._conn is not None:
-            self._conn._call(self._subscribe_done, refused)
+        conn = self._conn
+        if conn is not None:
+            conn.call_soon(self._subscribe_done, refused)
 
     def _subscribe_done(self, refused: list[str]) -> None:
         if refused:
@@ -564,8 +566,9 @@ class MqttSource:
     def _message_callback(self, index: int) -> Callable[[paho.Client, Any, paho.MQTTMessage], None]:
         def on_message(client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:  # paho thread
             item = _Message(index, msg.topic, bytes(msg.payload), _user_properties(msg), now_ns())
-            assert self._conn is not None
-            self._conn._call(self._enqueue, item)
+            conn = self._conn  # None once close() started: late messages are dropped
+            if conn is not None:
+                conn.call_soon(self._enqueue, item)
 
         return on_message
 
