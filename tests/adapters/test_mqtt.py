@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import logging
 import queue
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -310,7 +311,10 @@ async def test_source_decodes_f32le_blocks(mosquitto: Mosquitto) -> None:
         await it.aclose()
 
 
-async def test_malformed_payloads_are_counted_and_the_stream_continues(mosquitto: Mosquitto) -> None:
+async def test_malformed_payloads_are_counted_and_the_stream_continues(
+    mosquitto: Mosquitto, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="adapters.mqtt")
     cfg = source_config(
         mosquitto.port,
         {"topic": "j/#"},
@@ -337,6 +341,20 @@ async def test_malformed_payloads_are_counted_and_the_stream_continues(mosquitto
     assert float(r.value) == 42.0
     assert source.stats["malformed"] == len(bad)
     assert source.stats["readings"] == 1
+    assert sum("event=mqtt_malformed" in m for m in caplog.messages) == 1  # once per burst, not per message
+
+
+async def test_full_queue_drops_are_counted(mosquitto: Mosquitto) -> None:
+    cfg = source_config(mosquitto.port, {"topic": "q/#", "qos": 1}, queue_size=2)
+    async with opened(MqttSource(cfg)) as source:
+        with raw_client(mosquitto.port) as (pub, _):
+            for i in range(10):
+                pub.publish("q/x", str(i), qos=1).wait_for_publish(20)
+            await until(lambda: source.stats["dropped"] == 8, what="8 drops")
+        it = source.stream()
+        kept = [float((await next_reading(it)).value) for _ in range(2)]
+        await it.aclose()
+    assert kept == [0.0, 1.0]  # the oldest are kept; newer ones are dropped and counted
 
 
 async def test_source_resumes_after_broker_restart(mosquitto: Mosquitto) -> None:
