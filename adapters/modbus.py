@@ -508,7 +508,12 @@ def plan_report(config: ModbusDeviceConfig) -> str:
     groups = _plan(config)
     n_tags = sum(len(t) for _, _, t in config.slaves())
     n_reqs = sum(len(g.reads) for g in groups)
-    lines = [f"{config.id} ({config.kind}): {n_tags} tags in {n_reqs} requests per cycle (one per tag: {n_tags})"]
+    rate = sum(len(g.reads) / g.interval_s for g in groups)
+    per_tag = sum(1000.0 / config.interval_ms(t) for _, _, tags in config.slaves() for t in tags)
+    lines = [
+        f"{config.id} ({config.kind}): {n_tags} tags in {n_reqs} requests, {rate:.3g} requests/s "
+        f"(one request per tag: {per_tag:.3g}/s)"
+    ]
     for group in groups:
         lines.append(f"  every {group.interval_s * 1000:g} ms:")
         for read in group.reads:
@@ -1156,6 +1161,14 @@ class SimulatedMachine:
                 chunk = image.values[a:b]
                 values = [bool(v) for v in chunk] if table in BIT_TABLES else [int(v) for v in chunk]
                 await self._server.context.async_setValues(dev, fc, image.start + a, values)
+
+    async def read(self, table: str, address: int, count: int = 1, device_id: int | None = None) -> list[Any]:
+        """What the server holds right now (tests check write-backs with it)."""
+        dev = self.config.slaves()[0][0] if device_id is None else device_id
+        result = await self._server.context.async_getValues(dev, _FUNCTION_CODE[table], address, count)
+        if not isinstance(result, list):
+            raise AdapterError(f"simulator: cannot read {table} {address}: {result!r}")
+        return result
 
     async def start(self, port: int | str | None = None) -> None:
         """Serve on `port` (TCP port on 127.0.0.1 / serial path); default: the config's port."""

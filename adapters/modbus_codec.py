@@ -78,7 +78,10 @@ def raw_limits(dtype: str) -> tuple[float, float]:
         info_f = np.finfo(np_type)
         return float(info_f.min), float(info_f.max)
     info_i = np.iinfo(np_type)
-    return float(info_i.min), float(info_i.max)
+    hi = float(info_i.max)
+    if int(hi) > info_i.max:  # int64's max is not a float64: stay just below it so a clipped value casts safely
+        hi = float(np.nextafter(hi, 0.0))
+    return float(info_i.min), hi
 
 
 def _swaps(order: str) -> tuple[bool, bool]:
