@@ -56,6 +56,7 @@ __all__ = [
     "encode_f32le",
     "encode_json",
     "load_recording",
+    "simulate_gateway",
 ]
 
 log = logging.getLogger("adapters.mqtt")
@@ -210,7 +211,7 @@ def encode_f32le(samples: npt.ArrayLike) -> bytes:
     return np.ascontiguousarray(samples, dtype="<f4").tobytes()
 
 
-def decode_f32le(payload: bytes) -> npt.NDArray[np.float32]:
+def decode_f32le(payload: bytes | bytearray) -> npt.NDArray[np.float32]:
     """Samples of an `f32le` payload (a writable native float32 array); ValueError if not whole floats."""
     if not payload or len(payload) % 4:
         raise _MalformedError(f"f32le payload of {len(payload)} bytes is not a whole number of float32")
@@ -832,6 +833,22 @@ class VibrationGatewaySimulator:
                 start, k = loop.time(), 0
                 delay = 0.0
             await asyncio.sleep(max(0.0, delay))
+
+
+async def simulate_gateway(
+    config: VibrationGatewayConfig,
+    recordings: Mapping[str, Recording] | None = None,
+    *,
+    duration_s: float | None = None,
+) -> Stats:
+    """Run a simulated gateway until cancelled (or for `duration_s`) and return its counters."""
+    sim = VibrationGatewaySimulator(config, recordings)
+    await sim.open()
+    try:
+        await sim.run(duration_s)
+    finally:
+        await sim.close()
+    return sim.stats
 
 
 def _take(samples: npt.NDArray[np.float32], start: int, n: int) -> npt.NDArray[np.float32]:

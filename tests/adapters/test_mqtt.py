@@ -41,6 +41,7 @@ from adapters.mqtt import (
     encode_f32le,
     encode_json,
     load_recording,
+    simulate_gateway,
 )
 
 REPO = Path(__file__).resolve().parents[2]
@@ -461,12 +462,23 @@ async def test_gateway_replays_cwru_recordings(mosquitto: Mosquitto) -> None:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
             await it.aclose()
+    assert gw.stats["blocks"] >= 2
     rec12 = load_recording(CWRU / files["de12k"])
     assert rec12.fs_hz == 12_000.0
     first12, first48 = got["de12k"][0], got["de48k"][0]
     assert (first12.rate_hz, first12.value.shape) == (12_000.0, (600,))
     assert (first48.rate_hz, first48.value.shape) == (48_000.0, (2400,))
     np.testing.assert_array_equal(first12.value, rec12.samples[:600])
+
+
+async def test_simulate_gateway_runs_for_a_duration_and_reports(mosquitto: Mosquitto) -> None:
+    cfg = VibrationGatewayConfig(id="gw", port=mosquitto.port, streams=[GatewayStream(stream="m")], block_s=0.01)
+    with raw_client(mosquitto.port, "plant/line1/m/vib") as (_, received):
+        stats = await simulate_gateway(cfg, {"m": Recording(np.ones(64, np.float32), 1000.0)}, duration_s=0.3)
+        msg = await asyncio.to_thread(received.get, timeout=20)
+    assert stats["blocks"] >= 1
+    assert dict(msg.properties.UserProperty)["rate_hz"] == "1000.0"  # type: ignore[union-attr]
+    np.testing.assert_array_equal(decode_f32le(msg.payload), np.ones(10, np.float32))
 
 
 def test_gateway_profile_is_a_valid_mqtt_device() -> None:
