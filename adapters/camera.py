@@ -56,6 +56,7 @@ log = logging.getLogger("adapters.camera")
 CHUTE_SIM = "chute-sim"
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
 REPO_ROOT = Path(__file__).resolve().parents[1]
+_NOISE_PAD = 64
 _DEVICE_PATH = re.compile(r"^/dev/video\d+$")
 _URL_USERINFO = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*://)[^/@]*@")
 
@@ -245,7 +246,12 @@ class ChuteSimulator:
         plate_rng = np.random.default_rng([config.seed, 1])
         shade = np.linspace(-4.0, 4.0, h, dtype=np.float32)[:, None, None]  # uneven lighting along the fall
         texture = plate_rng.normal(0.0, 1.5, (h, w, 1)).astype(np.float32)  # fixed pattern of the plate
-        self._plate = np.broadcast_to(config.background_level + shade + texture, (h, w, 3)).astype(np.float32)
+        plate = np.clip(np.rint(config.background_level + shade + texture), 0, 255)
+        self._plate = np.ascontiguousarray(np.broadcast_to(plate, (h, w, 3)), dtype=np.int16)
+        # sensor noise: one seeded field, a random window of it per frame (drawing 1M normals a frame costs more
+        # than composing the grains)
+        noise = plate_rng.normal(0.0, config.background_noise, (h + _NOISE_PAD, w + _NOISE_PAD, 3))
+        self._noise = np.rint(noise).astype(np.int16)
 
     def _pool(self, variety: str) -> list[Path]:
         """A seeded sample of the variety's images; only names are listed, images load on first use."""
@@ -355,15 +361,15 @@ class ChuteSimulator:
             x, y = spot
             region = canvas[y : y + h, x : x + w]
             a = alpha[:, :, None]
-            region *= 1.0 - a
-            region += a * bgr
+            region[...] = np.rint(region * (1.0 - a) + a * bgr)
             occupied[len(truth)] = (x, y, w, h)
             truth.append(GrainTruth(x, y, w, h, variety, broken, off_type, round(length, 1), round(angle, 1)))
         if cfg.background_noise > 0:
-            canvas += self._rng.standard_normal(canvas.shape, dtype=np.float32) * np.float32(cfg.background_noise)
+            dy, dx = (int(v) for v in self._rng.integers(0, _NOISE_PAD, 2))
+            canvas += self._noise[dy : dy + cfg.height, dx : dx + cfg.width]
         self.stats["frames"] += 1
         self.stats["grains"] += len(truth)
-        return np.clip(canvas, 0, 255).astype(np.uint8), truth
+        return np.clip(canvas, 0, 255, out=canvas).astype(np.uint8), truth
 
     def write_frames(self, directory: str | Path, n: int, *, suffix: str = ".png") -> list[list[GrainTruth]]:
         """Write n frames as `frame_000000.png`... plus `truth.csv` (one row per grain); returns the truth."""
@@ -460,6 +466,9 @@ class _CaptureReader:
                 if cfg.fps:
                     cap.set(cv2.CAP_PROP_FPS, cfg.fps)
         elif self.kind == "url":
+            # RTSP over TCP: UDP loses packets on busy plant networks and smears frames; an integrator's own
+            # OPENCV_FFMPEG_CAPTURE_OPTIONS wins
+            os.environ.setdefault("OPENCV_FFMPEG_CAPTURE_OPTIONS", "rtsp_transport;tcp")
             ms = int(cfg.timeout_s * 1000)
             params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms]
             cap = cv2.VideoCapture(str(source), cv2.CAP_FFMPEG, params)
@@ -679,7 +688,7 @@ class CameraSource:
                     if not reader.paced and now < due:  # a live feed faster than the cap
                         self.stats["frames_skipped"] += 1
                         continue
-                    due = max(due + period, now - period)  # no catch-up burst after a stall
+                    due = max(due + period, now - period)  # after a stall, catch up one period at most
                 image, meta = item
                 meta["frame_index"] = index
                 index += 1
