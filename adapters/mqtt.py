@@ -414,7 +414,10 @@ class _Connection:
         if cfg.username is not None:
             client.username_pw_set(cfg.username, cfg.password.get_secret_value() if cfg.password else None)
         if cfg.tls_ca_file is not None:
-            client.tls_set(ca_certs=str(cfg.tls_ca_file))
+            try:
+                client.tls_set(ca_certs=str(cfg.tls_ca_file))
+            except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+                raise AdapterError(f"mqtt {cfg.id}: TLS CA file {cfg.tls_ca_file}: {exc}") from exc
         client.reconnect_delay_set(cfg.reconnect_min_s, cfg.reconnect_max_s)  # type: ignore[arg-type]
         if self._max_queued:
             client.max_inflight_messages_set(self._max_queued)
@@ -451,9 +454,7 @@ class _Connection:
         self, client: paho.Client, userdata: Any, flags: Any, reason: Any, properties: Any
     ) -> None:  # paho thread
         if reason.is_failure:
-            self.stats["connect_refused"] += 1
-            log.warning("event=mqtt_connect_refused id=%s reason=%s", self.config.id, reason)
-            self.call_soon(self._settle_first, f"broker refused the connection: {reason}")
+            self.call_soon(self._refused, str(reason))
             return
         if self._on_connect_hook is not None:
             self._on_connect_hook(client)
@@ -464,6 +465,11 @@ class _Connection:
         self.stats["connects"] += 1
         log.info("event=mqtt_connected id=%s host=%s port=%d", self.config.id, self.config.host, self.config.port)
         self._settle_first(None)
+
+    def _refused(self, reason: str) -> None:
+        self.stats["connect_refused"] += 1
+        log.warning("event=mqtt_connect_refused id=%s reason=%s", self.config.id, reason)
+        self._settle_first(f"broker refused the connection: {reason}")
 
     def _settle_first(self, error: str | None) -> None:
         fut = self._first_connack

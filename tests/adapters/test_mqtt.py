@@ -490,3 +490,10 @@ def test_gateway_profile_is_a_valid_mqtt_device() -> None:
         cfg.subscriptions[0].stream.format(id="gw1", topic="", topic_leaf="vib", levels=["plant", "line1", "m3", "vib"])
         == "gw1.m3.vib"
     )
+
+
+async def test_missing_tls_ca_file_is_an_adapter_error(tmp_path: Path) -> None:
+    sink = MqttSink(sink_config(1883, tls_ca_file=tmp_path / "absent.pem"))
+    with pytest.raises(AdapterError, match=r"absent\.pem"):
+        await sink.open()
+    await sink.close()
