@@ -192,6 +192,20 @@ def test_broken_grains_are_shorter_than_the_median_whole_grain() -> None:
     assert np.median(broken) < 0.75 * median_whole
 
 
+def test_touching_pairs_share_their_border_only_when_asked() -> None:
+    def touching_pairs(share: float) -> int:
+        sim = ChuteSimulator(small_chute(touching_share=share, grains_per_s=200.0))
+        pairs = 0
+        for _ in range(10):
+            truth = sim.next_frame()[1]
+            for a, b in itertools.pairwise(truth):
+                pairs += a.x < b.x + b.w and b.x < a.x + a.w and a.y < b.y + b.h and b.y < a.y + a.h
+        return pairs
+
+    assert touching_pairs(0.0) == 0
+    assert touching_pairs(0.5) >= 5
+
+
 def test_missing_data_set_or_variety_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(AdapterError, match="not found"):
         ChuteSimulator(small_chute(data_dir=str(tmp_path / "nowhere")))
