@@ -646,6 +646,16 @@ class ModbusSource:
                 at += group.interval_s * math.floor(late / group.interval_s)
             heapq.heappush(due, (at + group.interval_s, i))
 
+    async def read_all(self) -> list[Reading]:
+        """Poll every request of every group once, now (one-shot reads and benchmarks; `stream` paces itself)."""
+        if self._client is None:
+            raise AdapterError(f"{self.name}: read_all() before open()")
+        out: list[Reading] = []
+        for group in self._groups:
+            for read in group.reads:
+                out.extend(await self._poll(read))
+        return out
+
     def _bad(self, read: _PlannedRead, t_ns: int) -> list[Reading]:
         return [Reading(s, t_ns, _NAN, "bad", u) for s, u in zip(read.streams, read.units, strict=True)]
 
@@ -752,8 +762,12 @@ class ModbusWriteSink:
         self._lock = asyncio.Lock()
         self._pulse_until = [np.zeros(a.channels) for a in config.actions]
         self._releases: set[asyncio.Task[None]] = set()
+        self._modbus_error: type[Exception] = OSError  # pymodbus's root error once open
 
     async def open(self) -> None:
+        from pymodbus.exceptions import ModbusException
+
+        self._modbus_error = ModbusException
         conn = self.config.connection
         if isinstance(conn, TcpConnection):
             self._client = _tcp_client(conn.host, conn.port, self.config.timeout_s)
@@ -779,12 +793,15 @@ class ModbusWriteSink:
         p50, p99 = np.percentile(arr, [50, 99])
         return {"n": float(arr.size), "p50": float(p50), "p99": float(p99), "max": float(arr.max())}
 
-    def _coil_state(self, index: int, action: WriteAction) -> list[bool]:
-        return [bool(x) for x in self._pulse_until[index] > time.monotonic()]
+    def _coil_state(self, deadlines: npt.NDArray[np.float64]) -> list[bool]:
+        return [bool(x) for x in deadlines > time.monotonic()]
 
-    def _plan_writes(self, result: Mapping[str, Any]) -> tuple[list[_Write], list[tuple[int, float]]]:
+    def _plan_writes(
+        self, result: Mapping[str, Any]
+    ) -> tuple[list[_Write], list[tuple[int, npt.NDArray[np.float64], float]]]:
+        """Writes for one result, plus the pulse deadlines to commit once every write passed the allow-list."""
         writes: list[_Write] = []
-        releases: list[tuple[int, float]] = []
+        pulses: list[tuple[int, npt.NDArray[np.float64], float]] = []
         for i, action in enumerate(self.config.actions):
             if action.field not in result:
                 self.stats["missing_field"] += 1
@@ -792,26 +809,22 @@ class ModbusWriteSink:
             value = result[action.field]
             if action.equals is not None:
                 value = value == action.equals
-            if action.mode == "pulse_per_channel":
-                channels = self._channels(action, value)
+            if action.mode in ("pulse", "pulse_per_channel"):
+                channels = (
+                    self._channels(action, value) if action.mode == "pulse_per_channel" else np.arange(int(bool(value)))
+                )
                 if channels.size == 0:
                     continue
                 until = time.monotonic() + action.pulse_ms / 1000.0
-                self._pulse_until[i][channels] = until
-                writes.append(_Write("coil", action.address, self._coil_state(i, action)))
-                releases.append((i, until))
-            elif action.mode == "pulse":
-                if not value:
-                    continue
-                until = time.monotonic() + action.pulse_ms / 1000.0
-                self._pulse_until[i][0] = until
-                writes.append(_Write("coil", action.address, [True]))
-                releases.append((i, until))
+                deadlines = self._pulse_until[i].copy()
+                deadlines[channels] = until
+                writes.append(_Write("coil", action.address, self._coil_state(deadlines)))
+                pulses.append((i, deadlines, until))
             elif action.table == "coil":
                 writes.append(_Write("coil", action.address, [bool(value)]))
             else:
                 writes.append(_Write("holding", action.address, self._registers(action, value)))
-        return writes, releases
+        return writes, pulses
 
     def _channels(self, action: WriteAction, value: Any) -> npt.NDArray[np.intp]:
         arr = np.asarray(value)
@@ -855,7 +868,7 @@ class ModbusWriteSink:
             else:
                 call = client.write_registers(write.address, [int(v) for v in write.values], device_id=dev)
             response = await asyncio.wait_for(call, self.config.timeout_s * 2 + 1.0)
-        except (TimeoutError, Exception) as exc:
+        except (TimeoutError, OSError, self._modbus_error) as exc:
             self.stats["write_errors"] += 1
             raise DeliveryError(f"{self.name}: write {write.table} {write.address} failed: {exc!r}") from exc
         if response.isError():
@@ -865,16 +878,18 @@ class ModbusWriteSink:
 
     async def deliver(self, result: Mapping[str, Any]) -> None:
         start = time.perf_counter_ns()
-        writes, releases = self._plan_writes(result)
+        writes, pulses = self._plan_writes(result)
         for write in writes:
             self._check(write)
+        for index, deadlines, _ in pulses:
+            self._pulse_until[index] = deadlines
         async with self._lock:
             for write in writes:
                 await self._send(write)
         if writes:
             self.latencies_ns.append(time.perf_counter_ns() - start)
         self.stats["delivered"] += 1
-        for index, until in releases:
+        for index, _, until in pulses:
             task = asyncio.create_task(self._release(index, until))
             self._releases.add(task)
             task.add_done_callback(self._releases.discard)
@@ -883,7 +898,7 @@ class ModbusWriteSink:
         """End a pulse: rewrite the action's coils from the current deadlines (later pulses stay on)."""
         await asyncio.sleep(max(0.0, until - time.monotonic()) + 0.001)
         action = self.config.actions[index]
-        state = self._coil_state(index, action)
+        state = self._coil_state(self._pulse_until[index])
         write = _Write("coil", action.address, state if action.mode == "pulse_per_channel" else [state[0]])
         try:
             async with self._lock:
@@ -1132,11 +1147,11 @@ class SimulatedMachine:
                                 allowed[a : b + 1] = False
                     edges = np.flatnonzero(np.diff(np.concatenate(([0], allowed.astype(np.int8), [0]))))
                     for a, b in zip(edges[::2], edges[1::2], strict=True):
+                        n = int(b - a)  # values as one list: pymodbus's count= check grows with count squared
                         entries.append(
                             SimData(
                                 address=image.start + int(a),
-                                count=int(b - a),
-                                values=False if bits else 0,
+                                values=[False] * n if bits else [0] * n,
                                 datatype=DataType.BITS if bits else DataType.REGISTERS,
                             )
                         )
