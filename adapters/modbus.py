@@ -257,6 +257,8 @@ class ModbusTcpConfig(_ModbusDevice):
     @model_validator(mode="after")
     def _checks(self) -> ModbusTcpConfig:
         self._check_ranges()
+        if not self.tags:
+            raise ValueError("a device needs at least one tag")
         self._check_tags(self.tags, "tags")
         return self
 

@@ -16,7 +16,7 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from adapters.base import AdapterError, Backoff, Reading, Sample, Sink, Source, supervise
+from adapters.base import AdapterError, Backoff, DeliveryError, Reading, Sample, Sink, Source, supervise
 from adapters.modbus import (
     ModbusRtuConfig,
     ModbusSource,
@@ -128,6 +128,8 @@ def test_rtu_line_with_several_slaves_needs_names() -> None:
         )
     with pytest.raises(ValidationError, match="no tags"):
         ModbusRtuConfig.model_validate({"kind": "modbus-rtu"})
+    with pytest.raises(ValidationError, match="at least one tag"):
+        ModbusTcpConfig.model_validate({"kind": "modbus-tcp"})
     cfg = ModbusRtuConfig.model_validate(
         {"kind": "modbus-rtu", "id": "line1", "tags": tags, "devices": [{"device_id": 3, "name": "fan"}]}
     )
@@ -522,6 +524,38 @@ async def test_forbidden_writes_are_refused_at_runtime() -> None:
         assert (await machine.read("holding", 20))[0] == 0
         assert (await machine.read("coil", 5))[0] is False  # nothing of a refused result is written
     assert sink.stats["refused"] == 1 and rogue.stats["refused"] == 1 and rogue.stats["writes"] == 0
+
+
+async def test_single_pulse_ends_and_device_refusal_is_a_delivery_error() -> None:
+    async with serve_simulated(plc_profile()) as machine:
+        assert isinstance(machine.port, int)
+        cfg = ModbusWriteConfig.model_validate(
+            {
+                "kind": "modbus-write",
+                "connection": {"transport": "tcp", "port": machine.port},
+                "writable": [{"table": "coil", "start": 7}, {"table": "holding", "start": 900}],
+                "actions": [
+                    {"field": "reject", "table": "coil", "address": 7, "mode": "pulse", "pulse_ms": 30},
+                    {"field": "code", "table": "holding", "address": 900},  # the PLC has no register 900
+                ],
+            }
+        )
+        sink = ModbusWriteSink(cfg)
+        await sink.open()
+        try:
+            await sink.deliver({"reject": True})
+            assert (await machine.read("coil", 7))[0] is True
+            deadline = time.monotonic() + 10
+            while (await machine.read("coil", 7))[0]:
+                assert time.monotonic() < deadline, "pulse never ended"
+                await asyncio.sleep(0.02)
+            await sink.deliver({"reject": False})
+            assert (await machine.read("coil", 7))[0] is False
+            with pytest.raises(DeliveryError):
+                await sink.deliver({"code": 3})
+        finally:
+            await sink.close()
+    assert sink.stats["write_errors"] == 1 and sink.stats["missing_field"] == 3
 
 
 # ------------------------------------------------------------------------------------------------ probe, simulate

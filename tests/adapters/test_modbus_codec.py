@@ -53,8 +53,7 @@ def test_numeric_round_trip(dtype: str, order: str, data: st.DataObject) -> None
 
 
 @pytest.mark.parametrize("order", ORDERS)
-@given(bits=st.lists(st.booleans(), min_size=16, max_size=16))
-def test_nan_and_inf_survive(order: str, bits: list[bool]) -> None:
+def test_nan_and_inf_survive(order: str) -> None:
     values = np.array([np.nan, np.inf, -np.inf, -0.0], dtype=np.float32)
     out = decoder("float32", order)(encode("float32", order, values).reshape(-1), np.array([0, 2, 4, 6]))
     assert np.array_equal(out.view(np.uint32), values.view(np.uint32))
