@@ -77,6 +77,7 @@ __all__ = [
     "WriteAction",
     "WriteRefusedError",
     "free_tcp_port",
+    "match_orders",
     "plan_report",
     "probe_order",
     "serve_simulated",
@@ -929,7 +930,8 @@ def match_orders(
     scales = (1.0, 0.1, 0.01, 0.001, 10.0)
     for start in (register, register - 1, register + 1):
         offset = start - first
-        for dtype in ("float32", "float64", "int32", "uint32", "int16", "uint16", "int64"):
+        # a float match is rarely an accident; among integers the narrowest that fits is the likeliest
+        for dtype in ("float32", "float64", "int16", "uint16", "int32", "uint32", "int64"):
             width = register_count(dtype)
             if offset < 0 or offset + width > regs.size:
                 continue

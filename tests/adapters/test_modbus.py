@@ -26,6 +26,7 @@ from adapters.modbus import (
     SimulatedMachine,
     WriteRefusedError,
     free_tcp_port,
+    match_orders,
     plan_report,
     probe_order,
     serve_simulated,
@@ -559,6 +560,18 @@ async def test_single_pulse_ends_and_device_refusal_is_a_delivery_error() -> Non
 
 
 # ------------------------------------------------------------------------------------------------ probe, simulate
+
+
+def test_match_orders_finds_scaled_integers_and_off_by_one_addresses() -> None:
+    regs = np.array([0, 500, 0, 7], dtype=np.uint16)  # an old drive: 50.0 Hz stored as 500 (x0.1)
+    lines = match_orders(regs, 0, 1, "holding", 50.0, 1e-3)
+    assert "address: 1, dtype: int16, byte_order: ABCD, scale: 0.1}" in lines[0]
+    exact = [line for line in lines if "address: 1," in line]
+    assert len(exact) < len(lines) and lines[: len(exact)] == exact  # exact address before neighbours
+    # the manual counted from 1: asking for register 2 still finds the value at 1, ranked after exact hits
+    shifted = match_orders(regs, 0, 2, "holding", 50.0, 1e-3)
+    assert shifted and all("address: 1" in line for line in shifted)
+    assert match_orders(regs, 0, 1, "holding", 1234.5, 1e-3) == []
 
 
 async def test_probe_order_finds_a_cdab_float() -> None:
