@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from helpers.mosquitto import Mosquitto
+
+from tests.helpers.mosquitto import Mosquitto
 
 
 @pytest.fixture

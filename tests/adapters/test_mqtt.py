@@ -17,7 +17,6 @@ import numpy as np
 import paho.mqtt.client as paho
 import pytest
 import yaml
-from helpers.mosquitto import Mosquitto
 from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
@@ -43,6 +42,7 @@ from adapters.mqtt import (
     load_recording,
     simulate_gateway,
 )
+from tests.helpers.mosquitto import Mosquitto
 
 REPO = Path(__file__).resolve().parents[2]
 CWRU = REPO.parent / "shared" / "datasets" / "cwru_bearing"

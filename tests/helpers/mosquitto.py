@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-from helpers import free_port
+from tests.helpers import free_port
 
 __all__ = ["Mosquitto", "MosquittoError", "find_mosquitto"]
 

@@ -1,0 +1,1 @@
+"""Test suite; a package so that pytest puts the repository root, not tests/, on sys.path."""
