@@ -20,7 +20,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
-from adapters.base import Backoff, DeliveryError, Sink
+from adapters.base import Backoff, DeliveryError, EdgeRuntimeError, Sink
 
 __all__ = ["Outbox", "OutboxFullError", "PendingResult", "deliver_forever"]
 
@@ -39,7 +39,19 @@ CREATE TABLE IF NOT EXISTS pending (
     attempts INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS pending_by_sink ON pending (sink, id);
+CREATE TABLE IF NOT EXISTS rejected (
+    id INTEGER PRIMARY KEY,
+    sink TEXT NOT NULL,
+    pipeline TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    payload TEXT NOT NULL,
+    created_ns INTEGER NOT NULL,
+    rejected_ns INTEGER NOT NULL,
+    reason TEXT NOT NULL
+);
 """
+
+MAX_ATTEMPTS_UNEXPECTED = 5
 
 
 class OutboxFullError(RuntimeError):
@@ -170,8 +182,41 @@ class Outbox:
     def _ack_sync(self, ids: list[int]) -> None:
         self._conn().executemany("DELETE FROM pending WHERE id = ?", [(i,) for i in ids])
 
-    async def note_attempt(self, ident: int) -> None:
-        await self._call(self._conn().execute, "UPDATE pending SET attempts = attempts + 1 WHERE id = ?", (ident,))
+    async def reject(self, ident: int, reason: str) -> None:
+        """Move a result a sink refuses for good into `rejected` (kept for inspection, never retried)."""
+        await self._call(self._reject_sync, ident, reason)
+        self._rows -= 1
+        async with self._space:
+            self._space.notify_all()
+
+    def _reject_sync(self, ident: int, reason: str) -> None:
+        db = self._conn()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.execute(
+                "INSERT INTO rejected (id, sink, pipeline, seq, payload, created_ns, rejected_ns, reason) "
+                "SELECT id, sink, pipeline, seq, payload, created_ns, ?, ? FROM pending WHERE id = ?",
+                (time.time_ns(), reason[:500], ident),
+            )
+            db.execute("DELETE FROM pending WHERE id = ?", (ident,))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    async def rejected_count(self) -> int:
+        row = await self._call(lambda: self._conn().execute("SELECT COUNT(*) FROM rejected").fetchone())
+        return int(row[0])
+
+    async def note_attempt(self, ident: int) -> int:
+        row = await self._call(
+            lambda: (
+                self._conn()
+                .execute("UPDATE pending SET attempts = attempts + 1 WHERE id = ? RETURNING attempts", (ident,))
+                .fetchone()
+            )
+        )
+        return int(row[0]) if row else 0
 
     async def last_seq(self, pipeline: str) -> int:
         row = await self._call(
@@ -201,7 +246,18 @@ async def deliver_forever(
         done: list[int] = []
         try:
             for item in items:
-                await asyncio.wait_for(sink.deliver(item.payload), deliver_timeout_s)
+                try:
+                    await asyncio.wait_for(sink.deliver(item.payload), deliver_timeout_s)
+                except (DeliveryError, TimeoutError, OSError):
+                    raise
+                except EdgeRuntimeError as exc:  # refused for good (e.g. a write outside the allow-list)
+                    await _reject(outbox, sink, item, exc)
+                    continue
+                except Exception as exc:  # a bug or an unforeseen library error: retry a few times, then park it
+                    if await outbox.note_attempt(item.id) < MAX_ATTEMPTS_UNEXPECTED:
+                        raise DeliveryError(f"unexpected {exc!r}") from exc
+                    await _reject(outbox, sink, item, exc)
+                    continue
                 done.append(item.id)
             if failing:
                 log.info("event=sink_recovered sink=%s", sink.name)
@@ -213,8 +269,20 @@ async def deliver_forever(
                 log.warning("event=sink_failed sink=%s pending=%d error=%r", sink.name, outbox.pending_rows, exc)
                 failing = True
             await outbox.ack(done)
-            await outbox.note_attempt(items[len(done)].id)
+            sink.stats["delivered"] += len(done)
             await asyncio.sleep(backoff.next_delay())
             continue
         await outbox.ack(done)
         sink.stats["delivered"] += len(done)
+
+
+async def _reject(outbox: Outbox, sink: Sink, item: PendingResult, exc: Exception) -> None:
+    sink.stats["rejected"] += 1
+    log.error(
+        "event=result_rejected sink=%s pipeline=%s seq=%d error=%r (kept in the outbox's rejected table)",
+        sink.name,
+        item.pipeline,
+        item.seq,
+        exc,
+    )
+    await outbox.reject(item.id, repr(exc))

@@ -5,7 +5,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from adapters.base import Backoff, DeliveryError, Stats
+from adapters.base import Backoff, DeliveryError, EdgeRuntimeError, Stats
 from edge_runtime.outbox import Outbox, deliver_forever
 
 
@@ -112,4 +112,33 @@ async def test_numpy_values_are_stored_as_plain_json(tmp_path: Path) -> None:
     await box.put("p", {"score": np.float32(0.5), "v": np.arange(3)}, ["s"])
     (row,) = await box.pending("s")
     assert row.payload["score"] == 0.5 and row.payload["v"] == [0, 1, 2]
+    await box.close()
+
+
+class RefusingSink(RecordingSink):
+    """Refuses results whose `bad` field is set, as a write-back refuses an address outside its allow-list."""
+
+    async def deliver(self, result: Mapping[str, Any]) -> None:
+        if result.get("bad"):
+            raise EdgeRuntimeError("address 9999 is not writable")
+        if result.get("bug"):
+            raise KeyError("surprise")
+        await super().deliver(result)
+
+
+async def test_a_permanently_refused_result_is_parked_not_retried_for_ever(tmp_path: Path) -> None:
+    box = Outbox(tmp_path / "o.sqlite")
+    await box.open()
+    sink = RefusingSink("plc")
+    task = asyncio.create_task(deliver_forever(box, sink, backoff=Backoff(initial_s=0.01, max_s=0.02)))
+    await box.put("p", {"i": 0}, ["plc"])
+    await box.put("p", {"i": 1, "bad": True}, ["plc"])
+    await box.put("p", {"i": 2, "bug": True}, ["plc"])
+    await box.put("p", {"i": 3}, ["plc"])
+    await until(lambda: box.pending_rows == 0)
+    assert [r["i"] for r in sink.got] == [0, 3]
+    assert sink.stats["rejected"] == 2
+    assert sink.stats["delivery_failures"] >= 4  # the unexpected error was retried before it was parked
+    assert await box.rejected_count() == 2
+    task.cancel()
     await box.close()
