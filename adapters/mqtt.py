@@ -447,6 +447,7 @@ class _Connection:
         self.connected = False
         if client is None:
             return
+        client.disable_logger()  # paho logs a spurious "not connected" error when its loop races the disconnect
         client.disconnect()
         await asyncio.to_thread(client.loop_stop)
 
@@ -816,11 +817,11 @@ class VibrationGatewaySimulator:
             if rec.samples.size == 0:
                 raise AdapterError(f"gateway {self.name}: empty recording")
         loop = asyncio.get_running_loop()
-        start = loop.time()
+        start = begin = loop.time()
         start_ns = now_ns()
         pos = [0] * len(plan)
         k = 0
-        while duration_s is None or loop.time() - start < duration_s:
+        while duration_s is None or loop.time() - begin < duration_s:
             for j, (topic, rec, n) in enumerate(plan):
                 block = _take(rec.samples, pos[j], n)
                 props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
