@@ -167,13 +167,31 @@ async def supervise(
     backoff: Backoff | None = None,
     *,
     open_timeout_s: float = 10.0,
+    remind_every_s: float = 60.0,
 ) -> None:
-    """Run a source for ever: open, forward every sample to `emit`, reopen with back-off when it fails."""
-    backoff = backoff or Backoff()
+    """Run a source for ever: open, forward every sample to `emit`, reopen with back-off when it fails.
+
+    The default back-off tops out at 4 s so that a restarted server is picked up within seconds; an outage is
+    logged once when it starts, then as a reminder every `remind_every_s`, and once when it ends.
+    """
+    backoff = backoff or Backoff(initial_s=0.5, max_s=4.0)
+    loop = asyncio.get_running_loop()
+    down_since: float | None = None
+    last_log = 0.0
+    failures = 0
     while True:
         try:
             await asyncio.wait_for(source.open(), open_timeout_s)
-            log.info("event=source_open source=%s", source.name)
+            if down_since is not None:
+                log.warning(
+                    "event=source_recovered source=%s down_s=%.1f attempts=%d",
+                    source.name,
+                    loop.time() - down_since,
+                    failures,
+                )
+            else:
+                log.info("event=source_open source=%s", source.name)
+            down_since, failures = None, 0
             backoff.reset()
             async for sample in source.stream():
                 await emit(sample)
@@ -182,7 +200,22 @@ async def supervise(
             raise
         except Exception as exc:  # any failure of a protocol session ends in a reconnect, never a crash
             source.stats["reconnects"] += 1
-            log.warning("event=source_failed source=%s error=%r", source.name, exc)
+            failures += 1
+            now = loop.time()
+            if down_since is None:
+                down_since, last_log = now, now
+                log.warning("event=source_failed source=%s error=%r", source.name, exc)
+            elif now - last_log >= remind_every_s:
+                last_log = now
+                log.warning(
+                    "event=source_still_failing source=%s down_s=%.0f attempts=%d error=%r",
+                    source.name,
+                    now - down_since,
+                    failures,
+                    exc,
+                )
+            else:
+                log.debug("event=source_failed source=%s error=%r", source.name, exc)
         finally:
             try:
                 await asyncio.wait_for(source.close(), 5.0)
@@ -190,6 +223,4 @@ async def supervise(
                 raise
             except Exception as exc:
                 log.debug("event=source_close_failed source=%s error=%r", source.name, exc)
-        delay = backoff.next_delay()
-        log.info("event=source_retry source=%s in_s=%.2f", source.name, delay)
-        await asyncio.sleep(delay)
+        await asyncio.sleep(backoff.next_delay())

@@ -269,11 +269,11 @@ async def deliver_forever(
                 log.warning("event=sink_failed sink=%s pending=%d error=%r", sink.name, outbox.pending_rows, exc)
                 failing = True
             await outbox.ack(done)
-            sink.stats["delivered"] += len(done)
+            sink.stats["acknowledged"] += len(done)
             await asyncio.sleep(backoff.next_delay())
             continue
         await outbox.ack(done)
-        sink.stats["delivered"] += len(done)
+        sink.stats["acknowledged"] += len(done)
 
 
 async def _reject(outbox: Outbox, sink: Sink, item: PendingResult, exc: Exception) -> None:
