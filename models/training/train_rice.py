@@ -1,0 +1,356 @@
+"""Train the `rice_sorter` grain-variety classifier and write `models/rice_sorter/` (fp32 + int8 ONNX, manifest).
+
+Run from the repository root with the `train` extra::
+
+    .venv/bin/python -m models.training.train_rice --data ../shared/datasets/rice_grains
+
+Every crop the model sees is cut by `edge_runtime.tasks.rice_sorter.segment`, the function the live task and
+`evaluate` use. Robustness comes from augmenting the whole photograph *before* segmentation, the way a cold line
+changes it: any rotation and flip, camera scale 0.3-1x (a line camera sees grains smaller than the data set's
+close-ups), illumination gain and colour-temperature drift, a haze veil and blur (lens fog), gamma and sensor noise.
+Split: seeded, stratified 80/10/10 (train/val/test) over the images, which are independent grains.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+import torch
+import yaml
+from torch import nn
+
+from edge_runtime.tasks.rice_sorter import VARIETIES, SegmentParams, evaluate, segment
+from models.training.quantize import quantize_int8, sha256_of
+
+log = logging.getLogger("train_rice")
+
+VERSION = "1.0.0"
+PARAMS = SegmentParams(crop_size=32, threshold=None, min_threshold=40, open_px=3, min_area_px=200, crop_margin=1.15)
+U8 = npt.NDArray[np.uint8]
+
+
+def split_files(data_dir: Path, seed: int) -> dict[str, list[tuple[Path, int]]]:
+    """Seeded stratified 80/10/10 split of (file, class index)."""
+    rng = np.random.default_rng(seed)
+    out: dict[str, list[tuple[Path, int]]] = {"train": [], "val": [], "test": []}
+    for k, variety in enumerate(VARIETIES):
+        files = sorted((data_dir / variety).glob("*.jpg"))
+        order = rng.permutation(len(files))
+        n_val = n_test = len(files) // 10
+        for j, idx in enumerate(order):
+            part = "val" if j < n_val else "test" if j < n_val + n_test else "train"
+            out[part].append((files[idx], k))
+    return out
+
+
+def augment(img: npt.NDArray[Any], rng: np.random.Generator) -> U8:
+    """One cold-line view of a data set photograph (see module docstring)."""
+    pad = 60
+    img = cv2.copyMakeBorder(img, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=(0, 0, 0))
+    if rng.random() < 0.5:
+        img = img[:, ::-1]
+    h, w = img.shape[:2]
+    rot = cv2.getRotationMatrix2D((w / 2, h / 2), float(rng.uniform(0, 360)), 1.0)
+    img = cv2.warpAffine(img, rot, (w, h), flags=cv2.INTER_LINEAR, borderValue=(0, 0, 0))
+    scale = math.exp(rng.uniform(math.log(0.3), 0.0))
+    if scale < 0.97:
+        size = (max(8, round(w * scale)), max(8, round(h * scale)))
+        img = cv2.resize(img, size, interpolation=cv2.INTER_AREA)
+    x: npt.NDArray[Any] = img.astype(np.float32)
+    gain = rng.uniform(0.55, 1.3) * rng.uniform(0.88, 1.12, size=3).astype(np.float32)
+    x *= gain
+    if rng.random() < 0.5:  # gamma of a cold sensor's response
+        x = 255.0 * (np.clip(x, 0, 255) / 255.0) ** rng.uniform(0.8, 1.25)
+    if rng.random() < 0.5:  # lens fog: blur plus a veil of scattered light
+        sigma = rng.uniform(0.3, 1.6)
+        x = cv2.GaussianBlur(x, (0, 0), sigma)
+        x = x * rng.uniform(0.8, 1.0) + rng.uniform(0, 30)
+    if rng.random() < 0.5:
+        x += rng.normal(0, rng.uniform(1, 5), size=x.shape).astype(np.float32)
+    out: U8 = np.clip(x, 0, 255).astype(np.uint8)
+    return out
+
+
+def largest_grain(img: U8) -> tuple[U8, float, float] | None:
+    """The crop, length and area of the biggest grain in a data set photograph (one grain each); None if none."""
+    grains = segment(img, PARAMS)
+    if len(grains) == 0:
+        return None
+    i = int(np.argmax(grains.area_px))
+    return grains.crops[i], float(grains.length_px[i]), float(grains.area_px[i])
+
+
+def build_crops(
+    items: list[tuple[Path, int]], copies: int, rng: np.random.Generator
+) -> tuple[U8, npt.NDArray[np.int64], U8, npt.NDArray[np.int64], npt.NDArray[np.float64]]:
+    """Clean crops (+ label, length, area) and `copies` augmented crops per image."""
+    clean, clean_y, aug, aug_y, geo = [], [], [], [], []
+    t0 = time.perf_counter()
+    for n, (path, k) in enumerate(items):
+        raw = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        if raw is None:
+            log.warning("event=unreadable file=%s", path)
+            continue
+        img = np.asarray(raw, dtype=np.uint8)
+        got = largest_grain(img)
+        if got is not None:
+            clean.append(got[0])
+            clean_y.append(k)
+            geo.append((k, got[1], got[2]))
+        for _ in range(copies):
+            got = largest_grain(augment(img, rng))
+            if got is not None:
+                aug.append(got[0])
+                aug_y.append(k)
+        if n % 2000 == 0:
+            log.info("event=crops done=%d of=%d s=%.0f", n, len(items), time.perf_counter() - t0)
+    s = PARAMS.crop_size
+    empty = np.zeros((0, 3, s, s), np.uint8)
+    return (
+        np.stack(clean) if clean else empty,
+        np.asarray(clean_y, np.int64),
+        np.stack(aug) if aug else empty,
+        np.asarray(aug_y, np.int64),
+        np.asarray(geo, np.float64).reshape(-1, 3),
+    )
+
+
+class RiceNet(nn.Module):
+    """Four 3x3 conv blocks (stride 2, 2, 2, 1) on 32x32 crops, global average pool, linear: ~61k parameters.
+
+    Takes uint8 BGR (N, 3, 32, 32) and normalises inside the graph, so the runtime only cuts crops.
+    """
+
+    mean: torch.Tensor
+    std: torch.Tensor
+
+    def __init__(self, mean: list[float], std: list[float]) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        c = 3
+        for out, stride in ((16, 2), (32, 2), (64, 2), (64, 1)):
+            layers += [nn.Conv2d(c, out, 3, stride, 1, bias=False), nn.BatchNorm2d(out), nn.ReLU()]
+            c = out
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Linear(c, len(VARIETIES))
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1) * 255.0)
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1) * 255.0)
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        x = (x.float() - self.mean) / self.std
+        out: torch.Tensor = self.head(self.features(x).mean(dim=(2, 3)))
+        return out
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.logits(x), dim=1)
+
+
+def accuracy(model: RiceNet, x: U8, y: npt.NDArray[np.int64]) -> float:
+    model.eval()
+    with torch.no_grad():
+        pred = torch.cat([model.logits(torch.from_numpy(x[i : i + 512])).argmax(1) for i in range(0, len(x), 512)])
+    return float((pred.numpy() == y).mean()) if len(y) else float("nan")
+
+
+def train(
+    x: U8, y: npt.NDArray[np.int64], val: list[tuple[U8, npt.NDArray[np.int64]]], epochs: int, seed: int
+) -> tuple[RiceNet, list[dict[str, float]]]:
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    xf = x.astype(np.float32) / 255.0
+    mean = xf.mean(axis=(0, 2, 3)).tolist()
+    std = xf.std(axis=(0, 2, 3)).tolist()
+    del xf
+    model = RiceNet(mean, std)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=1e-4)
+    batch = 128
+    steps = epochs * (len(x) // batch)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=steps, pct_start=0.15)
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=0.05)
+    history: list[dict[str, float]] = []
+    best: tuple[float, dict[str, Any]] | None = None
+    for epoch in range(epochs):
+        model.train()
+        order = rng.permutation(len(x))
+        t0, total = time.perf_counter(), 0.0
+        for i in range(len(x) // batch):
+            idx = order[i * batch : (i + 1) * batch]
+            xb = torch.from_numpy(x[idx])
+            # head and tail of a grain are indistinguishable to the segmenter: flip both ways at random
+            flip_h = torch.from_numpy(rng.random(len(idx)) < 0.5)
+            flip_v = torch.from_numpy(rng.random(len(idx)) < 0.5)
+            xb = torch.where(flip_h[:, None, None, None], xb.flip(3), xb)
+            xb = torch.where(flip_v[:, None, None, None], xb.flip(2), xb)
+            loss = loss_fn(model.logits(xb), torch.from_numpy(y[idx]))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += float(loss)
+        accs = [accuracy(model, vx, vy) for vx, vy in val]
+        row = {"epoch": epoch + 1, "loss": total / max(1, len(x) // batch), "val_clean": accs[0], "val_aug": accs[1]}
+        history.append(row)
+        log.info("event=epoch %s s=%.0f", " ".join(f"{k}={v:.4f}" for k, v in row.items()), time.perf_counter() - t0)
+        score = accs[0] + accs[1]
+        if best is None or score >= best[0]:
+            best = (score, {k: v.clone() for k, v in model.state_dict().items()})
+    assert best is not None
+    model.load_state_dict(best[1])
+    model.eval()
+    return model, history
+
+
+def onnx_accuracy(path: Path, x: U8, y: npt.NDArray[np.int64]) -> float:
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    pred = np.concatenate([sess.run(["probs"], {"x": x[i : i + 512]})[0].argmax(1) for i in range(0, len(x), 512)])
+    return float((pred == y).mean())
+
+
+def evaluate_split(out_dir: Path, items: list[tuple[Path, int]], variant: str) -> dict[str, Any]:
+    """`evaluate` (the runtime's own path, from JPEG to decision) on a symlinked class-folder copy of a split."""
+    with tempfile.TemporaryDirectory() as tmp:
+        for path, k in items:
+            link = Path(tmp) / VARIETIES[k] / path.name
+            link.parent.mkdir(exist_ok=True)
+            link.symlink_to(path.resolve())
+        return evaluate(Path(tmp), variant=variant, model_dir=out_dir)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", type=Path, default=Path("../shared/datasets/rice_grains"))
+    ap.add_argument("--out", type=Path, default=Path("models/rice_sorter"))
+    ap.add_argument("--epochs", type=int, default=14)
+    ap.add_argument("--copies", type=int, default=3, help="augmented crops per training image")
+    ap.add_argument("--seed", type=int, default=20240611)
+    ap.add_argument("--limit", type=int, default=0, help="images per split, for a smoke run (0: all)")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    torch.set_num_threads(1)
+    cv2.setNumThreads(1)
+    started = time.perf_counter()
+    rng = np.random.default_rng(args.seed)
+    parts = split_files(args.data, args.seed)
+    if args.limit:
+        parts = {k: [v[i] for i in rng.permutation(len(v))[: args.limit]] for k, v in parts.items()}
+    tr_x, tr_y, tr_ax, tr_ay, tr_geo = build_crops(parts["train"], args.copies, rng)
+    va_x, va_y, va_ax, va_ay, _ = build_crops(parts["val"], 1, rng)
+    te_x, te_y, te_ax, te_ay, _ = build_crops(parts["test"], 1, rng)
+    log.info("event=crops_ready train=%d aug=%d s=%.0f", len(tr_x), len(tr_ax), time.perf_counter() - started)
+    x = np.concatenate([tr_x, tr_ax])
+    y = np.concatenate([tr_y, tr_ay])
+    model, history = train(x, y, [(va_x, va_y), (va_ax, va_ay)], args.epochs, args.seed)
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    torch.save(model.state_dict(), Path(tempfile.gettempdir()) / "rice_sorter_state.pt")
+    fp32 = args.out / "model.onnx"
+    int8 = args.out / "model.int8.onnx"
+    example = (torch.zeros(2, 3, PARAMS.crop_size, PARAMS.crop_size, dtype=torch.uint8),)
+    torch.onnx.export(
+        model,
+        example,
+        str(fp32),
+        input_names=["x"],
+        output_names=["probs"],
+        dynamic_shapes={"x": {0: torch.export.Dim("batch")}},
+        opset_version=18,
+        dynamo=True,
+        external_data=False,
+    )
+    calib_idx = np.random.default_rng(args.seed + 1).permutation(len(x))[: 32 * 40]
+    calibration = [{"x": x[calib_idx[i : i + 32]]} for i in range(0, len(calib_idx), 32)]
+    int8_sha = quantize_int8(fp32, int8, calibration)
+
+    median_length = {v: float(np.median(tr_geo[tr_geo[:, 0] == k, 1])) for k, v in enumerate(VARIETIES)}
+    median_area = {v: float(np.median(tr_geo[tr_geo[:, 0] == k, 2])) for k, v in enumerate(VARIETIES)}
+    crops_metrics = {
+        variant: {
+            "val_clean": onnx_accuracy(path, va_x, va_y),
+            "val_augmented": onnx_accuracy(path, va_ax, va_ay),
+            "test_clean": onnx_accuracy(path, te_x, te_y),
+            "test_augmented": onnx_accuracy(path, te_ax, te_ay),
+        }
+        for variant, path in (("fp32", fp32), ("int8", int8))
+    }
+    manifest: dict[str, Any] = {
+        "name": "rice_sorter",
+        "version": VERSION,
+        "file": fp32.name,
+        "sha256": sha256_of(fp32),
+        "inputs": [{"name": "x", "dtype": "uint8", "shape": ["batch", 3, PARAMS.crop_size, PARAMS.crop_size]}],
+        "outputs": [{"name": "probs", "dtype": "float32", "shape": ["batch", len(VARIETIES)]}],
+        "labels": list(VARIETIES),
+        "thresholds": {"min_confidence": 0.5, "broken_length_ratio": 0.7},
+        "preprocessing": {
+            "input": "uint8 BGR crops (N, 3, S, S) from edge_runtime.tasks.rice_sorter.segment; long axis "
+            "horizontal; the graph converts to float and normalises with mean/std below",
+            "crop_size": PARAMS.crop_size,
+            "threshold": PARAMS.threshold,
+            "min_threshold": PARAMS.min_threshold,
+            "open_px": PARAMS.open_px,
+            "min_area_px": PARAMS.min_area_px,
+            "crop_margin": PARAMS.crop_margin,
+            "split_area_ratio": PARAMS.split_area_ratio,
+            "mean_bgr": [round(float(v), 5) for v in model.mean.flatten() / 255.0],
+            "std_bgr": [round(float(v), 5) for v in model.std.flatten() / 255.0],
+            "scale": "pixels of the data set photographs (250x250 px, one grain each)",
+            "median_length_px": {k: round(v, 2) for k, v in median_length.items()},
+            "median_area_px": {k: round(v, 1) for k, v in median_area.items()},
+        },
+        "training": {
+            "data": "../shared/datasets/rice_grains (Rice Image Dataset subset, 5 x 3000 images)",
+            "citation": "Koklu, M., Cinar, I., & Taspinar, Y. S. (2021). Classification of rice varieties with "
+            "deep learning methods. Computers and Electronics in Agriculture, 187, 106285.",
+            "license": "CC0-1.0 (as listed by the authors)",
+            "split": "seeded stratified 80/10/10 over images (train/val/test), per variety",
+            "seed": args.seed,
+            "n_train_images": len(parts["train"]),
+            "n_val_images": len(parts["val"]),
+            "n_test_images": len(parts["test"]),
+            "augmented_copies": args.copies,
+            "epochs": args.epochs,
+            "script": "models/training/train_rice.py",
+            "history": [{k: round(v, 4) for k, v in h.items()} for h in history],
+            "wall_time_s": None,
+        },
+        "metrics": {"crops": crops_metrics},
+        "variants": {
+            "int8": {
+                "file": int8.name,
+                "sha256": int8_sha,
+                "notes": "onnxruntime static QDQ int8 (per-channel weights, uint8 activations), calibrated on "
+                f"{len(calib_idx)} training crops (clean and augmented)",
+            }
+        },
+    }
+    manifest_path = args.out / "model.yaml"
+    manifest_path.write_text(yaml.safe_dump(manifest, sort_keys=False), encoding="utf-8")
+    for variant in ("fp32", "int8"):
+        res = evaluate_split(args.out, parts["test"], variant)
+        manifest["metrics"][f"test_evaluate_{variant}"] = {
+            "accuracy": round(res["accuracy"], 4),
+            "n": res["n"],
+            "n_unsegmented": res["n_unsegmented"],
+            "confusion": res["confusion"],
+        }
+    manifest["training"]["wall_time_s"] = round(time.perf_counter() - started)
+    manifest_path.write_text(yaml.safe_dump(manifest, sort_keys=False), encoding="utf-8")
+    print(json.dumps(manifest["metrics"], indent=1))
+
+
+if __name__ == "__main__":
+    main()
