@@ -62,11 +62,21 @@ class SegmentParams:
     min_area_px: int = 200  # smaller blobs are specks, not grains
     crop_margin: float = 1.15  # crop side as a multiple of the grain's length
     expected_area_px: float | None = None  # one grain's area at this scale; enables splitting of touching grains
-    split_area_ratio: float = 1.6  # a blob above this x expected area is taken as several grains
+    split_area_ratio: float = 1.6  # a blob above this x expected area may be several grains ...
+    single_solidity: float = 0.94  # ... unless it is this convex (area / hull area; one grain >= 0.95, pairs < 0.95)
 
     @classmethod
     def from_preprocessing(cls, pre: Mapping[str, Any], **overrides: Any) -> SegmentParams:
-        keys = ("crop_size", "threshold", "min_threshold", "open_px", "min_area_px", "crop_margin", "split_area_ratio")
+        keys = (
+            "crop_size",
+            "threshold",
+            "min_threshold",
+            "open_px",
+            "min_area_px",
+            "crop_margin",
+            "split_area_ratio",
+            "single_solidity",
+        )
         values = {k: pre[k] for k in keys if k in pre}
         values.update(overrides)
         return cls(**values)
@@ -101,6 +111,18 @@ class Grains:
             merged=np.zeros(0, dtype=bool),
             threshold=threshold,
         )
+
+
+def _solidity(labels: npt.NDArray[np.int32], box: npt.NDArray[np.int32], label: int) -> float:
+    """Area over convex-hull area of one blob: a single grain is convex, touching grains leave notches."""
+    import cv2
+
+    x, y, w, h = (int(v) for v in box)
+    blob = (labels[y : y + h, x : x + w] == label).astype(np.uint8)
+    contours, _ = cv2.findContours(blob, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    contour = max(contours, key=cv2.contourArea)
+    hull = float(cv2.contourArea(cv2.convexHull(contour)))
+    return float(cv2.contourArea(contour)) / hull if hull > 0 else 1.0
 
 
 def _split_blob(
@@ -163,7 +185,13 @@ def segment(frame_bgr: npt.NDArray[np.uint8], params: SegmentParams) -> Grains:
     if params.expected_area_px:
         limit = params.split_area_ratio * params.expected_area_px
         next_id = n
-        for label in [i for i in ids if area[i] > limit]:
+        # a big convex blob is one big grain (an off-type variety), not a clump: it is classified, not cut
+        clumps = [
+            i
+            for i in ids
+            if area[i] > limit and (area[i] > 2 * limit or _solidity(labels, stats[i, :4], i) < params.single_solidity)
+        ]
+        for label in clumps:
             new = _split_blob(labels, stats[label, :4], label, next_id, params.expected_area_px)
             next_id = max(new, default=next_id) + 1
             if not new:

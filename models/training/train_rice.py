@@ -305,6 +305,7 @@ def main() -> None:
             "min_area_px": PARAMS.min_area_px,
             "crop_margin": PARAMS.crop_margin,
             "split_area_ratio": PARAMS.split_area_ratio,
+            "single_solidity": PARAMS.single_solidity,
             "mean_bgr": [round(float(v), 5) for v in model.mean.flatten() / 255.0],
             "std_bgr": [round(float(v), 5) for v in model.std.flatten() / 255.0],
             "scale": "pixels of the data set photographs (250x250 px, one grain each)",

@@ -145,9 +145,25 @@ def test_grains_side_by_side_are_split_or_flagged_and_ejected(runner: ModelRunne
         paste(frame, a, 400, 180)
         paste(frame, b, 400, 180 + int((wa + wb) / 2) - 4)
         result = task.process([Frame("chute", i, frame)])[0]
-        merged = [g for g in result["grains"] if g["merged"]]
-        assert result["n_grains"] == 2 or (len(merged) == 1 and merged[0]["eject"])
         assert result["n_grains"] in (1, 2)
+        if result["n_grains"] == 1:  # not split: flagged as a clump, or judged as one fat grain, and ejected
+            assert result["grains"][0]["eject"]
+
+
+def test_large_single_off_type_grain_is_not_cut(runner: ModelRunner) -> None:
+    """An Ipsala grain is twice a Karacadag's area: it must be judged as one grain, not split into two halves."""
+    frame = plate(seed=6)
+    paste(frame, horizontal(grain("Ipsala", 80)), 300, 180)
+    paste(frame, horizontal(grain("Karacadag", 80)), 900, 180)
+    task = make_task(runner, "Karacadag", channels=2)
+    expected = task.params.expected_area_px
+    assert expected is not None
+    assert segment(horizontal(grain("Ipsala", 80)), SegmentParams()).area_px[0] > 1.6 * expected
+    result = task.process([Frame("chute", 1, frame)])[0]
+    by_channel = {g["channel"]: g for g in result["grains"]}
+    assert result["n_grains"] == 2 and result["n_merged"] == 0
+    assert by_channel[0]["variety"] == "Ipsala" and by_channel[0]["eject"]
+    assert by_channel[1]["variety"] == "Karacadag" and not by_channel[1]["eject"]
 
 
 def test_empty_frame_keeps(runner: ModelRunner) -> None:
