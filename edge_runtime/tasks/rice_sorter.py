@@ -490,14 +490,14 @@ def read_class_folders(data_dir: Path, labels: Sequence[str]) -> list[tuple[Path
     return items
 
 
-def _per_class(labels: list[str], matrix: npt.NDArray[np.int64]) -> dict[str, dict[str, float | int]]:
-    per_class: dict[str, dict[str, float | int]] = {}
+def _per_class(labels: list[str], matrix: npt.NDArray[np.int64]) -> dict[str, dict[str, float | int | None]]:
+    per_class: dict[str, dict[str, float | int | None]] = {}
     for i, lab in enumerate(labels):
         n_true, n_pred, hit = int(matrix[i].sum()), int(matrix[:, i].sum()), int(matrix[i, i])
         per_class[lab] = {
             "n": n_true,
-            "recall": hit / n_true if n_true else float("nan"),
-            "precision": hit / n_pred if n_pred else float("nan"),
+            "recall": hit / n_true if n_true else None,
+            "precision": hit / n_pred if n_pred else None,
         }
     return per_class
 
@@ -519,6 +519,7 @@ def evaluate(
     ejected by the task's off-type rule (declared probability below `min_confidence`); `eject_precision` and
     `eject_recall` follow. Broken-grain ejection is not part of them, as the photographs are labelled by variety,
     not by breakage: `n_broken_declared` counts declared-variety grains the length rule would also eject.
+    A ratio without a denominator (a variety absent from the directory) is None, so the result stays valid JSON.
     """
     import cv2
 
@@ -577,8 +578,8 @@ def evaluate(
             {
                 "declared": declared,
                 "min_confidence": task.min_confidence,
-                "eject_precision": tp / int(ejected.sum()) if ejected.any() else float("nan"),
-                "eject_recall": tp / int(off_type.sum()) if off_type.any() else float("nan"),
+                "eject_precision": tp / int(ejected.sum()) if ejected.any() else None,
+                "eject_recall": tp / int(off_type.sum()) if off_type.any() else None,
                 "n_off_type": int(off_type.sum()),
                 "n_ejected": int(ejected.sum()),
                 "n_broken_declared": int((broken & ok & ~off_type).sum()),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import cv2
@@ -232,6 +233,8 @@ def test_evaluate_on_a_small_class_folder_dir(tmp_path: Path) -> None:
     assert matrix.sum() == res["n"] - res["n_unsegmented"]
     assert [res["per_class"][v]["n"] for v in ("Arborio", "Basmati", "Jasmine")] == [7, 7, 7]
     assert res["per_class"]["Ipsala"]["n"] == 0
+    assert res["per_class"]["Ipsala"]["recall"] is None
+    json.dumps(res, allow_nan=False)
     assert 0.0 <= res["accuracy"] <= 21 / 22
     assert res["accuracy"] == pytest.approx(np.trace(matrix) / 22)
     assert 0.0 <= res["eject_precision"] <= 1.0 and 0.0 <= res["eject_recall"] <= 1.0
