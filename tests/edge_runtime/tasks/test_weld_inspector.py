@@ -1,0 +1,200 @@
+"""weld_inspector: the shipped model on real weld photographs, post-processing on known maps, evaluation."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+import pytest
+from pydantic import ValidationError
+
+from adapters.base import Frame
+from edge_runtime.inference import load_model, models_dir
+from edge_runtime.tasks.weld_inspector import (
+    WeldDataError,
+    WeldInspectorConfig,
+    WeldInspectorTask,
+    box_calls,
+    evaluate,
+)
+
+DATA = Path(__file__).resolve().parents[3].parent / "shared" / "datasets" / "weld_photos"
+MODEL_DIR = models_dir() / "weld_inspector"
+LABELS = ["bad_weld", "good_weld", "defect"]
+
+# validation-side frames whose labels leave no doubt: one large cracked weld, or only good welds
+CLEAR_REJECT = [
+    "cd175ee2-e199412f-weld-cracking-aluminum_jpg.rf.d785c4703f8b2bd2bea9077090751b2a.jpg",
+    "e7eb4067-1fa85ced-c20_jpg.rf.45e33e716598a57826f30ae27728ec26.jpg",
+]
+CLEAR_ACCEPT = [
+    "mig-good-welds_10_jpeg_jpg.rf.b35c10d98c3d3b194b87a6a11e8d5204.jpg",
+    "good_weld_vid628_jpeg_jpg.rf.11522af8f907da1a1c37b49b9b582846.jpg",
+]
+
+
+def val_images() -> list[str]:
+    """Images of the validation sources of the split run (models/weld_inspector/split.json)."""
+    val_sources = set(json.loads((MODEL_DIR / "split.json").read_text())["val_sources"])
+    with (DATA / "sources.csv").open() as fh:
+        return sorted(r["image"] for r in csv.DictReader(fh) if r["source"] in val_sources)
+
+
+def read(name: str) -> npt.NDArray[np.uint8]:
+    img = cv2.imread(str(DATA / "images" / name), cv2.IMREAD_COLOR)
+    assert img is not None, name
+    return np.asarray(img, dtype=np.uint8)
+
+
+def label_lines(name: str) -> list[str]:
+    return [ln for ln in (DATA / "labels" / (Path(name).stem + ".txt")).read_text().splitlines() if ln.strip()]
+
+
+@pytest.fixture(scope="module")
+def task() -> WeldInspectorTask:
+    return WeldInspectorTask(WeldInspectorConfig(kind="weld_inspector"), load_model("weld_inspector"))
+
+
+@pytest.mark.parametrize("variant", ["fp32", "int8"])
+def test_model_loads_with_declared_signature(variant: str) -> None:
+    runner = load_model("weld_inspector", variant=variant)
+    assert runner.manifest.labels == LABELS
+    assert [i.name for i in runner.session.get_inputs()] == ["x"]
+    out = runner.run({"x": np.zeros((3, 256, 256, 3), np.uint8)})
+    probs = out["scores"]
+    assert probs.shape == (3, 4, 32, 32)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-3 if variant == "fp32" else 0.02)  # int8: 1/255 steps
+    assert (variant == "int8") == ("-int8+" in runner.ident)
+
+
+def test_config_takes_manifest_thresholds_unless_set(task: WeldInspectorTask) -> None:
+    th = task.runner.manifest.thresholds
+    assert task.reject_score == th["reject_score"]
+    assert task.min_region_cells == th["min_region_cells"]
+    own = WeldInspectorTask(WeldInspectorConfig(kind="weld_inspector", reject_score=0.99), task.runner)
+    assert own.reject_score == 0.99 and own.foreground == th["foreground"]
+    with pytest.raises(ValidationError):
+        WeldInspectorConfig.model_validate({"kind": "weld_inspector", "reject_scor": 0.5})
+    with pytest.raises(ValidationError):
+        WeldInspectorConfig(kind="weld_inspector", foreground=1.5)
+
+
+def test_process_real_frames_gives_boxes_inside_frame(task: WeldInspectorTask) -> None:
+    names = val_images()[::23][:6]
+    images = [read(n) for n in names]
+    images[1] = np.ascontiguousarray(cv2.resize(images[1], (800, 480)), dtype=np.uint8)  # not the training size
+    frames = [Frame(f"cam{i}", i, img) for i, img in enumerate(images)]
+    results = task.process(frames)
+    assert len(results) == len(frames)
+    n_boxes = 0
+    for frame, res in zip(frames, results, strict=True):
+        h, w = frame.image.shape[:2]
+        assert res["stream"] == frame.stream
+        assert res["decision"] in ("accept", "reject")
+        for b in res["boxes"]:
+            assert b["label"] in LABELS
+            assert 0.0 <= b["score"] <= 1.0 and b["score"] >= task.box_score
+            assert b["w"] > 0 and b["h"] > 0
+            assert b["x"] >= 0 and b["x"] + b["w"] <= w + 0.5
+            assert b["y"] >= 0 and b["y"] + b["h"] <= h + 0.5
+        rejecting = {b["label"] for b in res["boxes"] if b["label"] != "good_weld" and b["score"] >= task.reject_score}
+        assert res["reject_reasons"] == sorted(rejecting)
+        assert (res["decision"] == "reject") == bool(rejecting)
+        n_boxes += len(res["boxes"])
+    assert n_boxes > 0  # real weld photographs: the model finds welds somewhere
+
+
+def test_process_rejects_and_counts_an_uninspectable_frame(task: WeldInspectorTask) -> None:
+    good = read(val_images()[0])
+    before = task.stats["invalid_frames"]
+    frames = [Frame("a", 0, good), Frame("b", 0, np.zeros((64, 64), np.uint8)), Frame("c", 0, good)]
+    results = task.process(frames)
+    assert results[1] == {"stream": "b", "boxes": [], "decision": "reject", "reject_reasons": ["invalid_frame"]}
+    assert results[0] == results[2] | {"stream": "a"} and results[2]["stream"] == "c"
+    assert task.stats["invalid_frames"] == before + 1
+
+
+def test_clear_real_frames_get_the_right_decision(task: WeldInspectorTask) -> None:
+    frames = [Frame(n, 0, read(n)) for n in CLEAR_REJECT + CLEAR_ACCEPT]
+    decisions = [r["decision"] for r in task.process(frames)]
+    assert decisions == ["reject"] * len(CLEAR_REJECT) + ["accept"] * len(CLEAR_ACCEPT)
+    for n in CLEAR_REJECT:
+        assert {ln.split()[0] for ln in label_lines(n)} & {"0", "2"}
+    for n in CLEAR_ACCEPT:
+        assert {ln.split()[0] for ln in label_lines(n)} == {"1"}
+
+
+def test_regions_turn_cell_groups_into_frame_boxes(task: WeldInspectorTask) -> None:
+    probs = np.zeros((4, 32, 32), np.float32)
+    probs[0] = 1.0
+    probs[:, 4:8, 2:12] = np.array([0.05, 0.9, 0.05, 0.0])[:, None, None]  # bad weld, rows 4-7, cols 2-11
+    probs[:, 20:22, 20:22] = np.array([0.1, 0.0, 0.85, 0.05])[:, None, None]  # good weld
+    boxes = task.regions(probs, 640, 320)
+    by_label = {b["label"]: b for b in boxes}
+    assert set(by_label) == {"bad_weld", "good_weld"}
+    assert by_label["bad_weld"] == {"x": 40.0, "y": 40.0, "w": 200.0, "h": 40.0, "label": "bad_weld", "score": 0.9}
+    assert by_label["good_weld"]["x"] == 400.0 and by_label["good_weld"]["h"] == 20.0
+    assert task.decide(boxes) == ("reject", ["bad_weld"])
+    assert task.decide([by_label["good_weld"]]) == ("accept", [])
+
+
+def test_box_calls_read_the_cells_a_box_covers() -> None:
+    probs = np.zeros((4, 32, 32), np.float32)
+    probs[0] = 1.0
+    probs[:, 0:16, 0:16] = np.array([0.1, 0.2, 0.1, 0.6])[:, None, None]  # defect, top-left quarter
+    probs[:, 16:32, 16:32] = np.array([0.2, 0.1, 0.7, 0.0])[:, None, None]  # good weld, bottom-right quarter
+    gt = np.array(
+        [
+            [2, 0.25, 0.25, 0.3, 0.3],  # inside the defect area
+            [1, 0.75, 0.75, 0.2, 0.4],  # inside the good-weld area
+            [0, 0.75, 0.25, 0.2, 0.2],  # on background: missed
+            [1, 0.751, 0.751, 0.001, 0.001],  # smaller than a cell: the cell holding its centre
+        ]
+    )
+    assert box_calls(probs, gt, 0.3).tolist() == [2, 1, -1, 1]
+
+
+def make_yolo_dir(root: Path, names: list[str], data_yaml: str | None) -> Path:
+    (root / "images").mkdir(parents=True)
+    (root / "labels").mkdir()
+    for n in names:
+        (root / "images" / n).symlink_to(DATA / "images" / n)
+        lab = DATA / "labels" / (Path(n).stem + ".txt")
+        (root / "labels" / lab.name).symlink_to(lab)
+    if data_yaml is not None:
+        (root / "data.yaml").write_text(data_yaml)
+    return root
+
+
+def test_evaluate_counts_are_consistent(tmp_path: Path) -> None:
+    names = val_images()[5::19][:7]
+    data = make_yolo_dir(tmp_path / "set", names, (DATA / "data.yaml").read_text())
+    n_lines = sum(len(label_lines(n)) for n in names)
+    res = evaluate(data)
+    assert res["n_frames"] == res["n"] == len(names)
+    assert res["n_boxes"] == n_lines
+    matrix = np.array(res["confusion"]["matrix"])
+    assert res["confusion"]["labels"] == LABELS and res["confusion"]["columns"] == [*LABELS, "missed"]
+    assert matrix.shape == (3, 4) and matrix.sum() == n_lines
+    assert sum(c["n"] for c in res["per_class"].values()) == n_lines
+    assert [c["missed"] for c in res["per_class"].values()] == matrix[:, 3].tolist()
+    assert res["box_accuracy"] == round(np.trace(matrix[:, :3]) / n_lines, 4)
+    assert np.array(res["frame_confusion"]["matrix"]).sum() == len(names)
+    assert 0.0 <= res["frame_accuracy"] <= 1.0
+    int8 = evaluate(data, variant="int8")
+    assert int8["n_boxes"] == n_lines and "-int8+" in int8["model"]
+
+
+def test_evaluate_without_data_yaml_and_with_unknown_classes(tmp_path: Path) -> None:
+    names = val_images()[:3]
+    plain = evaluate(make_yolo_dir(tmp_path / "plain", names, None))
+    assert plain["n_boxes"] == sum(len(label_lines(n)) for n in names)
+    odd = make_yolo_dir(tmp_path / "odd", names, "names: ['crack', 'good_weld', 'defect']\n")
+    with pytest.raises(WeldDataError, match="crack"):
+        evaluate(odd)
+    with pytest.raises(WeldDataError, match="images"):
+        evaluate(tmp_path / "missing")
