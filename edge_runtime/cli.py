@@ -1,0 +1,223 @@
+"""`edge-runtime` command line. Usage errors exit 2 with a message; heavy modules load per command."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from edge_runtime import __version__
+
+__all__ = ["main"]
+
+EPILOG = "Docs: README.md and docs/ in the source tree. Logs are key=value lines on stdout."
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from edge_runtime.config import validate_file
+
+    deployment, errors = validate_file(args.config)
+    if deployment is None:
+        for err in errors:
+            print(err)
+        print(f"{args.config}: {len(errors)} error(s)", file=sys.stderr)
+        return 2
+    print(
+        f"{args.config}: ok ({len(deployment.devices)} devices, {len(deployment.pipelines)} pipelines, "
+        f"{len(deployment.sinks)} sinks)"
+    )
+    if args.plan:
+        from adapters.modbus import ModbusRtuConfig, ModbusTcpConfig, plan_report
+
+        for device in deployment.devices:
+            if isinstance(device, ModbusTcpConfig | ModbusRtuConfig):
+                print(plan_report(device))
+    return 0
+
+
+def _cmd_schema(args: argparse.Namespace) -> int:
+    from edge_runtime.config import Deployment
+
+    print(json.dumps(Deployment.model_json_schema(), indent=2))
+    return 0
+
+
+def _install_stop(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from edge_runtime.config import ConfigError, load_deployment
+    from edge_runtime.inference import ModelError
+    from edge_runtime.logs import setup_logging
+    from edge_runtime.service import Service
+
+    try:
+        deployment = load_deployment(args.config)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    setup_logging(deployment.service.log_level)
+    service = Service(deployment, base_dir=Path(args.config).resolve().parent)
+    try:
+        service.load()
+    except ModelError as exc:
+        print(f"refusing to start: {exc}", file=sys.stderr)
+        return 3
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        _install_stop(stop)
+        await service.run(stop)
+
+    asyncio.run(main())
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from edge_runtime.demo import run_demo
+
+    return run_demo(seconds=args.seconds, data_dir=args.data)
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    import importlib
+
+    data = Path(args.data)
+    if not data.is_dir():
+        print(f"edge-runtime evaluate: --data {data}: not a directory", file=sys.stderr)
+        return 2
+    module = importlib.import_module(f"edge_runtime.tasks.{args.model}")
+    options = {"declared": args.declared} if args.declared else {}
+    report = module.evaluate(data, variant=args.variant, **options)
+    if args.json:
+        print(json.dumps(report, separators=(",", ":")))
+    else:
+        for key, value in report.items():
+            if key not in ("confusion", "per_class"):
+                print(f"{key}: {value}")
+        print("per_class:")
+        for label, row in report.get("per_class", {}).items():
+            print(f"  {label}: {row}")
+        confusion = report.get("confusion")
+        if confusion:
+            print("confusion (rows = truth, columns = prediction):")
+            print("  " + " ".join(f"{c[:10]:>10}" for c in confusion["labels"]))
+            for label, row in zip(confusion["labels"], confusion["matrix"], strict=False):
+                print(f"  {label[:10]:>10} " + " ".join(f"{v:>10}" for v in row))
+    return 0
+
+
+def _cmd_simulate(args: argparse.Namespace) -> int:
+    from edge_runtime.simulate import run_simulator
+
+    return run_simulator(Path(args.profile), port=args.port)
+
+
+def _cmd_probe_order(args: argparse.Namespace) -> int:
+    from adapters.modbus import probe_order
+
+    lines = asyncio.run(
+        probe_order(args.host, args.port, args.device_id, args.table, args.register, args.expect, args.tolerance)
+    )
+    for line in lines:
+        print(line)
+    if not lines:
+        print(f"no dtype/order decodes register {args.register} to {args.expect}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from edge_runtime.bench import run_bench
+
+    return run_bench(quick=args.quick, json_path=Path(args.json) if args.json else None)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="edge-runtime",
+        description="Edge AI inference runtime for factory equipment: adapters -> pipeline -> ONNX -> outbox -> sinks.",
+        epilog=EPILOG,
+    )
+    parser.add_argument("--version", action="version", version=f"edge-runtime {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("run", help="run a deployment as a service (foreground; systemd Type=notify)")
+    p.add_argument("config", help="deployment YAML file")
+    p.set_defaults(fn=_cmd_run)
+
+    p = sub.add_parser(
+        "validate", help="check a deployment file; exit 0 if valid, 2 with FILE:LINE: path: why lines if not"
+    )
+    p.add_argument("config", help="deployment YAML file")
+    p.add_argument("--plan", action="store_true", help="also print the Modbus read plan of every Modbus device")
+    p.set_defaults(fn=_cmd_validate)
+
+    p = sub.add_parser("schema", help="print the JSON schema of the deployment file")
+    p.set_defaults(fn=_cmd_schema)
+
+    p = sub.add_parser(
+        "demo",
+        help="run the embedded demo: simulated machines on loopback, live results, a summary at the end",
+    )
+    p.add_argument("--seconds", type=float, default=30.0, help="how long to run (default 30)")
+    p.add_argument("--data", default=None, help="CWRU-layout directory to replay (default ../shared/datasets/...)")
+    p.set_defaults(fn=_cmd_demo)
+
+    p = sub.add_parser("evaluate", help="accuracy of a shipped model on a labelled data directory")
+    p.add_argument("model", choices=["vibration_anomaly", "rice_sorter", "weld_inspector"], help="model name")
+    p.add_argument("--data", required=True, help="data directory in the layout of the model's data set")
+    p.add_argument("--variant", default="fp32", help="model variant: fp32 (default) or int8 where shipped")
+    p.add_argument("--declared", default=None, help="rice_sorter: the lot's declared variety (eject precision/recall)")
+    p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    p.set_defaults(fn=_cmd_evaluate)
+
+    p = sub.add_parser("simulate", help="serve a device profile as a simulated machine on loopback")
+    p.add_argument("profile", help="device profile YAML (configs/devices/*.yaml)")
+    p.add_argument("--port", default=None, help="TCP port (Modbus TCP, OPC UA, MQTT broker) or serial device (RTU)")
+    p.set_defaults(fn=_cmd_simulate)
+
+    p = sub.add_parser(
+        "probe-order", help="find which dtype and byte/word order decode a Modbus register to a known value"
+    )
+    p.add_argument("host", help="Modbus TCP host")
+    p.add_argument("--port", type=int, default=502, help="TCP port (default 502)")
+    p.add_argument("--device-id", type=int, default=1, help="unit id (default 1)")
+    p.add_argument("--table", choices=["holding", "input"], default="holding", help="register table")
+    p.add_argument("--register", type=int, required=True, help="first register address (0-based)")
+    p.add_argument("--expect", type=float, required=True, help="the value shown on the machine's panel")
+    p.add_argument(
+        "--tolerance",
+        type=float,
+        default=1e-3,
+        help="accepted difference, relative to --expect (absolute below 1); default 0.001",
+    )
+    p.set_defaults(fn=_cmd_probe_order)
+
+    p = sub.add_parser("bench", help="the integrators' perf suite (ratios against baselines, JSON)")
+    p.add_argument("--quick", action="store_true", help="short runs")
+    p.add_argument("--json", default=None, help="write the results to this JSON file")
+    p.set_defaults(fn=_cmd_bench)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.fn(args)
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:  # `edge-runtime schema | head`
+        return 0
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,246 @@
+"""The service: opens everything a deployment names, refuses a bad model before the first input, and runs.
+
+Topology: each source is supervised (reconnect with back-off); the router hands every sample to the pipelines
+whose input patterns match its stream; each pipeline batches into its task; results go through the outbox to each
+of the pipeline's sinks. A sink that cannot connect at start-up does not stop the service: its results wait in the
+outbox until it can.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from adapters.base import Backoff, Reading, Sample, Sink, Source, Stats, supervise
+from edge_runtime.config import Deployment, DeviceConfig, SinkConfig, TaskConfig
+from edge_runtime.inference import ModelRunner, load_model
+from edge_runtime.metrics import MetricsServer
+from edge_runtime.outbox import Outbox, deliver_forever
+from edge_runtime.pipeline import Pipeline
+from edge_runtime.results import Result
+from edge_runtime.tasks.base import Task
+
+__all__ = ["Service", "make_sink", "make_source", "make_task"]
+
+log = logging.getLogger("edge_runtime.service")
+
+ResultObserver = Callable[[Result], None]
+SampleObserver = Callable[[Sample], None]
+
+
+def make_source(config: DeviceConfig) -> Source:
+    """The one place a device kind becomes its adapter; protocol libraries load here, not at validation."""
+    from adapters.camera import CameraConfig, CameraSource
+    from adapters.modbus import ModbusRtuConfig, ModbusSource, ModbusTcpConfig
+    from adapters.mqtt import MqttConfig, MqttSource
+    from adapters.opcua import OpcuaConfig, OpcuaSource
+
+    if isinstance(config, MqttConfig):
+        return MqttSource(config)
+    if isinstance(config, ModbusTcpConfig | ModbusRtuConfig):
+        return ModbusSource(config)
+    if isinstance(config, OpcuaConfig):
+        return OpcuaSource(config)
+    if isinstance(config, CameraConfig):
+        return CameraSource(config)
+    raise TypeError(f"no source for device kind {type(config).__name__}")
+
+
+def make_sink(config: SinkConfig) -> Sink:
+    from adapters.modbus import ModbusWriteConfig, ModbusWriteSink
+    from adapters.mqtt import MqttSink, MqttSinkConfig
+    from adapters.opcua import OpcuaServerConfig, OpcuaServerSink
+
+    if isinstance(config, MqttSinkConfig):
+        return MqttSink(config)
+    if isinstance(config, OpcuaServerConfig):
+        return OpcuaServerSink(config)
+    if isinstance(config, ModbusWriteConfig):
+        return ModbusWriteSink(config)
+    raise TypeError(f"no sink for kind {type(config).__name__}")
+
+
+def make_task(config: TaskConfig, runner: ModelRunner) -> Task:
+    from edge_runtime.tasks.rice_sorter import RiceSorterConfig, RiceSorterTask
+    from edge_runtime.tasks.vibration_anomaly import VibrationAnomalyConfig, VibrationAnomalyTask
+    from edge_runtime.tasks.weld_inspector import WeldInspectorConfig, WeldInspectorTask
+
+    if isinstance(config, VibrationAnomalyConfig):
+        return VibrationAnomalyTask(config, runner)
+    if isinstance(config, RiceSorterConfig):
+        return RiceSorterTask(config, runner)
+    if isinstance(config, WeldInspectorConfig):
+        return WeldInspectorTask(config, runner)
+    raise TypeError(f"no task for kind {type(config).__name__}")
+
+
+class _Notifier:
+    """systemd `Type=notify`: READY=1 once running, WATCHDOG=1 at half the watchdog period."""
+
+    def __init__(self) -> None:
+        self.address = os.environ.get("NOTIFY_SOCKET")
+        usec = os.environ.get("WATCHDOG_USEC")
+        self.watchdog_s = int(usec) / 2e6 if usec and usec.isdigit() else None
+
+    def send(self, message: str) -> None:
+        if not self.address:
+            return
+        addr = "\0" + self.address[1:] if self.address.startswith("@") else self.address
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            sock.sendto(message.encode(), addr)
+
+    async def watchdog(self) -> None:
+        if not self.address or not self.watchdog_s:
+            return
+        while True:
+            self.send("WATCHDOG=1")
+            await asyncio.sleep(self.watchdog_s)
+
+
+class Service:
+    def __init__(self, deployment: Deployment, *, base_dir: Path | None = None) -> None:
+        self.deployment = deployment
+        self.base_dir = base_dir or Path.cwd()
+        self.sources: list[Source] = []
+        self.sinks: dict[str, Sink] = {}
+        self.pipelines: list[Pipeline] = []
+        self.stats = Stats()
+        self.result_observers: list[ResultObserver] = []
+        self.sample_observers: list[SampleObserver] = []
+        self._routes: dict[str, list[Pipeline]] = {}
+        # Latest scalar reading per stream: exported as metrics, so tags without a model are still visible.
+        self.latest: dict[str, Reading] = {}
+        self._outputs: dict[str, list[str]] = {}
+        svc = deployment.service
+        outbox_path = Path(svc.outbox.path)
+        if not outbox_path.is_absolute():
+            outbox_path = self.base_dir / outbox_path
+        self.outbox = Outbox(outbox_path, max_rows=svc.outbox.max_rows)
+        self._executor = ThreadPoolExecutor(max_workers=svc.inference_workers, thread_name_prefix="infer")
+        self.started = asyncio.Event()
+
+    def load(self) -> None:
+        """Open models and build components; raises ModelError/AdapterError before anything runs."""
+        runners: dict[tuple[str, str, int], ModelRunner] = {}
+        for p in self.deployment.pipelines:
+            key = (p.model.name, p.model.variant, p.model.intra_op_threads)
+            if key not in runners:
+                runners[key] = load_model(
+                    p.model.name, variant=p.model.variant, intra_op_threads=p.model.intra_op_threads
+                )
+            runner = runners[key]
+            self.pipelines.append(
+                Pipeline(
+                    p.id,
+                    p.inputs,
+                    make_task(p.task, runner),
+                    runner.ident,
+                    runner.manifest.preprocessing,
+                    max_batch=p.batching.max_batch,
+                    max_wait_ms=p.batching.max_wait_ms,
+                    queue_size=p.batching.queue_size,
+                    when_full=p.batching.when_full,
+                    executor=self._executor,
+                    on_result=self._store_result,
+                )
+            )
+            self._outputs[p.id] = list(p.outputs)
+        self.sources = [make_source(d) for d in self.deployment.devices]
+        self.sinks = {s.id: make_sink(s) for s in self.deployment.sinks}
+
+    async def _store_result(self, pipeline: str, fields: dict[str, Any]) -> int:
+        seq = await self.outbox.put(pipeline, fields, self._outputs.get(pipeline, []))
+        if self.result_observers:
+            head = {k: fields[k] for k in ("t_ns", "latency_ns", "model")}
+            rest = {k: v for k, v in fields.items() if k not in head}
+            result = Result(pipeline, seq, int(head["t_ns"]), int(head["latency_ns"]), str(head["model"]), rest)
+            for observer in self.result_observers:
+                observer(result)
+        return seq
+
+    async def _route(self, sample: Sample) -> None:
+        self.stats["samples"] += 1
+        if isinstance(sample, Reading) and sample.value.ndim == 0:
+            self.latest[sample.stream] = sample
+        for observer in self.sample_observers:
+            observer(sample)
+        targets = self._routes.get(sample.stream)
+        if targets is None:
+            targets = [p for p in self.pipelines if p.matches(sample.stream)]
+            self._routes[sample.stream] = targets
+        for pipeline in targets:
+            await pipeline.feed(sample)
+
+    async def _run_sink(self, sink: Sink) -> None:
+        backoff = Backoff(initial_s=0.5, max_s=15.0)
+        while True:
+            try:
+                await asyncio.wait_for(sink.open(), 15.0)
+                break
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                sink.stats["open_failures"] += 1
+                log.warning("event=sink_open_failed sink=%s error=%r (results wait in the outbox)", sink.name, exc)
+                await asyncio.sleep(backoff.next_delay())
+        log.info("event=sink_open sink=%s", sink.name)
+        await deliver_forever(self.outbox, sink)
+
+    async def run(self, stop: asyncio.Event | None = None, *, run_for_s: float | None = None) -> None:
+        if not self.pipelines and not self.sources:
+            self.load()
+        await self.outbox.open()
+        notifier = _Notifier()
+        metrics: MetricsServer | None = None
+        try:
+            if self.deployment.service.metrics_listen:
+                metrics = MetricsServer(self.deployment.service.metrics_listen, self)
+                await metrics.start()
+            async with asyncio.TaskGroup() as tg:
+                tasks: list[asyncio.Task[Any]] = []
+                for sink in self.sinks.values():
+                    tasks.append(tg.create_task(self._run_sink(sink), name=f"sink:{sink.name}"))
+                for pipeline in self.pipelines:
+                    tasks.append(tg.create_task(pipeline.run(), name=f"pipeline:{pipeline.id}"))
+                for source in self.sources:
+                    tasks.append(tg.create_task(supervise(source, self._route), name=f"source:{source.name}"))
+                tasks.append(tg.create_task(notifier.watchdog(), name="watchdog"))
+                notifier.send("READY=1")
+                self.started.set()
+                log.info(
+                    "event=service_started sources=%d pipelines=%d sinks=%d",
+                    len(self.sources),
+                    len(self.pipelines),
+                    len(self.sinks),
+                )
+                waiter: Awaitable[Any] = (stop or asyncio.Event()).wait()
+                if run_for_s is not None:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(waiter, run_for_s)
+                else:
+                    await waiter
+                notifier.send("STOPPING=1")
+                for task in tasks:
+                    task.cancel()
+        finally:
+            await self._close_all()
+            if metrics is not None:
+                await metrics.stop()
+            await self.outbox.close()
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            log.info("event=service_stopped pending_results=%d", self.outbox.pending_rows)
+
+    async def _close_all(self) -> None:
+        components: list[Source | Sink] = [*self.sources, *self.sinks.values()]
+        for component in components:
+            try:
+                await asyncio.wait_for(component.close(), 5.0)
+            except Exception as exc:
+                log.debug("event=close_failed component=%s error=%r", component.name, exc)

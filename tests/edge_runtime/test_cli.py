@@ -1,0 +1,84 @@
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from edge_runtime.cli import main
+from edge_runtime.datasets import repo_root
+
+EXAMPLE = repo_root() / "configs" / "vibration_line.yaml"
+
+
+def test_validate_ok_exits_0(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MQTT_PASSWORD", "x")
+    assert main(["validate", str(EXAMPLE)]) == 0
+    assert "ok (1 devices, 1 pipelines, 2 sinks)" in capsys.readouterr().out
+
+
+def test_validate_bad_exits_2_with_file_line_path(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "site.yaml"
+    bad.write_text("service:\n  log_level: loud\n")
+    assert main(["validate", str(bad)]) == 2
+    assert capsys.readouterr().out.splitlines() == [
+        f"{bad}:2: service.log_level: Input should be 'debug', 'info', 'warning' or 'error'"
+    ]
+
+
+def test_validate_plan_prints_the_modbus_read_plan(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    site = tmp_path / "site.yaml"
+    site.write_text("devices:\n  - id: plc1\n    profile: devices/plc_tcp.yaml\n")
+    assert main(["validate", str(site), "--plan"]) == 0
+    out = capsys.readouterr().out
+    assert "plc1 (modbus-tcp)" in out and "requests" in out
+
+
+def test_schema_is_json_with_the_kinds(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["schema"]) == 0
+    schema = json.loads(capsys.readouterr().out)
+    text = json.dumps(schema)
+    for kind in ("modbus-tcp", "modbus-rtu", "opcua", "mqtt", "camera", "opcua-server", "modbus-write"):
+        assert f'"{kind}"' in text
+
+
+def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["validate"])
+    assert exc.value.code == 2
+    assert "the following arguments are required: config" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        main(["evaluate", "no_such_model", "--data", "."])
+    assert exc.value.code == 2
+
+
+def test_evaluate_refuses_a_missing_directory(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["evaluate", "vibration_anomaly", "--data", "/nonexistent/dir"]) == 2
+    assert "not a directory" in capsys.readouterr().err
+
+
+def test_console_script_help_lists_every_command() -> None:
+    exe = shutil.which("edge-runtime", path=str(Path(sys.executable).parent))
+    assert exe is not None, "the console script is installed with the package"
+    out = subprocess.run([exe, "--help"], capture_output=True, text=True, check=True).stdout
+    for command in ("run", "validate", "schema", "demo", "evaluate", "simulate", "probe-order", "bench"):
+        assert command in out
+
+
+def test_run_refuses_a_tampered_model_before_starting(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    model = tmp_path / "vibration_anomaly"
+    shutil.copytree(repo_root() / "models" / "vibration_anomaly", model)
+    raw = bytearray((model / "model.onnx").read_bytes())
+    raw[len(raw) // 2] ^= 0x55
+    (model / "model.onnx").write_bytes(bytes(raw))
+    site = tmp_path / "site.yaml"
+    site.write_text(
+        "service: {metrics_listen: null}\n"
+        "devices: [{id: gw1, kind: mqtt, subscriptions: [{topic: a/b, codec: f32le}]}]\n"
+        f"pipelines: [{{id: v, inputs: ['gw1.*'], task: {{kind: vibration_anomaly}}, model: {{name: '{model}'}}}}]\n"
+    )
+    assert main(["run", str(site)]) == 3
+    assert "sha256" in capsys.readouterr().err
