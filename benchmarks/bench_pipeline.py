@@ -1,0 +1,102 @@
+"""Vibration path throughput: windows/s of the task at batch 1 (baseline) vs micro-batches, windowing + resampling
+of 12 kHz and 48 kHz blocks, and the outbox's durable write rate. Side by side in one process; ratios in JSON.
+
+    python benchmarks/bench_pipeline.py [--quick] [--json PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge_runtime.inference import load_model
+from edge_runtime.outbox import Outbox
+from edge_runtime.pipeline import WindowBuffer
+from edge_runtime.tasks.base import Window
+from edge_runtime.tasks.vibration_anomaly import VibrationAnomalyConfig, VibrationAnomalyTask, load_excerpt
+
+
+def rate(fn: Callable[[], int], seconds: float) -> float:
+    """Items per second of `fn` (which returns how many items it handled), after one warm-up call."""
+    fn()
+    done, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        done += fn()
+    return done / (time.perf_counter() - t0)
+
+
+def task_rates(seconds: float) -> dict[str, Any]:
+    runner = load_model("vibration_anomaly", intra_op_threads=1)
+    task = VibrationAnomalyTask(VibrationAnomalyConfig(kind="vibration_anomaly"), runner)
+    rec = load_excerpt()[0]
+    window = int(runner.manifest.preprocessing["window"])
+    windows = [Window("s", 0, rec.signal[i * 512 : i * 512 + window].astype(np.float32), 12_000.0) for i in range(128)]
+    windows = [w for w in windows if w.samples.size == window]
+    out: dict[str, Any] = {"model": runner.ident, "threads": 1}
+    base = rate(lambda: len(task.process(windows[:1])), seconds)
+    out["batch_1_windows_per_s"] = round(base, 1)
+    for b in (8, 32, 128):
+        batch = (windows * (b // len(windows) + 1))[:b]
+        r = rate(lambda batch=batch: len(task.process(batch)), seconds)  # type: ignore[misc]
+        out[f"batch_{b}_windows_per_s"] = round(r, 1)
+        out[f"batch_{b}_vs_batch_1"] = round(r / base, 2)
+    return out
+
+
+def windowing_rates(seconds: float) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for fs in (12_000.0, 48_000.0):
+        block = np.random.default_rng(0).normal(size=int(fs * 0.1)).astype(np.float32)
+        buf = WindowBuffer("s", fs, 12_000.0, 2048, 1024)
+        t = [0]
+
+        def push(buf: WindowBuffer = buf, block: np.ndarray = block, fs: float = fs, t: list[int] = t) -> int:
+            n = len(buf.push(t[0], block))
+            t[0] += round(block.size * 1e9 / fs)
+            return n
+
+        out[f"windows_per_s_from_{int(fs / 1000)}k_blocks"] = round(rate(push, seconds), 1)
+    return out
+
+
+async def outbox_rate(seconds: float) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as tmp:
+        box = Outbox(Path(tmp) / "o.sqlite", max_rows=10_000_000)
+        await box.open()
+        fields = {"stream": "gw1.m1.vib", "label": "normal", "scores": {"normal": 0.9}, "anomaly_score": 0.1}
+        n, t0 = 0, time.perf_counter()
+        while time.perf_counter() - t0 < seconds:
+            await box.put("vibration", fields, ["mqtt", "opcua"])
+            n += 1
+        elapsed = time.perf_counter() - t0
+        await box.close()
+    return {"results_per_s_two_sinks": round(n / elapsed, 1)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    seconds = 1.0 if args.quick else 4.0
+    report = {
+        "task": task_rates(seconds),
+        "windowing": windowing_rates(seconds),
+        "outbox": asyncio.run(outbox_rate(seconds)),
+    }
+    text = json.dumps(report, indent=2)
+    print(text)
+    if args.json:
+        args.json.write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()

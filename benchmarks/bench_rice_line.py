@@ -1,0 +1,164 @@
+"""Rice line: frame-to-decision latency at half the maximal feed rate, through the real service.
+
+1. Maximal feed rate: frames/s the rice task sustains on one core (segmentation + one batched inference per frame),
+   on frames of the simulated chute (real grain photographs, 640x480, 150 grains/s at 25 fps).
+2. The service then runs a `chute-sim` camera at half that rate into the rice pipeline, with the ejector coils
+   written to a simulated PLC on Modbus TCP. Latency is capture time (the camera's `t_ns`) to the stored result,
+   p50/p99, plus the coil write latency. Baseline and run share the process, so the ratio travels between machines.
+
+    python benchmarks/bench_rice_line.py [--quick] [--json PATH] [--variant fp32|int8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from adapters.base import Frame
+from adapters.camera import ChuteSimulator, ChuteSimulatorConfig
+from adapters.modbus import ModbusTcpConfig, SimulatedMachine, free_tcp_port
+from edge_runtime.config import Deployment
+from edge_runtime.inference import load_model
+from edge_runtime.results import Result
+from edge_runtime.service import Service
+from edge_runtime.tasks.rice_sorter import RiceSorterConfig, RiceSorterTask
+
+SCALE = 0.35  # chute pixels per data-set pixel (the simulator's default grain scale)
+
+
+def max_feed_rate(variant: str, seconds: float) -> float:
+    sim = ChuteSimulator(ChuteSimulatorConfig(seed=1))
+    frames = [Frame("chute.image", 0, sim.next_frame()[0]) for _ in range(40)]
+    task = RiceSorterTask(
+        RiceSorterConfig(kind="rice_sorter", declared_variety="Basmati", scale_px_per_dataset_px=SCALE),
+        load_model("rice_sorter", variant=variant, intra_op_threads=1),
+    )
+    task.process(frames[:1])
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        task.process([frames[n % len(frames)]])
+        n += 1
+    return n / (time.perf_counter() - t0)
+
+
+def deployment(fps: float, plc_port: int, outbox: Path, variant: str) -> Deployment:
+    return Deployment.model_validate(
+        {
+            "service": {"metrics_listen": None, "outbox": {"path": str(outbox)}},
+            "devices": [{"id": "chute", "kind": "camera", "source": "chute-sim", "fps": fps, "chute": {"seed": 2}}],
+            "pipelines": [
+                {
+                    "id": "rice",
+                    "inputs": ["chute.*"],
+                    "task": {
+                        "kind": "rice_sorter",
+                        "declared_variety": "Basmati",
+                        "ejector_channels": 16,
+                        "scale_px_per_dataset_px": SCALE,
+                    },
+                    "model": {"name": "rice_sorter", "variant": variant},
+                    "batching": {"max_batch": 4, "max_wait_ms": 0, "queue_size": 8},
+                    "outputs": ["ejectors"],
+                }
+            ],
+            "sinks": [
+                {
+                    "id": "ejectors",
+                    "kind": "modbus-write",
+                    "connection": {"transport": "tcp", "port": plc_port},
+                    "writable": [{"table": "coil", "start": 100, "end": 115}],
+                    "actions": [
+                        {
+                            "field": "eject_channels",
+                            "table": "coil",
+                            "address": 100,
+                            "mode": "pulse_per_channel",
+                            "channels": 16,
+                            "pulse_ms": 20,
+                        }
+                    ],
+                }
+            ],
+        }
+    )
+
+
+async def line_latency(fps: float, seconds: float, variant: str) -> dict[str, Any]:
+    port = free_tcp_port()
+    plc_cfg = ModbusTcpConfig.model_validate(
+        {
+            "kind": "modbus-tcp",
+            "id": "plc",
+            "port": port,
+            "tags": [{"name": f"eject{i}", "table": "coil", "address": 100 + i, "dtype": "bool"} for i in range(16)],
+        }
+    )
+    plc = SimulatedMachine(plc_cfg, vary=False)
+    await plc.start(port)
+    latencies: list[float] = []
+    decisions = {"eject": 0, "keep": 0}
+
+    def observe(result: Result) -> None:
+        latencies.append((time.time_ns() - result.t_ns) / 1e6)
+        if result.decision in decisions:
+            decisions[str(result.decision)] += 1
+
+    with tempfile.TemporaryDirectory() as tmp:
+        service = Service(deployment(fps, port, Path(tmp) / "o.sqlite", variant))
+        service.result_observers.append(observe)
+        stop = asyncio.Event()
+        runner = asyncio.create_task(service.run(stop))
+        await service.started.wait()
+        await asyncio.sleep(2.0)  # warm-up: first frames, first connection
+        latencies.clear()
+        decisions.update(eject=0, keep=0)
+        await asyncio.sleep(seconds)
+        sink = service.sinks["ejectors"]
+        write = sink.latency_ms() if hasattr(sink, "latency_ms") else {}
+        sink_stats = dict(sink.stats)
+        dropped = service.pipelines[0].stats["input_dropped"]
+        stop.set()
+        await runner
+    await plc.stop()
+    lat = np.array(latencies) if latencies else np.array([np.nan])
+    return {
+        "fps_requested": round(fps, 2),
+        "frames_decided": len(latencies),
+        "frames_per_s": round(len(latencies) / seconds, 2),
+        "decisions": decisions,
+        "frames_dropped": int(dropped),
+        "capture_to_decision_ms_p50": round(float(np.percentile(lat, 50)), 2),
+        "capture_to_decision_ms_p99": round(float(np.percentile(lat, 99)), 2),
+        "coil_write_ms": write,
+        "ejector_sink": sink_stats,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--json", type=Path)
+    parser.add_argument("--variant", default="fp32", choices=["fp32", "int8"])
+    args = parser.parse_args()
+    seconds = 5.0 if args.quick else 20.0
+    max_fps = max_feed_rate(args.variant, 3.0 if args.quick else 8.0)
+    report = {
+        "variant": args.variant,
+        "max_feed_rate_frames_per_s": round(max_fps, 2),
+        "half_rate": asyncio.run(line_latency(max_fps / 2, seconds, args.variant)),
+    }
+    text = json.dumps(report, indent=2)
+    print(text)
+    if args.json:
+        args.json.write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
