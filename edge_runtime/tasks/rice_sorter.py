@@ -345,7 +345,6 @@ class RiceSorterConfig(StrictModel):
     eject_merged: bool = Field(
         default=True, description="Eject blobs of touching grains that could not be split (they cannot be judged)."
     )
-    variant: Literal["fp32", "int8"] = Field(default="fp32", description="Model file to run.")
 
 
 class RiceSorterTask:
