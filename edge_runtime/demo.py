@@ -130,6 +130,10 @@ class Board:
     rice_false: int = 0  # good grains ejected
     weld_frames: int = 0
     weld_rejects: int = 0
+    weld_agree: int = 0
+    weld_labelled: int = 0
+    weld_truth: dict[int, str] = field(default_factory=dict)  # frame t_ns -> decision from the label file
+    weld_labels: Path | None = None
     weld_last: str = "-"
     readings: dict[str, str] = field(default_factory=dict)
     chute_truth: dict[int, str] = field(default_factory=dict)
@@ -141,6 +145,11 @@ class Board:
                 self.chute_truth[sample.t_ns] = truth
                 if len(self.chute_truth) > 500:
                     self.chute_truth.pop(next(iter(self.chute_truth)))
+            elif self.weld_labels is not None and sample.stream.startswith("weldcam."):
+                label = self.weld_labels / (Path(str(sample.meta.get("source", ""))).stem + ".txt")
+                if label.is_file():  # YOLO classes 0 bad_weld, 1 good_weld, 2 defect: reject on 0 or 2
+                    classes = {line.split()[0] for line in label.read_text().splitlines() if line.strip()}
+                    self.weld_truth[sample.t_ns] = "reject" if classes & {"0", "2"} else "accept"
         elif isinstance(sample, Reading) and sample.value.ndim == 0 and not sample.stream.startswith("gw1."):
             value = sample.value.item()
             text = f"{value:.1f}" if isinstance(value, float) else str(value)
@@ -161,6 +170,10 @@ class Board:
         elif pipeline == "weld":
             self.weld_frames += 1
             self.weld_rejects += int(r.get("decision") == "reject")
+            expected = self.weld_truth.pop(result.t_ns, None)
+            if expected is not None:
+                self.weld_labelled += 1
+                self.weld_agree += int(expected == r.get("decision"))
             boxes = r.get("boxes") or []
             labels = ",".join(sorted({str(b.get("label")) for b in boxes})) or "no weld found"
             self.weld_last = f"{r.get('decision')} ({labels})"
@@ -265,6 +278,8 @@ def run_demo(*, seconds: float = 30.0, data_dir: str | None = None) -> int:
             }
         )
         board = Board(truth)
+        weld_data = shared_dataset("weld_photos")
+        board.weld_labels = weld_data / "labels" if weld_data else None
         print(
             f"edge-runtime demo for {seconds:g} s: vibration gateway ({len(recordings)} streams from {origin}) "
             f"over MQTT 127.0.0.1:{broker.port}, PLC on Modbus TCP :{ports['DEMO_PLC_PORT']}, weld cell on "
@@ -356,7 +371,10 @@ def _summary(board: Board, service: Any, elapsed: float) -> None:
             f"good grains ejected {board.rice_false}/{board.rice_good}"
         )
     if board.weld_frames:
-        print(f"weld:      {board.weld_frames} frames, {board.weld_rejects} rejected")
+        print(
+            f"weld:      {board.weld_frames} frames, {board.weld_rejects} rejected; reject/accept agrees with the "
+            f"photos' labels on {board.weld_agree}/{board.weld_labelled}"
+        )
     for pipeline, values in board.latency_ms.items():
         print(f"latency {pipeline:<9} p50 {_pct(values, 50):6.1f} ms   p99 {_pct(values, 99):6.1f} ms")
     for name, sink in service.sinks.items():
