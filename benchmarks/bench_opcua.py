@@ -122,8 +122,10 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=5.0, help="how long the server writes")
     ap.add_argument("--queue-size", type=int, default=1000, help="server-side queue per monitored item")
     ap.add_argument("--json", type=Path, help="write the figures here")
+    ap.add_argument("--quick", action="store_true", help="short run (2 s), as `edge-runtime bench --quick` asks")
     args = ap.parse_args()
-    figures = asyncio.run(run(args.nodes, args.seconds, args.queue_size))
+    seconds = min(args.seconds, 2.0) if args.quick else args.seconds
+    figures = asyncio.run(run(args.nodes, seconds, args.queue_size))
     figures["machine"] = {"python": platform.python_version(), "cpu": platform.processor() or platform.machine()}
     print(json.dumps(figures, indent=2))
     if args.json:
