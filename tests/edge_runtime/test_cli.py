@@ -82,3 +82,21 @@ def test_run_refuses_a_tampered_model_before_starting(tmp_path: Path, capsys: py
     )
     assert main(["run", str(site)]) == 3
     assert "sha256" in capsys.readouterr().err
+
+
+def test_evaluate_json_last_line_is_strict_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A held-out directory with one class only: per-class ratios of absent classes are null, never NaN."""
+    import numpy as np
+
+    from edge_runtime.tasks.vibration_anomaly import load_excerpt
+
+    rec = next(r for r in load_excerpt() if r.fault == "outer_race")
+    (tmp_path / "recordings").mkdir()
+    np.savez(tmp_path / "recordings" / "a.npz", de=rec.signal, fs_hz=np.array(rec.fs_hz))
+    (tmp_path / "labels.csv").write_text(f"file,fs_hz,fault\nrecordings/a.npz,{rec.fs_hz},outer_race\n")
+    assert main(["evaluate", "vibration_anomaly", "--data", str(tmp_path), "--json"]) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    report = json.loads(last, parse_constant=lambda c: pytest.fail(f"non-JSON constant {c}"))
+    assert {"accuracy", "detection_accuracy", "n", "per_class", "confusion"} <= set(report)
+    assert report["n"] == sum(row["n"] for row in report["per_class"].values()) > 0
+    assert report["per_class"]["ball"]["recall"] is None
