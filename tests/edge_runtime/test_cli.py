@@ -100,3 +100,53 @@ def test_evaluate_json_last_line_is_strict_json(tmp_path: Path, capsys: pytest.C
     assert {"accuracy", "detection_accuracy", "n", "per_class", "confusion"} <= set(report)
     assert report["n"] == sum(row["n"] for row in report["per_class"].values()) > 0
     assert report["per_class"]["ball"]["recall"] is None
+
+
+def test_simulate_serves_a_profile_that_the_adapter_reads(tmp_path: Path) -> None:
+    """`edge-runtime simulate` as an integrator runs it, read back by our own Modbus source."""
+    import asyncio
+    import signal
+    import time
+
+    from adapters.base import Reading
+    from adapters.modbus import ModbusSource, ModbusTcpConfig, free_tcp_port
+
+    port = free_tcp_port()
+    exe = shutil.which("edge-runtime", path=str(Path(sys.executable).parent))
+    assert exe is not None
+    profile = repo_root() / "configs" / "devices" / "plc_tcp.yaml"
+    proc = subprocess.Popen([exe, "simulate", str(profile), "--port", str(port)], stdout=subprocess.DEVNULL)
+    try:
+        config = ModbusTcpConfig.model_validate(
+            {
+                "kind": "modbus-tcp",
+                "id": "plc1",
+                "port": port,
+                "tags": [{"name": "oil_temp", "table": "holding", "address": 8, "dtype": "float32"}],
+            }
+        )
+
+        async def read_one() -> float:
+            source = ModbusSource(config)
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    await source.open()
+                    break
+                except Exception:
+                    if time.monotonic() > deadline:
+                        raise
+                    await asyncio.sleep(0.2)
+            try:
+                async for reading in source.stream():
+                    if isinstance(reading, Reading) and reading.quality == "good":
+                        return float(reading.value)
+                raise AssertionError("stream ended")
+            finally:
+                await source.close()
+
+        value = asyncio.run(read_one())
+        assert -40.0 < value < 150.0, f"oil temperature {value} is not plausible"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
