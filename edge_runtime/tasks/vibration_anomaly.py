@@ -9,6 +9,7 @@ returns the fault-class softmax `probs` and an `anomaly` score in [0, 1]; normal
 
 from __future__ import annotations
 
+import collections
 import csv
 import logging
 from collections.abc import Callable, Mapping, Sequence
@@ -19,7 +20,7 @@ from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from adapters.base import EdgeRuntimeError, Stats, StrictModel
 from edge_runtime.dsp import resample_windows, source_window_length
@@ -63,6 +64,20 @@ class VibrationAnomalyConfig(StrictModel):
         description="Windows whose RMS (after removing the mean) is below this are reported as `idle` without "
         "an alarm: a stopped machine or an unplugged sensor is not a bearing fault. 0 disables the check.",
     )
+    alarm_k: int = Field(
+        default=1,
+        ge=1,
+        description="Debounce: `decision` is `alarm` only when at least `alarm_k` of the stream's last `alarm_n` "
+        "windows reached the threshold (1 of 1: every window decides alone). A single noisy window from a "
+        "forklift passing should not stop a line.",
+    )
+    alarm_n: int = Field(default=1, ge=1, le=1000, description="Debounce window length, in windows per stream.")
+
+    @model_validator(mode="after")
+    def _debounce(self) -> VibrationAnomalyConfig:
+        if self.alarm_k > self.alarm_n:
+            raise ValueError(f"alarm_k ({self.alarm_k}) cannot exceed alarm_n ({self.alarm_n})")
+        return self
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,6 +208,14 @@ class VibrationAnomalyTask:
         else:
             raise EdgeRuntimeError(f"model {runner.ident}: no `thresholds.anomaly` and no anomaly_threshold set")
         self._bad_burst = False
+        self._recent: dict[str, collections.deque[bool]] = {}  # per stream: last alarm_n over-threshold flags
+
+    def _debounced(self, stream: str, over: bool) -> bool:
+        recent = self._recent.get(stream)
+        if recent is None:
+            recent = self._recent[stream] = collections.deque(maxlen=self.config.alarm_n)
+        recent.append(over)
+        return sum(recent) >= self.config.alarm_k
 
     def process(self, items: Sequence[Window]) -> list[dict[str, Any]]:
         """One result dict per window, in order; a malformed window gives `decision: invalid`, never an error."""
@@ -215,7 +238,9 @@ class VibrationAnomalyTask:
             if not ok[i]:
                 results.append(dict(stream=w.stream, label=None, scores={}, anomaly_score=None, decision="invalid"))
                 continue
-            decision = "idle" if idle[i] else ("alarm" if anomaly[i] >= self.threshold else "ok")
+            over = bool(anomaly[i] >= self.threshold) and not idle[i]
+            alarm = self._debounced(w.stream, over)
+            decision = "idle" if idle[i] else ("alarm" if alarm else "ok")
             results.append(
                 {
                     "stream": w.stream,

@@ -193,3 +193,20 @@ def test_tampered_model_is_refused(tmp_path: Path) -> None:
     (model_dir / "model.onnx").write_bytes(bytes(data))
     with pytest.raises(ModelError, match="sha256"):
         load_model(model_dir)
+
+
+def test_debounce_needs_k_of_the_last_n_windows_per_stream(runner: ModelRunner, excerpt: list[Recording]) -> None:
+    fault = next(r for r in excerpt if r.fault == "outer_race")
+    normal = next(r for r in excerpt if r.fault == "normal")
+    pre = runner.manifest.preprocessing
+    bad = windows_of(fault.signal, fault.fs_hz, pre)[:3]
+    good = windows_of(normal.signal, normal.fs_hz, pre)[:3]
+    task = VibrationAnomalyTask(VibrationAnomalyConfig(kind="vibration_anomaly", alarm_k=2, alarm_n=3), runner)
+    # one faulty window among good ones does not alarm; the second within three does
+    seq = [good[0], bad[0], good[1], bad[1]]
+    decisions = [r["decision"] for r in task.process(_windows(np.stack(seq), stream="m1"))]
+    assert decisions == ["ok", "ok", "ok", "alarm"]
+    # streams are debounced apart: another stream's first fault does not alarm
+    assert task.process(_windows(bad[2:3], stream="m2"))[0]["decision"] == "ok"
+    with pytest.raises(ValidationError, match="alarm_k"):
+        VibrationAnomalyConfig(kind="vibration_anomaly", alarm_k=4, alarm_n=3)
