@@ -5,7 +5,7 @@ The model (`models/weld_inspector`) scores every cell of a 32x32 grid over the f
 
 - a cell is *foreground* when ``1 - p(background) >= foreground``; its class is the best of the three weld
   classes;
-- each 8-connected group of foreground cells of one class is a region; its box is the groups's cell extent in
+- each 8-connected group of foreground cells of one class is a region; its box is the group's cell extent in
   frame pixels, its score the mean probability of its class over its cells; regions smaller than
   ``min_region_cells`` or scoring below ``box_score`` are dropped;
 - a frame is rejected when any `bad_weld` or `defect` region scores ``>= reject_score``. A frame that cannot
@@ -99,7 +99,6 @@ class WeldInspectorTask:
         spec = manifest.inputs[0]
         self.input_name = spec.name
         self.size = int(manifest.preprocessing.get("input_size", spec.shape[1]))
-        self._reject_idx = np.array([i for i, n in enumerate(self.labels) if n in REJECT_LABELS], dtype=np.int64)
         self._bad_burst = False
 
     # ------------------------------------------------------------------ inference
@@ -175,7 +174,8 @@ class WeldInspectorTask:
         if len(ok) < len(frames):
             self.stats["invalid_frames"] += len(frames) - len(ok)
             if not self._bad_burst:
-                bad = next(f for i, f in enumerate(frames) if i not in set(ok))
+                valid = set(ok)
+                bad = next(f for i, f in enumerate(frames) if i not in valid)
                 log.warning(
                     "event=weld_invalid_frame stream=%s shape=%s dtype=%s",
                     bad.stream,
