@@ -166,7 +166,7 @@ async def supervise(
     emit: Callable[[Sample], Awaitable[None]],
     backoff: Backoff | None = None,
     *,
-    open_timeout_s: float = 10.0,
+    open_timeout_s: float = 30.0,
     remind_every_s: float = 60.0,
 ) -> None:
     """Run a source for ever: open, forward every sample to `emit`, reopen with back-off when it fails.

@@ -410,6 +410,12 @@ class ModbusWriteConfig(StrictModel):
     writable: list[AddressRange] = Field(min_length=1, description="Allow-list: the only addresses ever written.")
     actions: list[WriteAction] = Field(min_length=1, description="Result field -> write mapping.")
     latency_samples: int = Field(default=10000, ge=10, description="Write latencies kept for p50/p99.")
+    max_age_s: float | None = Field(
+        default=2.0,
+        gt=0,
+        description="Results older than this when the device is reachable again are not written (kept in the "
+        "outbox's rejected table): an ejector pulse or alarm from minutes ago must not fire. null: no limit.",
+    )
 
     @model_validator(mode="after")
     def _allowed(self) -> ModbusWriteConfig:

@@ -20,7 +20,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
-from adapters.base import Backoff, DeliveryError, EdgeRuntimeError, Sink
+from adapters.base import AdapterError, Backoff, DeliveryError, EdgeRuntimeError, Sink
 
 __all__ = ["Outbox", "OutboxFullError", "PendingResult", "deliver_forever"]
 
@@ -51,7 +51,7 @@ CREATE TABLE IF NOT EXISTS rejected (
 );
 """
 
-MAX_ATTEMPTS_UNEXPECTED = 5
+MAX_ATTEMPTS_UNEXPECTED = 10
 
 
 class OutboxFullError(RuntimeError):
@@ -64,13 +64,19 @@ class PendingResult:
     pipeline: str
     seq: int
     payload: dict[str, Any]
+    created_ns: int = 0
 
 
 def _json_default(obj: Any) -> Any:
-    """numpy scalars and arrays as plain JSON (tasks return them; sinks must not care)."""
+    """numpy values as plain JSON; anything else a task might return is kept readable rather than refused,
+    because a result that cannot be stored would stop its pipeline."""
     if hasattr(obj, "tolist"):
         return obj.tolist()
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+    if isinstance(obj, set | frozenset):
+        return sorted(obj, key=str)
+    if isinstance(obj, bytes | bytearray):
+        return obj.hex()
+    return repr(obj)
 
 
 def dumps(obj: Mapping[str, Any]) -> str:
@@ -90,17 +96,35 @@ class Outbox:
         self._new: dict[str, asyncio.Event] = {}
 
     # ---- lifecycle -------------------------------------------------------------------------------------------
-    async def open(self) -> None:
-        await self._call(self._open_sync)
+    async def open(self, sinks: Sequence[str] | None = None) -> None:
+        """Open (creating) the file. With `sinks`, rows left for sinks no longer deployed are parked in `rejected`,
+        so they neither count against `max_rows` nor wait for ever."""
+        await self._call(self._open_sync, None if sinks is None else list(sinks))
 
-    def _open_sync(self) -> None:
+    def _open_sync(self, sinks: list[str] | None) -> None:
         if str(self.path) != ":memory:":
             self.path.parent.mkdir(parents=True, exist_ok=True)
-        db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
+        db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False, timeout=5.0)
         db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL survives a process crash; power loss may lose <1 s
+        # FULL: a result (and its seq) reported stored is on disk even after a power cut; with NORMAL the last
+        # commits could vanish and seq would repeat after the reboot.
+        db.execute("PRAGMA synchronous=FULL")
         db.executescript(_SCHEMA)
         self._db = db
+        if sinks is not None:
+            marks = ",".join("?" * len(sinks))
+            orphans = db.execute(f"SELECT sink, COUNT(*) FROM pending WHERE sink NOT IN ({marks}) GROUP BY sink", sinks)
+            for sink, count in orphans.fetchall():
+                log.warning("event=outbox_orphans sink=%s rows=%d action=moved_to_rejected", sink, count)
+                db.execute("BEGIN IMMEDIATE")
+                db.execute(
+                    "INSERT INTO rejected (id, sink, pipeline, seq, payload, created_ns, rejected_ns, reason) "
+                    "SELECT id, sink, pipeline, seq, payload, created_ns, ?, 'sink removed from the deployment' "
+                    "FROM pending WHERE sink = ?",
+                    (time.time_ns(), sink),
+                )
+                db.execute("DELETE FROM pending WHERE sink = ?", (sink,))
+                db.execute("COMMIT")
         self._rows = int(db.execute("SELECT COUNT(*) FROM pending").fetchone()[0])
         if self._rows:
             log.info("event=outbox_recovered path=%s pending=%d", self.path, self._rows)
@@ -128,10 +152,34 @@ class Outbox:
         return self._new.setdefault(sink, asyncio.Event())
 
     async def put(self, pipeline: str, fields: Mapping[str, Any], sinks: Sequence[str]) -> int:
-        """Store a result for every sink and return its `seq`; waits (policy `block`) while the outbox is full."""
-        async with self._space:
-            await self._space.wait_for(lambda: self._rows + len(sinks) <= self.max_rows or self._rows == 0)
-        seq: int = await self._call(self._put_sync, pipeline, dict(fields), list(sinks))
+        """Store a result for every sink and return its `seq`.
+
+        Blocks (policy `block`: back-pressure, no loss) while the outbox is full, and retries while SQLite fails
+        (a locked file, a full disk): both are logged once per episode, never raised into the pipeline.
+        """
+
+        def has_room() -> bool:
+            return self._rows + len(sinks) <= self.max_rows or self._rows == 0
+
+        if not has_room():
+            log.warning("event=outbox_full pending=%d max_rows=%d pipeline=%s", self._rows, self.max_rows, pipeline)
+            async with self._space:
+                await self._space.wait_for(has_room)
+            log.info("event=outbox_has_room pending=%d pipeline=%s", self._rows, pipeline)
+        delay, failing = 0.1, False
+        while True:
+            try:
+                seq: int = await self._call(self._put_sync, pipeline, dict(fields), list(sinks))
+                break
+            except sqlite3.Error as exc:
+                if not failing:
+                    log.error("event=outbox_write_failed path=%s error=%r (retrying; pipeline %s waits)",
+                              self.path, exc, pipeline)  # fmt: skip
+                    failing = True
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+        if failing:
+            log.warning("event=outbox_write_recovered path=%s", self.path)
         self._rows += len(sinks)
         for sink in sinks:
             self.event_for(sink).set()
@@ -163,11 +211,12 @@ class Outbox:
     # ---- consumer side ---------------------------------------------------------------------------------------
     async def pending(self, sink: str, limit: int = 64) -> list[PendingResult]:
         rows = await self._call(self._pending_sync, sink, limit)
-        return [PendingResult(r[0], r[1], r[2], json.loads(r[3])) for r in rows]
+        return [PendingResult(r[0], r[1], r[2], json.loads(r[3]), r[4]) for r in rows]
 
-    def _pending_sync(self, sink: str, limit: int) -> list[tuple[int, str, int, str]]:
+    def _pending_sync(self, sink: str, limit: int) -> list[tuple[int, str, int, str, int]]:
         cur = self._conn().execute(
-            "SELECT id, pipeline, seq, payload FROM pending WHERE sink = ? ORDER BY id LIMIT ?", (sink, limit)
+            "SELECT id, pipeline, seq, payload, created_ns FROM pending WHERE sink = ? ORDER BY id LIMIT ?",
+            (sink, limit),
         )
         return list(cur.fetchall())
 
@@ -232,44 +281,74 @@ async def deliver_forever(
     batch: int = 64,
     backoff: Backoff | None = None,
     deliver_timeout_s: float = 30.0,
+    max_age_s: float | None = None,
+    reopen_after: int | None = None,
 ) -> None:
-    """Hand a sink its pending results in order; on failure keep them and retry with back-off."""
+    """Hand a sink its pending results in order; on failure keep them and retry with back-off.
+
+    Transient failures (`AdapterError`, timeouts, OS errors) are retried; after `reopen_after` failed attempts in a
+    row the function returns so that the caller closes and reopens the sink (a client whose connection is gone
+    for good). A refusal (any other `EdgeRuntimeError`, e.g. a write outside the allow-list) parks that result
+    in `rejected`; so does a result older than `max_age_s` (a stale ejector pulse must not fire).
+    """
     backoff = backoff or Backoff(initial_s=0.2, max_s=10.0)
     new = outbox.event_for(sink.name)
-    failing = False
+    failing, consecutive, expired_streak = False, 0, 0
     while True:
         new.clear()
-        items = await outbox.pending(sink.name, batch)
+        try:
+            items = await outbox.pending(sink.name, batch)
+        except sqlite3.Error as exc:
+            log.error("event=outbox_read_failed sink=%s error=%r", sink.name, exc)
+            await asyncio.sleep(backoff.next_delay())
+            continue
         if not items:
             await new.wait()
             continue
         done: list[int] = []
         try:
             for item in items:
+                if max_age_s is not None and time.time_ns() - item.created_ns > max_age_s * 1e9:
+                    sink.stats["expired"] += 1
+                    if expired_streak == 0:
+                        log.warning("event=results_expired sink=%s max_age_s=%g first_seq=%d pipeline=%s",
+                                    sink.name, max_age_s, item.seq, item.pipeline)  # fmt: skip
+                    expired_streak += 1
+                    await outbox.reject(item.id, f"expired: older than max_age_s={max_age_s:g}")
+                    continue
+                expired_streak = 0
                 try:
                     await asyncio.wait_for(sink.deliver(item.payload), deliver_timeout_s)
-                except (DeliveryError, TimeoutError, OSError):
+                except (AdapterError, TimeoutError, OSError):
                     raise
                 except EdgeRuntimeError as exc:  # refused for good (e.g. a write outside the allow-list)
                     await _reject(outbox, sink, item, exc)
                     continue
-                except Exception as exc:  # a bug or an unforeseen library error: retry a few times, then park it
+                except Exception as exc:  # a bug or an unforeseen library error: retry a while, then park it
                     if await outbox.note_attempt(item.id) < MAX_ATTEMPTS_UNEXPECTED:
                         raise DeliveryError(f"unexpected {exc!r}") from exc
                     await _reject(outbox, sink, item, exc)
                     continue
                 done.append(item.id)
             if failing:
-                log.info("event=sink_recovered sink=%s", sink.name)
+                log.warning("event=sink_recovered sink=%s", sink.name)
                 failing = False
+            consecutive = 0
             backoff.reset()
-        except (DeliveryError, TimeoutError, OSError) as exc:
+        except (AdapterError, TimeoutError, OSError) as exc:
             sink.stats["delivery_failures"] += 1
+            consecutive += 1
             if not failing:  # once per outage, not once per retry
-                log.warning("event=sink_failed sink=%s pending=%d error=%r", sink.name, outbox.pending_rows, exc)
+                log.warning("event=sink_failed sink=%s error=%r (results wait in the outbox)", sink.name, exc)
                 failing = True
             await outbox.ack(done)
             sink.stats["acknowledged"] += len(done)
+            if reopen_after is not None and consecutive >= reopen_after:
+                return
+            await asyncio.sleep(backoff.next_delay())
+            continue
+        except sqlite3.Error as exc:
+            log.error("event=outbox_update_failed sink=%s error=%r", sink.name, exc)
             await asyncio.sleep(backoff.next_delay())
             continue
         await outbox.ack(done)

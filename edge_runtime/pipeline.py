@@ -116,11 +116,11 @@ class BoundedQueue(Generic[T]):
         """Wait for one item, then up to `max_wait_s` more for the batch to fill."""
         async with self._cond:
             await self._cond.wait_for(lambda: len(self._items) > 0)
-            if len(self._items) < max_items and max_wait_s > 0:
+            want = min(max_items, self.maxsize)  # a batch larger than the queue would only ever time out
+            if len(self._items) < want and max_wait_s > 0:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(
-                        self._cond.wait_for(lambda: len(self._items) >= max_items), timeout=max_wait_s
-                    )
+                    async with asyncio.timeout(max_wait_s):
+                        await self._cond.wait_for(lambda: len(self._items) >= want)
             batch = [self._items.popleft() for _ in range(min(max_items, len(self._items)))]
             self._cond.notify_all()
             return batch
@@ -207,15 +207,23 @@ class Pipeline:
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
+        failing = False
         while True:
             batch = await self.queue.get_batch(self.max_batch, self.max_wait_s)
             items = [p.item for p in batch]
             try:
                 fields_list = await loop.run_in_executor(self._executor, self.task.process, items)
-            except Exception as exc:  # one bad batch must not stop the line
+                if len(fields_list) != len(items):
+                    raise ValueError(f"task returned {len(fields_list)} results for {len(items)} inputs")
+            except Exception as exc:  # one bad batch must not stop the line; logged once per burst
                 self.stats["batch_errors"] += 1
-                log.error("event=batch_failed pipeline=%s size=%d error=%r", self.id, len(items), exc)
+                if not failing:
+                    log.error("event=batch_failed pipeline=%s size=%d error=%r", self.id, len(items), exc)
+                failing = True
                 continue
+            if failing:
+                log.warning("event=batch_recovered pipeline=%s failed_batches=%d", self.id, self.stats["batch_errors"])
+                failing = False
             self.stats["batches"] += 1
             self.stats["inputs"] += len(items)
             for pipelined, fields in zip(batch, fields_list, strict=True):
@@ -227,4 +235,8 @@ class Pipeline:
                     "model": self.model_ident,
                     **fields,
                 }
-                await self._on_result(self.id, result)
+                try:
+                    await self._on_result(self.id, result)
+                except Exception as exc:  # storage retries on its own; what reaches here is a bug, not an outage
+                    self.stats["results_lost"] += 1
+                    log.error("event=result_store_failed pipeline=%s error=%r", self.id, exc)

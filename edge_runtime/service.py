@@ -32,6 +32,9 @@ __all__ = ["Service", "make_sink", "make_source", "make_task"]
 log = logging.getLogger("edge_runtime.service")
 
 ResultObserver = Callable[[Result], None]
+
+SINK_OPEN_TIMEOUT_S = 30.0  # above every adapter's own connect timeout, so theirs is the one that speaks
+SINK_REOPEN_AFTER = 5  # failed delivery attempts in a row before a sink is closed and opened again
 SampleObserver = Callable[[Sample], None]
 
 
@@ -93,8 +96,11 @@ class _Notifier:
         if not self.address:
             return
         addr = "\0" + self.address[1:] if self.address.startswith("@") else self.address
-        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
-            sock.sendto(message.encode(), addr)
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+                sock.sendto(message.encode(), addr)
+        except OSError as exc:  # systemd gone or socket unwritable: never a reason to stop inference
+            log.warning("event=sd_notify_failed message=%s error=%r", message.split("=")[0], exc)
 
     async def watchdog(self) -> None:
         if not self.address or not self.watchdog_s:
@@ -162,7 +168,11 @@ class Service:
             rest = {k: v for k, v in fields.items() if k not in head}
             result = Result(pipeline, seq, int(head["t_ns"]), int(head["latency_ns"]), str(head["model"]), rest)
             for observer in self.result_observers:
-                observer(result)
+                try:
+                    observer(result)
+                except Exception as exc:  # a display or tap must never stop the line
+                    self.stats["observer_errors"] += 1
+                    log.debug("event=observer_failed error=%r", exc)
         return seq
 
     async def _route(self, sample: Sample) -> None:
@@ -178,25 +188,55 @@ class Service:
         for pipeline in targets:
             await pipeline.feed(sample)
 
-    async def _run_sink(self, sink: Sink) -> None:
+    async def _run_sink(self, sink: Sink, max_age_s: float | None) -> None:
+        """Open a sink and feed it from the outbox; reopen it when it keeps failing (a restarted PLC, a lost
+        client). The outbox holds the results meanwhile; an outage is logged when it starts and every minute."""
         backoff = Backoff(initial_s=0.5, max_s=15.0)
+        loop = asyncio.get_running_loop()
+        down_since: float | None = None
+        last_log = 0.0
         while True:
             try:
-                await asyncio.wait_for(sink.open(), 15.0)
-                break
+                await asyncio.wait_for(sink.open(), SINK_OPEN_TIMEOUT_S)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 sink.stats["open_failures"] += 1
-                log.warning("event=sink_open_failed sink=%s error=%r (results wait in the outbox)", sink.name, exc)
+                now = loop.time()
+                if down_since is None or now - last_log >= 60.0:
+                    down_since = down_since if down_since is not None else now
+                    last_log = now
+                    log.warning(
+                        "event=sink_open_failed sink=%s down_s=%.0f error=%r (results wait in the outbox)",
+                        sink.name,
+                        now - down_since,
+                        exc,
+                    )
+                await self._close_quietly(sink)
                 await asyncio.sleep(backoff.next_delay())
-        log.info("event=sink_open sink=%s", sink.name)
-        await deliver_forever(self.outbox, sink)
+                continue
+            log.info("event=sink_open sink=%s", sink.name)
+            down_since = None
+            backoff.reset()
+            await deliver_forever(self.outbox, sink, max_age_s=max_age_s, reopen_after=SINK_REOPEN_AFTER)
+            sink.stats["reopens"] += 1
+            log.warning("event=sink_reopen sink=%s after=%d_failed_attempts", sink.name, SINK_REOPEN_AFTER)
+            await self._close_quietly(sink)
+            await asyncio.sleep(backoff.next_delay())
+
+    @staticmethod
+    async def _close_quietly(component: Source | Sink) -> None:
+        try:
+            await asyncio.wait_for(component.close(), 5.0)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.debug("event=close_failed component=%s error=%r", component.name, exc)
 
     async def run(self, stop: asyncio.Event | None = None, *, run_for_s: float | None = None) -> None:
         if not self.pipelines and not self.sources:
             self.load()
-        await self.outbox.open()
+        await self.outbox.open(sinks=list(self.sinks))
         notifier = _Notifier()
         metrics: MetricsServer | None = None
         try:
@@ -205,8 +245,10 @@ class Service:
                 await metrics.start()
             async with asyncio.TaskGroup() as tg:
                 tasks: list[asyncio.Task[Any]] = []
-                for sink in self.sinks.values():
-                    tasks.append(tg.create_task(self._run_sink(sink), name=f"sink:{sink.name}"))
+                for sink_config in self.deployment.sinks:
+                    sink = self.sinks[sink_config.id]
+                    max_age_s = getattr(sink_config, "max_age_s", None)
+                    tasks.append(tg.create_task(self._run_sink(sink, max_age_s), name=f"sink:{sink.name}"))
                 for pipeline in self.pipelines:
                     tasks.append(tg.create_task(pipeline.run(), name=f"pipeline:{pipeline.id}"))
                 for source in self.sources:
@@ -240,7 +282,4 @@ class Service:
     async def _close_all(self) -> None:
         components: list[Source | Sink] = [*self.sources, *self.sinks.values()]
         for component in components:
-            try:
-                await asyncio.wait_for(component.close(), 5.0)
-            except Exception as exc:
-                log.debug("event=close_failed component=%s error=%r", component.name, exc)
+            await self._close_quietly(component)

@@ -142,3 +142,54 @@ async def test_a_permanently_refused_result_is_parked_not_retried_for_ever(tmp_p
     assert await box.rejected_count() == 2
     task.cancel()
     await box.close()
+
+
+async def test_rows_of_a_removed_sink_are_parked_at_open(tmp_path: Path) -> None:
+    path = tmp_path / "o.sqlite"
+    box = Outbox(path, max_rows=5)
+    await box.open()
+    for i in range(5):
+        await box.put("p", {"i": i}, ["old_sink"])
+    await box.close()
+    box = Outbox(path, max_rows=5)
+    await box.open(sinks=["new_sink"])
+    assert box.pending_rows == 0 and await box.rejected_count() == 5
+    assert await asyncio.wait_for(box.put("p", {"i": 5}, ["new_sink"]), 5) == 6  # not blocked by the orphans
+    await box.close()
+
+
+async def test_stale_results_are_not_delivered_but_kept(tmp_path: Path) -> None:
+    box = Outbox(tmp_path / "o.sqlite")
+    await box.open()
+    sink = RecordingSink("plc")
+    sink.up = False
+    task = asyncio.create_task(deliver_forever(box, sink, max_age_s=0.3, backoff=Backoff(initial_s=0.05, max_s=0.05)))
+    await box.put("rice", {"eject_channels": [3]}, ["plc"])
+    await asyncio.sleep(0.5)  # the device is unreachable longer than the pulse is useful
+    sink.up = True
+    await box.put("rice", {"eject_channels": [4]}, ["plc"])
+    await until(lambda: box.pending_rows == 0)
+    assert [r["eject_channels"] for r in sink.got] == [[4]]
+    assert sink.stats["expired"] == 1 and await box.rejected_count() == 1
+    task.cancel()
+    await box.close()
+
+
+async def test_a_sink_that_keeps_failing_is_handed_back_for_reopening(tmp_path: Path) -> None:
+    box = Outbox(tmp_path / "o.sqlite")
+    await box.open()
+    sink = RecordingSink("mqtt")
+    sink.up = False
+    await box.put("p", {}, ["mqtt"])
+    await asyncio.wait_for(deliver_forever(box, sink, reopen_after=3, backoff=Backoff(initial_s=0.01, max_s=0.01)), 10)
+    assert sink.stats["delivery_failures"] == 3 and box.pending_rows == 1
+    await box.close()
+
+
+async def test_values_json_cannot_hold_are_stored_readably(tmp_path: Path) -> None:
+    box = Outbox(tmp_path / "o.sqlite")
+    await box.open()
+    await box.put("p", {"tags": {"b", "a"}, "raw": b"\x01\xff", "odd": object}, ["s"])
+    (row,) = await box.pending("s")
+    assert row.payload["tags"] == ["a", "b"] and row.payload["raw"] == "01ff" and "object" in row.payload["odd"]
+    await box.close()

@@ -90,3 +90,12 @@ async def test_batch_waits_up_to_max_wait_for_more() -> None:
     batch = await q.get_batch(2, 5.0)
     await task
     assert batch == [1, 2]
+
+
+async def test_a_batch_larger_than_the_queue_does_not_wait_for_ever() -> None:
+    q: BoundedQueue[int] = BoundedQueue(4, "drop_oldest", Stats(), "input")
+    for i in range(4):
+        await q.put(i)
+    # max_batch 32 > queue_size 4: a full queue is a full batch, no need to sit out max_wait
+    batch = await asyncio.wait_for(q.get_batch(32, 30.0), 5.0)
+    assert batch == [0, 1, 2, 3]

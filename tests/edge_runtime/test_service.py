@@ -5,8 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
+import os
 import queue
+import shutil
+import signal
+import socket
+import subprocess
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +24,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from adapters.mqtt import GatewayStream, Recording, VibrationGatewayConfig, VibrationGatewaySimulator
 from edge_runtime.config import Deployment
+from edge_runtime.outbox import Outbox
 from edge_runtime.service import Service
 from edge_runtime.tasks.vibration_anomaly import load_excerpt
 from tests.helpers.mosquitto import Mosquitto
@@ -158,38 +166,69 @@ async def test_results_flow_from_gateway_to_plant_broker(
     assert service.pipelines[0].stats["inputs"] >= len(received)
 
 
-async def test_results_made_while_the_plant_broker_is_down_arrive_after_it_returns(
+class NetworkLink:
+    """A real TCP hop (socat) between the service and the plant broker, cut and restored on demand, so the
+    outage hits only the edge box's uplink while the plant-side subscriber stays connected and sees everything."""
+
+    def __init__(self, target_port: int) -> None:
+        from tests.helpers import free_port
+
+        self.port = free_port()
+        self.target_port = target_port
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def up(self) -> None:
+        socat = shutil.which("socat")
+        assert socat is not None, "socat is required (make test installs it)"
+        self._proc = subprocess.Popen(
+            [socat, f"TCP-LISTEN:{self.port},bind=127.0.0.1,reuseaddr,fork", f"TCP:127.0.0.1:{self.target_port}"],
+            start_new_session=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                return
+            time.sleep(0.05)
+        raise AssertionError("socat link did not come up")
+
+    def down(self) -> None:
+        if self._proc is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self._proc.pid, signal.SIGKILL)  # the listener and every forwarded connection
+            self._proc.wait(5)
+            self._proc = None
+
+
+async def test_results_made_while_the_uplink_is_down_arrive_after_it_returns(
     mosquitto: Mosquitto, plant: Mosquitto, tmp_path: Path
 ) -> None:
-    service = Service(deployment(mosquitto.port, plant.port, tmp_path / "outbox.sqlite"))
+    link = NetworkLink(plant.port)
+    link.up()
+    service = Service(deployment(mosquitto.port, link.port, tmp_path / "outbox.sqlite"))
     stop = asyncio.Event()
-    before: list[dict[str, Any]] = []
-    with subscriber(plant.port, "edge/vibration/result") as got:
-        runner = asyncio.create_task(service.run(stop))
-        await service.started.wait()
-        async with gateway(mosquitto.port):
-            await until(lambda: drain(got, before) >= 5, what="first results")
-            plant.stop()
-            made_during_outage = service.pipelines[0].stats["inputs"]
-            await until(
-                lambda: service.pipelines[0].stats["inputs"] >= made_during_outage + 20, what="results in outage"
-            )
-            await until(lambda: service.outbox.pending_rows >= 10, what="results held in the outbox")
-            drain(got, before)
-            plant.start()
-            after: list[dict[str, Any]] = []
-            with subscriber(plant.port, "edge/vibration/result") as got_after:
-                await asyncio.sleep(0.3)  # let the new subscriber settle before the sink reconnects (>= 1 s)
+    seen: list[dict[str, Any]] = []
+    try:
+        with subscriber(plant.port, "edge/vibration/result") as got:
+            runner = asyncio.create_task(service.run(stop))
+            await service.started.wait()
+            async with gateway(mosquitto.port):
+                await until(lambda: drain(got, seen) >= 5, what="first results")
+                link.down()
+                made = service.pipelines[0].stats["inputs"]
+                await until(lambda: service.pipelines[0].stats["inputs"] >= made + 20, what="results in outage")
+                await until(lambda: service.outbox.pending_rows >= 10, what="results held in the outbox")
+                link.up()
                 await until(lambda: service.outbox.pending_rows == 0, what="outbox drained")
                 last = await service.outbox.last_seq("vibration")
-                await until(
-                    lambda: drain(got_after, after) > 0 and max(r["seq"] for r in after) >= last,
-                    what="the newest result",
-                )
-        stop.set()
-        await runner
-    seen = {r["seq"] for r in before} | {r["seq"] for r in after}
-    assert seen >= set(range(1, max(seen) + 1)), "no result is lost across the outage"
+                await until(lambda: drain(got, seen) > 0 and max(r["seq"] for r in seen) >= last, what="newest")
+            stop.set()
+            await runner
+    finally:
+        link.down()
+    seqs = {r["seq"] for r in seen}
+    assert seqs >= set(range(1, max(seqs) + 1)), "no result is lost across the outage"
     assert service.sinks["plant"].stats["delivery_failures"] >= 1
 
 
@@ -207,5 +246,64 @@ async def test_seq_continues_across_a_restart(mosquitto: Mosquitto, plant: Mosqu
             await until(lambda seen=seen: len(seen) >= 5, what="results")  # type: ignore[misc]
         stop.set()
         await runner
-        assert seen[0] == last + 1
-        last = seen[-1]
+        assert seen[0] > last, "seq never repeats across restarts"
+        assert all(a < b for a, b in itertools.pairwise(seen))
+        box = Outbox(outbox)
+        await box.open()
+        last = await box.last_seq("vibration")
+        await box.close()
+        assert last >= seen[-1]
+
+
+async def test_write_back_resumes_after_the_plc_restarts(tmp_path: Path) -> None:
+    """The Modbus write-back sink is reopened by the service when the PLC comes back (no stale pulses)."""
+    from adapters.modbus import ModbusTcpConfig, SimulatedMachine, free_tcp_port
+
+    port = free_tcp_port()
+    plc_cfg = ModbusTcpConfig.model_validate(
+        {
+            "kind": "modbus-tcp",
+            "id": "plc",
+            "port": port,
+            "tags": [{"name": f"c{i}", "table": "coil", "address": 100 + i, "dtype": "bool"} for i in range(4)],
+        }
+    )
+    plc = SimulatedMachine(plc_cfg, vary=False)
+    await plc.start(port)
+    service = Service(
+        Deployment.model_validate(
+            {
+                "service": {"metrics_listen": None, "outbox": {"path": str(tmp_path / "o.sqlite")}},
+                "sinks": [
+                    {
+                        "id": "plc",
+                        "kind": "modbus-write",
+                        "connection": {"transport": "tcp", "port": port},
+                        "timeout_s": 0.5,
+                        "max_age_s": 60,
+                        "writable": [{"table": "coil", "start": 100, "end": 103}],
+                        "actions": [{"field": "alarm", "table": "coil", "address": 101}],
+                    }
+                ],
+            }
+        )
+    )
+    sink = None
+    stop = asyncio.Event()
+    runner = asyncio.create_task(service.run(stop))
+    try:
+        await service.started.wait()
+        sink = service.sinks["plc"]
+        await service.outbox.put("vib", {"alarm": True}, ["plc"])
+        await until(lambda: sink.stats["acknowledged"] == 1, what="first write")
+        await plc.stop()
+        await service.outbox.put("vib", {"alarm": False}, ["plc"])
+        await until(lambda: sink.stats["delivery_failures"] >= 2, what="failures while the PLC is away")
+        plc = SimulatedMachine(plc_cfg, vary=False)
+        await plc.start(port)
+        await until(lambda: service.outbox.pending_rows == 0, what="delivery after the restart")
+        assert sink.stats["acknowledged"] == 2
+    finally:
+        stop.set()
+        await runner
+        await plc.stop()
