@@ -47,18 +47,38 @@ class WindowBuffer:
         self._base_index = 0  # samples consumed since then: _buf[0] is sample number _base_index
         self._next_t_ns: int | None = None  # where the next block should start if the stream is continuous
         self.gaps = 0
+        self.repeats = 0
 
     def _time_of(self, index: int) -> int:
         return self._base_ns + round(index * 1e9 / self.rate_hz)
 
     def push(self, t_ns: int, block: npt.NDArray[Any]) -> list[Window]:
+        """Append a block; returns the windows it completes.
+
+        A block may arrive stamped on receipt (jitter of milliseconds) and its clock may drift: a block within half
+        a block's duration of where the stream should continue is continuous (the time base follows it slowly);
+        one that starts later is a gap (lost data: the buffer restarts, never splicing across it); one that starts
+        earlier is a repeat (e.g. a QoS 1 duplicate) and is dropped, unless the clock jumped back by seconds.
+        """
         block = np.asarray(block, dtype=np.float32).reshape(-1)
+        if block.size == 0:
+            return []
         period_ns = 1e9 / self.rate_hz
-        if self._next_t_ns is not None and abs(t_ns - self._next_t_ns) > max(5 * period_ns, 2_000_000):
-            if t_ns > self._next_t_ns:
-                self.gaps += 1  # a lost block: never splice across it, the window would be fiction
-            self._len = 0
-            self._next_t_ns = None
+        if self._next_t_ns is not None:
+            tolerance = max(5 * period_ns, 2_000_000, 0.5 * block.size * period_ns)
+            deviation = t_ns - self._next_t_ns
+            if deviation > tolerance:
+                self.gaps += 1
+                self._len = 0
+                self._next_t_ns = None
+            elif deviation < -tolerance:
+                if deviation > -10_000_000_000:
+                    self.repeats += 1
+                    return []
+                self._len = 0  # the device's clock jumped back: a new time line
+                self._next_t_ns = None
+            else:
+                self._base_ns += round(deviation / 8)  # follow drift, damp jitter
         if self._next_t_ns is None:
             self._base_ns, self._base_index = t_ns, 0
         need = self._len + block.size
@@ -166,6 +186,8 @@ class Pipeline:
         self.max_batch = max_batch
         self.max_wait_s = max_wait_ms / 1000.0
         self.waveform = self.window > 0
+        if self.waveform and not 0 < self.hop <= self.window:
+            raise ValueError(f"pipeline {pipeline_id}: model hop {self.hop} must be in 1..window ({self.window})")
         policy = when_full or ("block" if self.waveform else "drop_oldest")
         self.queue: BoundedQueue[Pipelined] = BoundedQueue(queue_size, policy, self.stats, "input")
         self._buffers: dict[str, WindowBuffer] = {}
@@ -193,7 +215,10 @@ class Pipeline:
             self._warn_once(sample.stream, "not a good waveform block (needs quality good/uncertain, shape (n,), rate)")
             return
         buf = self._buffers.get(sample.stream)
-        if buf is None or buf.rate_hz != sample.rate_hz:
+        if buf is None or abs(buf.rate_hz - sample.rate_hz) > 1e-3 * sample.rate_hz:
+            if buf is not None:
+                self.stats["rate_changes"] += 1
+                self._warn_once(sample.stream, f"sample rate changed from {buf.rate_hz:g} to {sample.rate_hz:g} Hz")
             buf = WindowBuffer(sample.stream, sample.rate_hz, self.rate_hz, self.window, self.hop)
             self._buffers[sample.stream] = buf
         for window in buf.push(sample.t_ns, sample.value):

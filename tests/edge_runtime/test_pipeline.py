@@ -99,3 +99,27 @@ async def test_a_batch_larger_than_the_queue_does_not_wait_for_ever() -> None:
     # max_batch 32 > queue_size 4: a full queue is a full batch, no need to sit out max_wait
     batch = await asyncio.wait_for(q.get_batch(32, 30.0), 5.0)
     assert batch == [0, 1, 2, 3]
+
+
+def test_receipt_stamped_blocks_with_jitter_and_drift_lose_no_windows() -> None:
+    """Blocks stamped on arrival (+-10 ms jitter, 100 ppm clock drift) are one continuous stream."""
+    rng = np.random.default_rng(3)
+    buf = WindowBuffer("s", RATE, RATE, window=2048, hop=1024)
+    n_blocks, size = 600, 1024  # ~51 s of signal
+    windows = 0
+    for i in range(n_blocks):
+        ideal = i * size * 1e9 / RATE
+        stamp = round(ideal * (1 + 100e-6) + rng.uniform(-10e6, 10e6))
+        windows += len(buf.push(stamp, rng.normal(size=size)))
+    assert buf.gaps == 0
+    assert windows == 1 + (n_blocks * size - 2048) // 1024
+
+
+def test_a_repeated_block_is_dropped_without_restarting_the_stream() -> None:
+    buf = WindowBuffer("s", RATE, RATE, window=1024, hop=1024)
+    block = _signal(600)
+    buf.push(0, block)
+    assert buf.push(0, block) == []  # a QoS 1 duplicate
+    assert buf.repeats == 1 and buf.gaps == 0
+    out = buf.push(round(600 * 1e9 / RATE), block)
+    assert len(out) == 1 and np.array_equal(out[0].samples, np.concatenate([block, block])[:1024])
