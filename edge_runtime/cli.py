@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import math
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -66,7 +68,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(exc, file=sys.stderr)
         return 2
     setup_logging(deployment.service.log_level)
-    service = Service(deployment, base_dir=Path(args.config).resolve().parent)
+    state = os.environ.get("STATE_DIRECTORY", "").split(":")[0]
+    service = Service(deployment, base_dir=Path(state) if state else Path.cwd())
     try:
         service.load()
     except ModelError as exc:
@@ -78,7 +81,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
         _install_stop(stop)
         await service.run(stop)
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    except Exception as exc:  # the service's task group failed: say what, once, in the log's format
+        causes = exc.exceptions if isinstance(exc, BaseExceptionGroup) else [exc]
+        for cause in causes:
+            logging.getLogger("edge_runtime.service").critical("event=service_failed error=%r", cause)
+        return 1
     return 0
 
 
@@ -224,11 +233,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from adapters.base import EdgeRuntimeError
+    from edge_runtime.inference import ModelError
+
     args = build_parser().parse_args(argv)
     try:
         code: int = args.fn(args)
     except KeyboardInterrupt:
         return 130
+    except ModelError as exc:
+        print(f"edge-runtime {args.command}: {exc}", file=sys.stderr)
+        return 3
+    except EdgeRuntimeError as exc:  # bad data directory, unreachable device, ...: one clear line, no traceback
+        print(f"edge-runtime {args.command}: {exc}", file=sys.stderr)
+        return 2
     except BrokenPipeError:  # `edge-runtime schema | head`
         return 0
     return code

@@ -10,7 +10,7 @@ import fnmatch
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, ValidationError, ValidationInfo, model_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from adapters.base import EdgeRuntimeError, StrictModel
 from adapters.camera import CameraConfig
@@ -60,7 +60,11 @@ class ConfigError(EdgeRuntimeError):
 
 
 class OutboxConfig(StrictModel):
-    path: str = Field(default="var/outbox.sqlite", description="SQLite file of undelivered results (WAL mode).")
+    path: str = Field(
+        default="outbox.sqlite",
+        description="SQLite file of undelivered results (WAL mode); a relative path is relative to "
+        "$STATE_DIRECTORY (systemd StateDirectory=) or else the working directory.",
+    )
     max_rows: int = Field(
         default=100_000, gt=0, description="Undelivered rows kept at most; beyond it pipelines block (no loss)."
     )
@@ -73,6 +77,17 @@ class ServiceConfig(StrictModel):
         default="127.0.0.1:9464", description="host:port of the Prometheus metrics endpoint; null disables it."
     )
     outbox: OutboxConfig = Field(default_factory=OutboxConfig, description="Durable result buffer.")
+
+    @field_validator("metrics_listen")
+    @classmethod
+    def _host_port(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        host, sep, port = v.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError("expected host:port, e.g. 127.0.0.1:9464 (or null to disable)")
+        return v
+
     inference_workers: int = Field(
         default=1, ge=1, le=64, description="Worker threads for task pre/post-processing and inference."
     )
@@ -141,13 +156,22 @@ def cross_check(d: Deployment) -> list[tuple[tuple[str | int, ...], str]]:
             seen.setdefault(item.id, i)
     sink_ids = {s.id for s in d.sinks}
     device_ids = {dev.id for dev in d.devices}
+    # an MQTT subscription may name its streams without the device id (e.g. `line1.{topic_leaf}`)
+    free_prefixes = [
+        sub.stream.split(".", 1)[0]
+        for dev in d.devices
+        if isinstance(dev, MqttConfig)
+        for sub in dev.subscriptions
+        if not sub.stream.startswith("{id}")
+    ]
     for i, p in enumerate(d.pipelines):
         for j, out in enumerate(p.outputs):
             if out not in sink_ids:
                 problems.append((("pipelines", i, "outputs", j), f"unknown sink '{out}' (sinks: {sorted(sink_ids)})"))
         for j, pattern in enumerate(p.inputs):
             prefix = pattern.split(".", 1)[0]
-            if not any(fnmatch.fnmatchcase(dev, prefix) for dev in device_ids):
+            produced = [*device_ids, *(p if "{" not in p else "*" for p in free_prefixes)]
+            if not any(fnmatch.fnmatchcase(name, prefix) or name == "*" for name in produced):
                 problems.append(
                     (("pipelines", i, "inputs", j), f"'{pattern}' matches no device id (devices: {sorted(device_ids)})")
                 )
@@ -166,6 +190,40 @@ def cross_check(d: Deployment) -> list[tuple[tuple[str | int, ...], str]]:
     return problems
 
 
+def check_models(d: Deployment) -> list[tuple[tuple[str | int, ...], str]]:
+    """That every pipeline's model exists with the named variant and suits its task: found by `validate`,
+    not by `run` (file reads only; the sha256 and tensor checks stay at start-up, see inference.load_model)."""
+    from edge_runtime.inference import ModelError, models_dir, read_manifest
+
+    problems: list[tuple[tuple[str | int, ...], str]] = []
+    for i, p in enumerate(d.pipelines):
+        model_dir = Path(p.model.name)
+        if not model_dir.is_dir():
+            model_dir = models_dir() / p.model.name
+        if not (model_dir / "model.yaml").is_file():
+            known = sorted(x.name for x in models_dir().iterdir() if (x / "model.yaml").is_file())
+            problems.append((("pipelines", i, "model", "name"), f"no model '{p.model.name}' (shipped: {known})"))
+            continue
+        try:
+            manifest = read_manifest(model_dir)
+        except ModelError as exc:
+            problems.append((("pipelines", i, "model", "name"), str(exc)))
+            continue
+        if p.model.variant != "fp32" and p.model.variant not in manifest.variants:
+            problems.append(
+                (
+                    ("pipelines", i, "model", "variant"),
+                    f"model '{manifest.name}' has no variant '{p.model.variant}' "
+                    f"(has: fp32{''.join(', ' + v for v in manifest.variants)})",
+                )
+            )
+        if manifest.name != p.task.kind:
+            problems.append(
+                (("pipelines", i, "model", "name"), f"model '{manifest.name}' does not fit task '{p.task.kind}'")
+            )
+    return problems
+
+
 def profile_dirs() -> tuple[Path, ...]:
     """Where `profile:` names are looked up after the deployment file's own directory."""
     repo_configs = Path(__file__).resolve().parent.parent / "configs"
@@ -180,7 +238,7 @@ def _errors_from(exc: ValidationError, located: Located) -> list[SourceError]:
             loc = (*loc, "kind")
         file, line = located.locate(loc)
         path = ".".join(str(p) for p in loc) or "<root>"
-        out.append(SourceError(file, line, path, err["msg"]))
+        out.append(SourceError(file, line, path, located.redact(err["msg"])))
     return out
 
 
@@ -213,7 +271,7 @@ def validate_file(path: Path | str) -> tuple[Deployment | None, list[SourceError
         deployment = Deployment.model_validate(located.data, context={"cross_checks": "deferred"})
     except ValidationError as exc:
         return None, _errors_from(exc, located)
-    problems = cross_check(deployment)
+    problems = cross_check(deployment) + check_models(deployment)
     if problems:
         errors = [SourceError(*located.locate(loc), ".".join(map(str, loc)), why) for loc, why in problems]
         return None, sorted(errors, key=lambda e: (str(e.file), e.line))

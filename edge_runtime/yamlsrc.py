@@ -28,6 +28,13 @@ class Located:
     data: Any
     where: dict[Loc, tuple[Path, int]] = field(default_factory=dict)
     file: Path = Path("<config>")
+    secrets: set[str] = field(default_factory=set)  # values substituted from ${...}: redacted from every message
+
+    def redact(self, text: str) -> str:
+        for secret in sorted(self.secrets, key=len, reverse=True):
+            if len(secret) >= 3:
+                text = text.replace(secret, "***")
+        return text
 
     def locate(self, loc: Loc) -> tuple[Path, int]:
         """The nearest recorded position for `loc` (walking up to the parent when a key is missing)."""
@@ -50,23 +57,53 @@ class SourceError:
 
 
 def _convert(
-    node: yaml.Node, file: Path, loc: Loc, where: dict[Loc, tuple[Path, int]], errors: list[SourceError]
+    node: yaml.Node,
+    file: Path,
+    loc: Loc,
+    where: dict[Loc, tuple[Path, int]],
+    errors: list[SourceError],
+    secrets: set[str],
 ) -> Any:
-    where[loc] = (file, node.start_mark.line + 1)
+    line = node.start_mark.line + 1
+    where[loc] = (file, line)
+    path = ".".join(map(str, loc)) or "<root>"
     if isinstance(node, yaml.MappingNode):
         out: dict[str, Any] = {}
+        first: dict[str, int] = {}
         for key_node, value_node in node.value:
-            key = yaml.safe_load(yaml.serialize(key_node))
-            if not isinstance(key, str):
-                key = str(key)
-            out[key] = _convert(value_node, file, (*loc, key), where, errors)
+            key_line = key_node.start_mark.line + 1
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                errors.append(
+                    SourceError(file, key_line, path, "YAML merge keys (<<) are not supported: write keys out")
+                )
+                continue
+            key = _scalar(key_node, file, path, errors)
+            key = key if isinstance(key, str) else str(key)
+            if key in first:
+                errors.append(
+                    SourceError(
+                        file, key_line, ".".join(map(str, (*loc, key))), f"duplicate key (first at line {first[key]})"
+                    )
+                )
+                continue
+            first[key] = key_line
+            out[key] = _convert(value_node, file, (*loc, key), where, errors, secrets)
         return out
     if isinstance(node, yaml.SequenceNode):
-        return [_convert(item, file, (*loc, i), where, errors) for i, item in enumerate(node.value)]
-    value = yaml.safe_load(yaml.serialize(node))
+        return [_convert(item, file, (*loc, i), where, errors, secrets) for i, item in enumerate(node.value)]
+    value = _scalar(node, file, path, errors)
     if isinstance(value, str) and "${" in value:
-        value = _substitute(value, file, node.start_mark.line + 1, loc, errors)
+        value = _substitute(value, file, line, loc, errors, secrets)
     return value
+
+
+def _scalar(node: yaml.Node, file: Path, path: str, errors: list[SourceError]) -> Any:
+    try:
+        return yaml.safe_load(yaml.serialize(node))
+    except yaml.YAMLError as exc:  # e.g. a custom tag such as `!env X`
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        errors.append(SourceError(file, node.start_mark.line + 1, path, f"cannot read this value: {problem}"))
+        return None
 
 
 def _secret_lookup(name: str) -> str | None:
@@ -80,9 +117,11 @@ def _secret_lookup(name: str) -> str | None:
     return None
 
 
-def _substitute(text: str, file: Path, line: int, loc: Loc, errors: list[SourceError]) -> str:
+def _substitute(text: str, file: Path, line: int, loc: Loc, errors: list[SourceError], secrets: set[str]) -> str:
     def repl(match: re.Match[str]) -> str:
         value = _secret_lookup(match.group(1))
+        if value is not None:
+            secrets.add(value)
         if value is None:
             errors.append(
                 SourceError(
@@ -111,12 +150,14 @@ def load_located(file: Path, *, profile_dirs: tuple[Path, ...] = ()) -> tuple[Lo
         node = _compose(file)
     except OSError as exc:
         return located, [SourceError(file, 1, "<file>", f"cannot read: {exc.strerror or exc}")]
+    except UnicodeDecodeError:
+        return located, [SourceError(file, 1, "<file>", "not UTF-8 text: save the file as UTF-8")]
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         return located, [SourceError(file, (mark.line + 1) if mark else 1, "<yaml>", str(exc.problem))]
     if node is None:
         return located, [SourceError(file, 1, "<file>", "the file is empty")]
-    located.data = _convert(node, file, (), located.where, errors)
+    located.data = _convert(node, file, (), located.where, errors, located.secrets)
     devices = located.data.get("devices") if isinstance(located.data, dict) else None
     if isinstance(devices, list):
         for i, entry in enumerate(devices):
@@ -150,6 +191,9 @@ def _merge_profile(
         return
     try:
         node = _compose(path)
+    except UnicodeDecodeError:
+        errors.append(SourceError(path, 1, "<file>", "not UTF-8 text: save the file as UTF-8"))
+        return
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         errors.append(SourceError(path, (mark.line + 1) if mark else 1, "<yaml>", str(exc.problem)))
@@ -158,7 +202,7 @@ def _merge_profile(
         errors.append(SourceError(path, 1, "<profile>", "a device profile must be a mapping"))
         return
     prof_where: dict[Loc, tuple[Path, int]] = {}
-    profile = _convert(node, path, ("devices", index), prof_where, errors)
+    profile = _convert(node, path, ("devices", index), prof_where, errors, located.secrets)
     for key, value in profile.items():
         if key not in entry:
             entry[key] = value

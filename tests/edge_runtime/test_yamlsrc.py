@@ -54,3 +54,30 @@ def test_missing_profile_and_bad_yaml_are_reported_with_lines(tmp_path: Path) ->
     g.write_text("a: [1, 2\nb: 3\n")
     _, errors = load_located(g)
     assert len(errors) == 1 and errors[0].file == g
+
+
+def test_what_yaml_allows_but_a_deployment_must_not_is_reported(tmp_path: Path) -> None:
+    f = tmp_path / "d.yaml"
+    f.write_text("base: &b {port: 1}\nsink:\n  <<: *b\n  port: 1883\n  port: 1884\nx: !env HOME\n")
+    _, errors = load_located(f)
+    assert [(e.line, e.path, e.message.split(":")[0]) for e in errors] == [
+        (3, "sink", "YAML merge keys (<<) are not supported"),
+        (5, "sink.port", "duplicate key (first at line 4)"),
+        (6, "x", "cannot read this value"),
+    ]
+
+
+def test_a_file_that_is_not_utf8_is_an_error_with_a_hint(tmp_path: Path) -> None:
+    f = tmp_path / "d.yaml"
+    f.write_bytes("# 哈尔滨 一号线\nservice: {}\n".encode("gbk"))
+    _, errors = load_located(f)
+    assert [(e.line, e.message) for e in errors] == [(1, "not UTF-8 text: save the file as UTF-8")]
+
+
+def test_substituted_values_are_redacted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CAM_PASS", "s3cr{et")
+    f = tmp_path / "d.yaml"
+    f.write_text("url: rtsp://admin:${CAM_PASS}@cam\n")
+    located, errors = load_located(f)
+    assert errors == [] and "s3cr{et" in located.data["url"]
+    assert located.redact(f"bad url {located.data['url']}") == "bad url rtsp://admin:***@cam"
