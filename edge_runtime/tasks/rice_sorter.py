@@ -27,6 +27,7 @@ from pydantic import Field
 
 from adapters.base import EdgeRuntimeError, Frame, Stats, StrictModel
 from edge_runtime.inference import ModelRunner
+from edge_runtime.tasks.base import per_class_metrics
 
 __all__ = [
     "VARIETIES",
@@ -489,18 +490,6 @@ def read_class_folders(data_dir: Path, labels: Sequence[str]) -> list[tuple[Path
     return items
 
 
-def _per_class(labels: list[str], matrix: npt.NDArray[np.int64]) -> dict[str, dict[str, float | int | None]]:
-    per_class: dict[str, dict[str, float | int | None]] = {}
-    for i, lab in enumerate(labels):
-        n_true, n_pred, hit = int(matrix[i].sum()), int(matrix[:, i].sum()), int(matrix[i, i])
-        per_class[lab] = {
-            "n": n_true,
-            "recall": hit / n_true if n_true else None,
-            "precision": hit / n_pred if n_pred else None,
-        }
-    return per_class
-
-
 def evaluate(
     data_dir: Path,
     *,
@@ -566,7 +555,7 @@ def evaluate(
         "n": n,
         "n_unsegmented": int((~ok).sum()),
         "accuracy": float((pred == truth).mean()),
-        "per_class": _per_class(labels, matrix),
+        "per_class": per_class_metrics(labels, matrix),
         "confusion": {"labels": labels, "matrix": matrix.tolist()},
     }
     if declared is not None:

@@ -25,7 +25,7 @@ from pydantic import Field, model_validator
 from adapters.base import EdgeRuntimeError, Stats, StrictModel
 from edge_runtime.dsp import resample_windows, source_window_length
 from edge_runtime.inference import ModelRunner
-from edge_runtime.tasks.base import Window
+from edge_runtime.tasks.base import Window, per_class_metrics
 
 __all__ = [
     "DataSetError",
@@ -262,18 +262,6 @@ class VibrationAnomalyTask:
             self._bad_burst = False
 
 
-def _per_class(labels: list[str], matrix: npt.NDArray[np.int64]) -> dict[str, dict[str, float | int]]:
-    per_class: dict[str, dict[str, float | int]] = {}
-    for i, lab in enumerate(labels):
-        n_true, n_pred, hit = int(matrix[i].sum()), int(matrix[:, i].sum()), int(matrix[i, i])
-        per_class[lab] = {
-            "n": n_true,
-            "recall": hit / n_true if n_true else float("nan"),
-            "precision": hit / n_pred if n_pred else float("nan"),
-        }
-    return per_class
-
-
 def evaluate(
     data_dir: Path,
     *,
@@ -336,7 +324,7 @@ def evaluate(
         "accuracy": everything["accuracy"],
         "detection_accuracy": everything["detection_accuracy"],
         "anomaly_threshold": task.threshold,
-        "per_class": _per_class(labels, matrix),
+        "per_class": per_class_metrics(labels, matrix),
         "confusion": {"labels": labels, "matrix": matrix.tolist()},
         "per_load": {("unknown" if k < 0 else str(k)): _acc(loads == k) for k in sorted(set(loads.tolist()))},
         "per_rate": {str(k): _acc(rates == k) for k in sorted(set(rates.tolist()))},
