@@ -7,6 +7,7 @@ from adapters.base import (
     DeliveryError,
     EdgeRuntimeError,
     Frame,
+    OutageLog,
     Quality,
     Reading,
     Sample,
@@ -14,6 +15,7 @@ from adapters.base import (
     Source,
     Stats,
     StrictModel,
+    close_quietly,
     now_ns,
     supervise,
 )
@@ -24,6 +26,7 @@ __all__ = [
     "DeliveryError",
     "EdgeRuntimeError",
     "Frame",
+    "OutageLog",
     "Quality",
     "Reading",
     "Sample",
@@ -31,6 +34,7 @@ __all__ = [
     "Source",
     "Stats",
     "StrictModel",
+    "close_quietly",
     "now_ns",
     "supervise",
 ]

@@ -35,6 +35,7 @@ __all__ = [
     "DeliveryError",
     "EdgeRuntimeError",
     "Frame",
+    "OutageLog",
     "Quality",
     "Reading",
     "Sample",
@@ -42,6 +43,7 @@ __all__ = [
     "Source",
     "Stats",
     "StrictModel",
+    "close_quietly",
     "now_ns",
     "supervise",
 ]
@@ -161,6 +163,51 @@ class Backoff:
         self._attempt = 0
 
 
+class OutageLog:
+    """Logs an outage of a component once when it starts, as a reminder every `remind_every_s`, and once when
+    it ends, so a device that is down all night writes a handful of lines, not thousands."""
+
+    def __init__(self, kind: str, name: str, remind_every_s: float = 60.0) -> None:
+        self.kind, self.name, self.remind_every_s = kind, name, remind_every_s
+        self.down_since: float | None = None
+        self.attempts = 0
+        self._last_log = 0.0
+
+    def failed(self, exc: BaseException, hint: str = "") -> None:
+        now = time.monotonic()
+        self.attempts += 1
+        if self.down_since is None:
+            self.down_since = self._last_log = now
+            log.warning("event=%s_failed %s=%s error=%r%s", self.kind, self.kind, self.name, exc, hint)
+        elif now - self._last_log >= self.remind_every_s:
+            self._last_log = now
+            log.warning(
+                "event=%s_still_failing %s=%s down_s=%.0f attempts=%d error=%r",
+                self.kind,
+                self.kind,
+                self.name,
+                now - self.down_since,
+                self.attempts,
+                exc,
+            )
+        else:
+            log.debug("event=%s_failed %s=%s error=%r", self.kind, self.kind, self.name, exc)
+
+    def ok(self) -> None:
+        if self.down_since is not None:
+            log.warning(
+                "event=%s_recovered %s=%s down_s=%.1f attempts=%d",
+                self.kind,
+                self.kind,
+                self.name,
+                time.monotonic() - self.down_since,
+                self.attempts,
+            )
+        else:
+            log.info("event=%s_open %s=%s", self.kind, self.kind, self.name)
+        self.down_since, self.attempts = None, 0
+
+
 async def supervise(
     source: Source,
     emit: Callable[[Sample], Awaitable[None]],
@@ -171,27 +218,14 @@ async def supervise(
 ) -> None:
     """Run a source for ever: open, forward every sample to `emit`, reopen with back-off when it fails.
 
-    The default back-off tops out at 4 s so that a restarted server is picked up within seconds; an outage is
-    logged once when it starts, then as a reminder every `remind_every_s`, and once when it ends.
+    The default back-off tops out at 4 s so that a restarted server is picked up within seconds.
     """
     backoff = backoff or Backoff(initial_s=0.5, max_s=4.0)
-    loop = asyncio.get_running_loop()
-    down_since: float | None = None
-    last_log = 0.0
-    failures = 0
+    outage = OutageLog("source", source.name, remind_every_s)
     while True:
         try:
             await asyncio.wait_for(source.open(), open_timeout_s)
-            if down_since is not None:
-                log.warning(
-                    "event=source_recovered source=%s down_s=%.1f attempts=%d",
-                    source.name,
-                    loop.time() - down_since,
-                    failures,
-                )
-            else:
-                log.info("event=source_open source=%s", source.name)
-            down_since, failures = None, 0
+            outage.ok()
             backoff.reset()
             async for sample in source.stream():
                 await emit(sample)
@@ -200,27 +234,17 @@ async def supervise(
             raise
         except Exception as exc:  # any failure of a protocol session ends in a reconnect, never a crash
             source.stats["reconnects"] += 1
-            failures += 1
-            now = loop.time()
-            if down_since is None:
-                down_since, last_log = now, now
-                log.warning("event=source_failed source=%s error=%r", source.name, exc)
-            elif now - last_log >= remind_every_s:
-                last_log = now
-                log.warning(
-                    "event=source_still_failing source=%s down_s=%.0f attempts=%d error=%r",
-                    source.name,
-                    now - down_since,
-                    failures,
-                    exc,
-                )
-            else:
-                log.debug("event=source_failed source=%s error=%r", source.name, exc)
+            outage.failed(exc)
         finally:
-            try:
-                await asyncio.wait_for(source.close(), 5.0)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.debug("event=source_close_failed source=%s error=%r", source.name, exc)
+            await close_quietly(source)
         await asyncio.sleep(backoff.next_delay())
+
+
+async def close_quietly(component: Source | Sink, timeout_s: float = 5.0) -> None:
+    """Close a component that may already be broken; cancellation still propagates."""
+    try:
+        await asyncio.wait_for(component.close(), timeout_s)
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        log.debug("event=close_failed component=%s error=%r", component.name, exc)

@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from adapters.base import Backoff, Reading, Sample, Sink, Source, Stats, supervise
+from adapters.base import Backoff, OutageLog, Reading, Sample, Sink, Source, Stats, close_quietly, supervise
 from edge_runtime.config import Deployment, DeviceConfig, SinkConfig, TaskConfig
 from edge_runtime.inference import ModelRunner, load_model
 from edge_runtime.metrics import MetricsServer
@@ -190,11 +190,9 @@ class Service:
 
     async def _run_sink(self, sink: Sink, max_age_s: float | None) -> None:
         """Open a sink and feed it from the outbox; reopen it when it keeps failing (a restarted PLC, a lost
-        client). The outbox holds the results meanwhile; an outage is logged when it starts and every minute."""
+        client). The outbox holds the results meanwhile."""
         backoff = Backoff(initial_s=0.5, max_s=15.0)
-        loop = asyncio.get_running_loop()
-        down_since: float | None = None
-        last_log = 0.0
+        outage = OutageLog("sink", sink.name)
         while True:
             try:
                 await asyncio.wait_for(sink.open(), SINK_OPEN_TIMEOUT_S)
@@ -202,36 +200,17 @@ class Service:
                 raise
             except Exception as exc:
                 sink.stats["open_failures"] += 1
-                now = loop.time()
-                if down_since is None or now - last_log >= 60.0:
-                    down_since = down_since if down_since is not None else now
-                    last_log = now
-                    log.warning(
-                        "event=sink_open_failed sink=%s down_s=%.0f error=%r (results wait in the outbox)",
-                        sink.name,
-                        now - down_since,
-                        exc,
-                    )
-                await self._close_quietly(sink)
+                outage.failed(exc, " (results wait in the outbox)")
+                await close_quietly(sink)
                 await asyncio.sleep(backoff.next_delay())
                 continue
-            log.info("event=sink_open sink=%s", sink.name)
-            down_since = None
+            outage.ok()
             backoff.reset()
             await deliver_forever(self.outbox, sink, max_age_s=max_age_s, reopen_after=SINK_REOPEN_AFTER)
             sink.stats["reopens"] += 1
             log.warning("event=sink_reopen sink=%s after=%d_failed_attempts", sink.name, SINK_REOPEN_AFTER)
-            await self._close_quietly(sink)
+            await close_quietly(sink)
             await asyncio.sleep(backoff.next_delay())
-
-    @staticmethod
-    async def _close_quietly(component: Source | Sink) -> None:
-        try:
-            await asyncio.wait_for(component.close(), 5.0)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            log.debug("event=close_failed component=%s error=%r", component.name, exc)
 
     async def run(self, stop: asyncio.Event | None = None, *, run_for_s: float | None = None) -> None:
         if not self.pipelines and not self.sources:
@@ -282,4 +261,4 @@ class Service:
     async def _close_all(self) -> None:
         components: list[Source | Sink] = [*self.sources, *self.sinks.values()]
         for component in components:
-            await self._close_quietly(component)
+            await close_quietly(component)
