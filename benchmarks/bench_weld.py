@@ -4,7 +4,7 @@ Everything a deployment pays per frame is inside the timing: resize, one batched
 post-processing and the decision. Both variants run in this one process at batch 1 and 8, so the int8/fp32
 ratio is measured under the same load.
 
-    .venv/bin/python benchmarks/bench_weld.py --json bench-weld.json [--threads 1] [--seconds 4]
+    .venv/bin/python benchmarks/bench_weld.py --json bench-weld.json [--threads 1] [--seconds 4] [--quick]
 """
 
 from __future__ import annotations
@@ -56,12 +56,17 @@ def main() -> None:
     ap.add_argument("--json", type=Path, help="write the results here")
     ap.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads")
     ap.add_argument("--seconds", type=float, default=4.0, help="timing per configuration")
+    ap.add_argument(
+        "--quick", action="store_true", help="short run (0.5 s per configuration), as `edge-runtime bench --quick` asks"
+    )
     args = ap.parse_args()
+    seconds = min(args.seconds, 0.5) if args.quick else args.seconds
     pool = frames(8)
     results: dict[str, Any] = {
         "benchmark": "weld_inspector",
         "frame": "640x640x3 uint8",
         "threads": args.threads,
+        "seconds_per_configuration": seconds,
         "machine": platform.machine(),
         "fps": {},
     }
@@ -69,7 +74,7 @@ def main() -> None:
         runner = load_model("weld_inspector", variant=variant, intra_op_threads=args.threads)
         task = WeldInspectorTask(WeldInspectorConfig(kind="weld_inspector"), runner)
         for bs in (1, 8):
-            fps = run(task, pool[:bs], args.seconds)
+            fps = run(task, pool[:bs], seconds)
             results["fps"][f"{variant}_b{bs}"] = round(fps, 1)
             print(f"{variant} batch={bs} frames/s={fps:.1f}", flush=True)
     fps = results["fps"]
