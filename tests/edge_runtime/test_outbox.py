@@ -82,8 +82,9 @@ async def test_each_sink_acknowledges_on_its_own(tmp_path: Path) -> None:
     ]
     for i in range(4):
         await box.put("p", {"i": i}, ["fast", "dead"])
-    await until(lambda: len(fast.got) == 4)
-    assert box.pending_rows == 4  # the dead sink's copies stay
+    await until(lambda: len(fast.got) == 4 and box.pending_rows == 4)  # acknowledged after the batch
+    await asyncio.sleep(0.1)
+    assert box.pending_rows == 4 and dead.got == []  # the dead sink's copies stay
     for t in tasks:
         t.cancel()
     await box.close()
