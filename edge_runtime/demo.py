@@ -16,6 +16,7 @@ import collections
 import contextlib
 import csv
 import json
+import logging
 import os
 import re
 import shutil
@@ -248,6 +249,7 @@ def run_demo(*, seconds: float = 30.0, data_dir: str | None = None) -> int:
     from edge_runtime.logs import setup_logging
 
     setup_logging("warning")
+    logging.getLogger("asyncua").setLevel(logging.ERROR)  # the demo's servers run without security on purpose
     try:
         recordings, truth, origin = _recordings(Path(data_dir) if data_dir else None)
         Broker.binary()
@@ -283,7 +285,10 @@ def run_demo(*, seconds: float = 30.0, data_dir: str | None = None) -> int:
         print(
             f"edge-runtime demo for {seconds:g} s: vibration gateway ({len(recordings)} streams from {origin}) "
             f"over MQTT 127.0.0.1:{broker.port}, PLC on Modbus TCP :{ports['DEMO_PLC_PORT']}, weld cell on "
-            f"OPC UA :{ports['DEMO_WELD_OPCUA_PORT']}, rice chute and weld cameras; results on MQTT "
+            f"OPC UA :{ports['DEMO_WELD_OPCUA_PORT']}"
+            + ("" if "chute" in leave_out else ", rice chute camera")
+            + ("" if "weldcam" in leave_out else ", weld camera")
+            + "; results on MQTT "
             f"edge/<pipeline>/result, OPC UA opc.tcp://127.0.0.1:{ports['DEMO_SCADA_PORT']}, PLC coils 100-115"
         )
         elapsed, service = asyncio.run(_run(deployment, Path(tmp), board, recordings, broker.port, ports, seconds))
