@@ -152,14 +152,20 @@ class Outbox:
         return self._new.setdefault(sink, asyncio.Event())
 
     async def put(self, pipeline: str, fields: Mapping[str, Any], sinks: Sequence[str]) -> int:
-        """Store a result for every sink and return its `seq`.
+        """Store one result for every sink and return its `seq` (see `put_many`)."""
+        (seq,) = await self.put_many(pipeline, [fields], sinks)
+        return seq
+
+    async def put_many(self, pipeline: str, results: Sequence[Mapping[str, Any]], sinks: Sequence[str]) -> list[int]:
+        """Store a micro-batch of results in one transaction (one fsync) and return their `seq`s, in order.
 
         Blocks (policy `block`: back-pressure, no loss) while the outbox is full, and retries while SQLite fails
         (a locked file, a full disk): both are logged once per episode, never raised into the pipeline.
         """
+        rows = len(results) * len(sinks)
 
         def has_room() -> bool:
-            return self._rows + len(sinks) <= self.max_rows or self._rows == 0
+            return self._rows + rows <= self.max_rows or self._rows == 0
 
         if not has_room():
             log.warning("event=outbox_full pending=%d max_rows=%d pipeline=%s", self._rows, self.max_rows, pipeline)
@@ -167,9 +173,10 @@ class Outbox:
                 await self._space.wait_for(has_room)
             log.info("event=outbox_has_room pending=%d pipeline=%s", self._rows, pipeline)
         delay, failing = 0.1, False
+        batch = [dict(r) for r in results]
         while True:
             try:
-                seq: int = await self._call(self._put_sync, pipeline, dict(fields), list(sinks))
+                seqs: list[int] = await self._call(self._put_sync, pipeline, batch, list(sinks))
                 break
             except sqlite3.Error as exc:
                 if not failing:
@@ -180,33 +187,38 @@ class Outbox:
                 delay = min(delay * 2, 5.0)
         if failing:
             log.warning("event=outbox_write_recovered path=%s", self.path)
-        self._rows += len(sinks)
+        self._rows += rows
         for sink in sinks:
             self.event_for(sink).set()
-        return seq
+        return seqs
 
-    def _put_sync(self, pipeline: str, fields: dict[str, Any], sinks: list[str]) -> int:
+    def _put_sync(self, pipeline: str, results: list[dict[str, Any]], sinks: list[str]) -> list[int]:
         db = self._conn()
         db.execute("BEGIN IMMEDIATE")
         try:
             row = db.execute("SELECT last_seq FROM seqs WHERE pipeline = ?", (pipeline,)).fetchone()
-            seq = (row[0] if row else 0) + 1
+            first = (row[0] if row else 0) + 1
+            seqs = list(range(first, first + len(results)))
             db.execute(
                 "INSERT INTO seqs (pipeline, last_seq) VALUES (?, ?) "
                 "ON CONFLICT(pipeline) DO UPDATE SET last_seq = excluded.last_seq",
-                (pipeline, seq),
+                (pipeline, seqs[-1] if seqs else first - 1),
             )
-            payload = dumps({"pipeline": pipeline, "seq": seq, **fields})
             now = time.time_ns()
             db.executemany(
                 "INSERT INTO pending (sink, pipeline, seq, payload, created_ns) VALUES (?, ?, ?, ?, ?)",
-                [(sink, pipeline, seq, payload, now) for sink in sinks],
+                [
+                    (sink, pipeline, seq, payload, now)
+                    for seq, fields in zip(seqs, results, strict=True)
+                    for payload in (dumps({"pipeline": pipeline, "seq": seq, **fields}),)
+                    for sink in sinks
+                ],
             )
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
             raise
-        return seq
+        return seqs
 
     # ---- consumer side ---------------------------------------------------------------------------------------
     async def pending(self, sink: str, limit: int = 64) -> list[PendingResult]:
@@ -229,7 +241,14 @@ class Outbox:
             self._space.notify_all()
 
     def _ack_sync(self, ids: list[int]) -> None:
-        self._conn().executemany("DELETE FROM pending WHERE id = ?", [(i,) for i in ids])
+        db = self._conn()
+        db.execute("BEGIN IMMEDIATE")  # one transaction (one fsync) per acknowledged batch, not per row
+        try:
+            db.executemany("DELETE FROM pending WHERE id = ?", [(i,) for i in ids])
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
 
     async def reject(self, ident: int, reason: str) -> None:
         """Move a result a sink refuses for good into `rejected` (kept for inspection, never retried)."""

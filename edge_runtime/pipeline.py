@@ -154,7 +154,7 @@ class Pipelined:
     ingest_ns: int
 
 
-ResultHandler = Callable[[str, dict[str, Any]], Awaitable[int]]
+ResultHandler = Callable[[str, list[dict[str, Any]]], Awaitable[list[int]]]
 
 
 class Pipeline:
@@ -251,17 +251,15 @@ class Pipeline:
                 failing = False
             self.stats["batches"] += 1
             self.stats["inputs"] += len(items)
+            results = []
             for pipelined, fields in zip(batch, fields_list, strict=True):
                 latency = time.time_ns() - pipelined.ingest_ns
                 self.latencies_ns.append(latency)
-                result = {
-                    "t_ns": pipelined.item.t_ns,
-                    "latency_ns": latency,
-                    "model": self.model_ident,
-                    **fields,
-                }
-                try:
-                    await self._on_result(self.id, result)
-                except Exception as exc:  # storage retries on its own; what reaches here is a bug, not an outage
-                    self.stats["results_lost"] += 1
-                    log.error("event=result_store_failed pipeline=%s error=%r", self.id, exc)
+                results.append(
+                    {"t_ns": pipelined.item.t_ns, "latency_ns": latency, "model": self.model_ident, **fields}
+                )
+            try:
+                await self._on_result(self.id, results)  # one durable transaction per micro-batch
+            except Exception as exc:  # storage retries on its own; what reaches here is a bug, not an outage
+                self.stats["results_lost"] += len(results)
+                log.error("event=result_store_failed pipeline=%s error=%r", self.id, exc)

@@ -154,26 +154,27 @@ class Service:
                     queue_size=p.batching.queue_size,
                     when_full=p.batching.when_full,
                     executor=self._executor,
-                    on_result=self._store_result,
+                    on_result=self._store_results,
                 )
             )
             self._outputs[p.id] = list(p.outputs)
         self.sources = [make_source(d) for d in self.deployment.devices]
         self.sinks = {s.id: make_sink(s) for s in self.deployment.sinks}
 
-    async def _store_result(self, pipeline: str, fields: dict[str, Any]) -> int:
-        seq = await self.outbox.put(pipeline, fields, self._outputs.get(pipeline, []))
+    async def _store_results(self, pipeline: str, batch: list[dict[str, Any]]) -> list[int]:
+        seqs = await self.outbox.put_many(pipeline, batch, self._outputs.get(pipeline, []))
         if self.result_observers:
-            head = {k: fields[k] for k in ("t_ns", "latency_ns", "model")}
-            rest = {k: v for k, v in fields.items() if k not in head}
-            result = Result(pipeline, seq, int(head["t_ns"]), int(head["latency_ns"]), str(head["model"]), rest)
-            for observer in self.result_observers:
-                try:
-                    observer(result)
-                except Exception as exc:  # a display or tap must never stop the line
-                    self.stats["observer_errors"] += 1
-                    log.debug("event=observer_failed error=%r", exc)
-        return seq
+            for seq, fields in zip(seqs, batch, strict=True):
+                head = {k: fields[k] for k in ("t_ns", "latency_ns", "model")}
+                rest = {k: v for k, v in fields.items() if k not in head}
+                result = Result(pipeline, seq, int(head["t_ns"]), int(head["latency_ns"]), str(head["model"]), rest)
+                for observer in self.result_observers:
+                    try:
+                        observer(result)
+                    except Exception as exc:  # a display or tap must never stop the line
+                        self.stats["observer_errors"] += 1
+                        log.debug("event=observer_failed error=%r", exc)
+        return seqs
 
     async def _route(self, sample: Sample) -> None:
         self.stats["samples"] += 1

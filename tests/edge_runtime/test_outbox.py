@@ -194,3 +194,14 @@ async def test_values_json_cannot_hold_are_stored_readably(tmp_path: Path) -> No
     (row,) = await box.pending("s")
     assert row.payload["tags"] == ["a", "b"] and row.payload["raw"] == "01ff" and "object" in row.payload["odd"]
     await box.close()
+
+
+async def test_a_micro_batch_is_stored_in_order_in_one_go(tmp_path: Path) -> None:
+    box = Outbox(tmp_path / "o.sqlite")
+    await box.open()
+    assert await box.put_many("p", [{"i": i} for i in range(5)], ["a", "b"]) == [1, 2, 3, 4, 5]
+    assert await box.put_many("p", [{"i": 5}], ["a", "b"]) == [6]
+    assert box.pending_rows == 12
+    rows = await box.pending("b")
+    assert [(r.seq, r.payload["i"]) for r in rows] == [(i + 1, i) for i in range(6)]
+    await box.close()
