@@ -223,7 +223,9 @@ class Board:
         print(f"outbox    {pending} results waiting" + ("" if pending < 50 else "  (a sink is behind or down)"))
 
 
-_SHOW = re.compile(r"plc1\.(line_speed|oil_temp|parts_count)$|weld1\.(current|voltage|wire_feed)$")
+_SHOW = re.compile(
+    r"plc1\.(line_speed|oil_temp|parts_count)$|weld1\.(current|voltage|wire_feed)$|drive1\.(speed|heatsink_temp)$"
+)
 
 
 def _weld_images(target: Path) -> int:
@@ -260,13 +262,18 @@ def run_demo(*, seconds: float = 30.0, data_dir: str | None = None) -> int:
         ports = {k: str(_free_port()) for k in ("DEMO_PLC_PORT", "DEMO_WELD_OPCUA_PORT", "DEMO_SCADA_PORT")}
         weld_dir = Path(tmp) / "weld_images"
         n_weld = _weld_images(weld_dir)
-        with _env(DEMO_MQTT_PORT=str(broker.port), DEMO_DIR=tmp, DEMO_WELD_IMAGES=str(weld_dir), **ports):
+        serial = _serial_line(Path(tmp))
+        rtu = {"DEMO_RTU_PORT": str(Path(tmp) / "drive_client")}
+        with _env(DEMO_MQTT_PORT=str(broker.port), DEMO_DIR=tmp, DEMO_WELD_IMAGES=str(weld_dir), **ports, **rtu):
             try:
                 deployment = load_deployment(DEMO_CONFIG)
             except ConfigError as exc:
                 print(f"demo: the embedded deployment is invalid:\n{exc}", file=sys.stderr)
                 return 2
         leave_out = set()
+        if serial is None:
+            print("note: socat is not installed (`make demo` installs it): the RS-485 drive is left out")
+            leave_out.add("drive1")
         if shared_dataset("rice_grains") is None:
             print("note: ../shared/datasets/rice_grains is not here: the rice chute is left out")
             leave_out |= {"chute", "rice"}
@@ -283,7 +290,9 @@ def run_demo(*, seconds: float = 30.0, data_dir: str | None = None) -> int:
         weld_data = shared_dataset("weld_photos")
         board.weld_labels = weld_data / "labels" if weld_data else None
         print(
-            f"edge-runtime demo for {seconds:g} s: vibration gateway ({len(recordings)} streams from {origin}) "
+            f"edge-runtime demo for {seconds:g} s: "
+            + ("" if "drive1" in leave_out else "1990s drive on Modbus RTU (virtual RS-485), ")
+            + f"vibration gateway ({len(recordings)} streams from {origin}) "
             f"over MQTT 127.0.0.1:{broker.port}, PLC on Modbus TCP :{ports['DEMO_PLC_PORT']}, weld cell on "
             f"OPC UA :{ports['DEMO_WELD_OPCUA_PORT']}"
             + ("" if "chute" in leave_out else ", rice chute camera")
@@ -291,9 +300,35 @@ def run_demo(*, seconds: float = 30.0, data_dir: str | None = None) -> int:
             + "; results on MQTT "
             f"edge/<pipeline>/result, OPC UA opc.tcp://127.0.0.1:{ports['DEMO_SCADA_PORT']}, PLC coils 100-115"
         )
-        elapsed, service = asyncio.run(_run(deployment, Path(tmp), board, recordings, broker.port, ports, seconds))
+        try:
+            elapsed, service = asyncio.run(
+                _run(deployment, Path(tmp), board, recordings, broker.port, ports, seconds, "drive1" not in leave_out)
+            )
+        finally:
+            if serial is not None:
+                serial.terminate()
+                serial.wait(10)
         _summary(board, service, elapsed)
     return 0
+
+
+def _serial_line(tmp: Path) -> subprocess.Popen[bytes] | None:
+    """A virtual RS-485 line: a socat pty pair, `drive_dev` for the simulated drive, `drive_client` for us."""
+    socat = shutil.which("socat")
+    if socat is None:
+        return None
+    proc = subprocess.Popen(
+        [socat, f"pty,raw,echo=0,link={tmp / 'drive_dev'}", f"pty,raw,echo=0,link={tmp / 'drive_client'}"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 10
+    while not ((tmp / "drive_dev").exists() and (tmp / "drive_client").exists()):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            return None
+        time.sleep(0.02)
+    return proc
 
 
 async def _run(
@@ -304,6 +339,7 @@ async def _run(
     mqtt_port: int,
     ports: dict[str, str],
     seconds: float,
+    with_drive: bool,
 ) -> tuple[float, Any]:
     from adapters.modbus import SimulatedMachine
     from adapters.mqtt import GatewayStream, VibrationGatewayConfig, VibrationGatewaySimulator
@@ -330,6 +366,11 @@ async def _run(
     async with contextlib.AsyncExitStack() as stack:
         await plc.start(int(ports["DEMO_PLC_PORT"]))
         stack.push_async_callback(plc.stop)
+        if with_drive:
+            drive_cfg = load_device_profile(devices / "old_drive_rtu.yaml").model_copy(update={"parity": "N"})
+            drive = SimulatedMachine(drive_cfg, vary=True)
+            await drive.start(str(base_dir / "drive_dev"))
+            stack.push_async_callback(drive.stop)
         await stack.enter_async_context(
             running_simulator(weld_cell, port=int(ports["DEMO_WELD_OPCUA_PORT"]), animate=True)
         )

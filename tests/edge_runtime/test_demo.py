@@ -26,6 +26,7 @@ def test_demo_runs_every_line_and_delivers_everything(capsys: pytest.CaptureFixt
     assert _figure(r"outbox: (\d+) results left undelivered", out) == 0
     assert re.search(r"plc1|line_speed=", out), "the Modbus PLC's readings are shown"
     assert "current=" in out, "the OPC UA weld cell's readings are shown"
+    assert "heatsink_temp=" in out, "the RS-485 drive's readings (Modbus RTU over a pty pair) are shown"
 
 
 def test_demo_without_the_shared_data_replays_the_bundled_excerpt(
