@@ -17,7 +17,7 @@ def _figure(pattern: str, text: str) -> int:
 
 
 def test_demo_runs_every_line_and_delivers_everything(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["demo", "--seconds", "6"]) == 0
+    assert main(["demo", "--seconds", "8"]) == 0
     out = capsys.readouterr().out
     assert _figure(r"vibration: (\d+) windows", out) > 0
     assert _figure(r"rice: +(\d+) frames", out) > 0
