@@ -8,8 +8,11 @@ The model (`models/weld_inspector`) scores every cell of a 32x32 grid over the f
 - each 8-connected group of foreground cells of one class is a region; its box is the group's cell extent in
   frame pixels, its score the mean probability of its class over its cells; regions smaller than
   ``min_region_cells`` or scoring below ``box_score`` are dropped;
-- a frame is rejected when any `bad_weld` or `defect` region scores ``>= reject_score``. A frame that cannot
-  be inspected (wrong shape or dtype) is rejected too: on a reject line, not knowing is not a pass.
+- a frame is rejected when any `bad_weld` or `defect` region scores ``>= reject_score``; a model with a frame
+  head (a second output `reject`: the probability that the part is to be rejected, trained on that decision
+  directly) decides instead by ``reject >= frame_reject`` when the manifest (or config) sets that threshold,
+  and the regions only give the reasons. A frame that
+  cannot be inspected (wrong shape or dtype) is rejected too: on a reject line, not knowing is not a pass.
 
 `evaluate` scores a YOLO-layout directory. The model's *call for a ground-truth box* is read from the cells the
 box covers (cells whose centre lies inside it, or the cell holding its centre for a box smaller than a cell):
@@ -69,6 +72,12 @@ class WeldInspectorConfig(StrictModel):
         le=1.0,
         description="Evaluation only: mean foreground over a labelled box below which the box counts as missed.",
     )
+    frame_reject: float | None = Field(
+        default=None,
+        ge=0.0,
+        le=1.0,
+        description="Models with a frame head: reject the frame when its reject probability is at least this.",
+    )
 
 
 class WeldInspectorTask:
@@ -98,6 +107,12 @@ class WeldInspectorTask:
         self.region_min_score = pick(config.region_min_score, "region_min_score")
         spec = manifest.inputs[0]
         self.input_name = spec.name
+        self.scores_name = manifest.outputs[0].name
+        # the optional frame head: an output named `reject`, shape (batch,)
+        self.frame_name = next((o.name for o in manifest.outputs if o.name == "reject"), None)
+        # a manifest without `frame_reject` ships the head unused (it did not beat the region rule when tuned)
+        use_head = self.frame_name is not None and (config.frame_reject is not None or "frame_reject" in th)
+        self.frame_reject = pick(config.frame_reject, "frame_reject") if use_head else None
         self.size = int(manifest.preprocessing.get("input_size", spec.shape[1]))
         self._bad_burst = False
 
@@ -113,15 +128,21 @@ class WeldInspectorTask:
             and image.shape[1] >= 8
         )
 
-    def scores(self, images: Sequence[npt.NDArray[np.uint8]]) -> F32:
-        """Per-cell probabilities (n, 4, G, G) for valid BGR images, resized in one preallocated batch."""
+    def infer(self, images: Sequence[npt.NDArray[np.uint8]]) -> tuple[F32, F32 | None]:
+        """Per-cell probabilities (n, 4, G, G) and, with a frame head, frame reject probabilities (n,) for valid
+        BGR images, resized in one preallocated batch."""
         import cv2
 
         batch = np.empty((len(images), self.size, self.size, 3), dtype=np.uint8)
         for i, img in enumerate(images):
             cv2.resize(img, (self.size, self.size), dst=batch[i], interpolation=cv2.INTER_LINEAR)
         out = self.runner.run({self.input_name: batch})
-        return np.asarray(next(iter(out.values())), dtype=np.float32)
+        frame = None if self.frame_name is None else np.asarray(out[self.frame_name], dtype=np.float32).reshape(-1)
+        return np.asarray(out[self.scores_name], dtype=np.float32), frame
+
+    def scores(self, images: Sequence[npt.NDArray[np.uint8]]) -> F32:
+        """Per-cell probabilities (n, 4, G, G) only."""
+        return self.infer(images)[0]
 
     def regions(self, probs: F32, width: float, height: float, *, decimals: int | None = 1) -> list[dict[str, Any]]:
         """Connected same-class foreground cells of one frame's (4, G, G) map, as boxes in frame pixels
@@ -161,9 +182,15 @@ class WeldInspectorTask:
         boxes.sort(key=lambda b: -b["score"])
         return boxes
 
-    def decide(self, boxes: list[dict[str, Any]]) -> tuple[str, list[str]]:
+    def decide(self, boxes: list[dict[str, Any]], frame_score: float | None = None) -> tuple[str, list[str]]:
+        """Decision and reasons. Without a frame score (no frame head): reject on any bad region. With one, the
+        frame head decides; the reasons are the bad regions found, or `frame_score` when it found none."""
         reasons = sorted({b["label"] for b in boxes if b["label"] in REJECT_LABELS and b["score"] >= self.reject_score})
-        return ("reject" if reasons else "accept"), reasons
+        if frame_score is None or self.frame_reject is None:
+            return ("reject" if reasons else "accept"), reasons
+        if frame_score >= self.frame_reject:
+            return "reject", reasons or ["frame_score"]
+        return "accept", []
 
     def process(self, frames: Sequence[Frame]) -> list[dict[str, Any]]:
         """One result dict per frame, in order: `stream`, `boxes`, `decision`, `reject_reasons`."""
@@ -187,11 +214,11 @@ class WeldInspectorTask:
             self._bad_burst = False
         if not ok:
             return results
-        probs = self.scores([frames[i].image for i in ok])
+        probs, frame = self.infer([frames[i].image for i in ok])
         for j, i in enumerate(ok):
             h, w = frames[i].image.shape[:2]
             boxes = self.regions(probs[j], w, h)
-            decision, reasons = self.decide(boxes)
+            decision, reasons = self.decide(boxes, None if frame is None else float(frame[j]))
             results[i] = {"stream": frames[i].stream, "boxes": boxes, "decision": decision, "reject_reasons": reasons}
         self.stats["frames"] += len(ok)
         return results
@@ -332,8 +359,8 @@ def evaluate(
             if img is None:
                 raise WeldDataError(f"{p}: cannot decode image")
             images.append(degrade(img) if degrade is not None else img)
-        probs = task.scores(images)
-        for p, pr in zip(chunk, probs, strict=True):
+        probs, frame = task.infer(images)
+        for j, (p, pr) in enumerate(zip(chunk, probs, strict=True)):
             gt = read_yolo_labels(data_dir / "labels" / (p.stem + ".txt"))
             if len(gt) and (gt[:, 0].max() >= len(cmap) or gt[:, 0].min() < 0):
                 raise WeldDataError(f"{p}: class index out of range for {len(cmap)} classes")
@@ -341,7 +368,7 @@ def evaluate(
             calls = box_calls(pr, gt, task.region_min_score)
             np.add.at(confusion, (truth, np.where(calls < 0, n_cls, calls)), 1)
             boxes = task.regions(pr, 1.0, 1.0, decimals=None)  # normalised, like the labels
-            decision, _ = task.decide(boxes)
+            decision, _ = task.decide(boxes, None if frame is None else float(frame[j]))
             true_reject = bool(set(truth.tolist()) & reject_idx)
             frame_conf[int(true_reject), int(decision == "reject")] += 1
             for b in boxes:
@@ -384,6 +411,7 @@ def evaluate(
             "reject_score": task.reject_score,
             "min_region_cells": task.min_region_cells,
             "region_min_score": task.region_min_score,
+            **({} if task.frame_reject is None else {"frame_reject": task.frame_reject}),
         },
         "seconds": round(time.perf_counter() - t0, 2),
     }

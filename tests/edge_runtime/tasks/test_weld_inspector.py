@@ -64,10 +64,12 @@ def test_model_loads_with_declared_signature(variant: str) -> None:
     runner = load_model("weld_inspector", variant=variant)
     assert runner.manifest.labels == LABELS
     assert [i.name for i in runner.session.get_inputs()] == ["x"]
+    assert [o.name for o in runner.session.get_outputs()] == ["scores", "reject"]
     out = runner.run({"x": np.zeros((3, 256, 256, 3), np.uint8)})
     probs = out["scores"]
     assert probs.shape == (3, 4, 32, 32)
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-3 if variant == "fp32" else 0.02)  # int8: 1/255 steps
+    assert out["reject"].shape == (3,) and ((out["reject"] >= 0) & (out["reject"] <= 1)).all()
     assert (variant == "int8") == ("-int8+" in runner.ident)
 
 
@@ -75,8 +77,12 @@ def test_config_takes_manifest_thresholds_unless_set(task: WeldInspectorTask) ->
     th = task.runner.manifest.thresholds
     assert task.reject_score == th["reject_score"]
     assert task.min_region_cells == th["min_region_cells"]
+    assert task.frame_reject == th["frame_reject"]
     own = WeldInspectorTask(WeldInspectorConfig(kind="weld_inspector", reject_score=0.99), task.runner)
     assert own.reject_score == 0.99 and own.foreground == th["foreground"]
+    assert (
+        WeldInspectorTask(WeldInspectorConfig(kind="weld_inspector", frame_reject=0.2), task.runner).frame_reject == 0.2
+    )
     with pytest.raises(ValidationError):
         WeldInspectorConfig.model_validate({"kind": "weld_inspector", "reject_scor": 0.5})
     with pytest.raises(ValidationError):
@@ -90,8 +96,10 @@ def test_process_real_frames_gives_boxes_inside_frame(task: WeldInspectorTask) -
     frames = [Frame(f"cam{i}", i, img) for i, img in enumerate(images)]
     results = task.process(frames)
     assert len(results) == len(frames)
+    _, frame_scores = task.infer(images)
+    assert frame_scores is not None and frame_scores.shape == (len(frames),)
     n_boxes = 0
-    for frame, res in zip(frames, results, strict=True):
+    for frame, res, frame_score in zip(frames, results, frame_scores, strict=True):
         h, w = frame.image.shape[:2]
         assert res["stream"] == frame.stream
         assert res["decision"] in ("accept", "reject")
@@ -102,8 +110,12 @@ def test_process_real_frames_gives_boxes_inside_frame(task: WeldInspectorTask) -
             assert b["x"] >= 0 and b["x"] + b["w"] <= w + 0.5
             assert b["y"] >= 0 and b["y"] + b["h"] <= h + 0.5
         rejecting = {b["label"] for b in res["boxes"] if b["label"] != "good_weld" and b["score"] >= task.reject_score}
-        assert res["reject_reasons"] == sorted(rejecting)
-        assert (res["decision"] == "reject") == bool(rejecting)
+        assert task.frame_reject is not None
+        assert (res["decision"] == "reject") == bool(frame_score >= task.frame_reject)  # the frame head decides
+        if res["decision"] == "reject":
+            assert res["reject_reasons"] == (sorted(rejecting) or ["frame_score"])
+        else:
+            assert res["reject_reasons"] == []
         n_boxes += len(res["boxes"])
     assert n_boxes > 0  # real weld photographs: the model finds welds somewhere
 
@@ -138,8 +150,13 @@ def test_regions_turn_cell_groups_into_frame_boxes(task: WeldInspectorTask) -> N
     assert set(by_label) == {"bad_weld", "good_weld"}
     assert by_label["bad_weld"] == {"x": 40.0, "y": 40.0, "w": 200.0, "h": 40.0, "label": "bad_weld", "score": 0.9}
     assert by_label["good_weld"]["x"] == 400.0 and by_label["good_weld"]["h"] == 20.0
-    assert task.decide(boxes) == ("reject", ["bad_weld"])
+    assert task.decide(boxes) == ("reject", ["bad_weld"])  # no frame score: the region rule
     assert task.decide([by_label["good_weld"]]) == ("accept", [])
+    assert task.frame_reject is not None
+    high, low = min(1.0, task.frame_reject + 0.01), max(0.0, task.frame_reject - 0.01)
+    assert task.decide(boxes, high) == ("reject", ["bad_weld"])  # frame head rejects, regions give the reason
+    assert task.decide([by_label["good_weld"]], high) == ("reject", ["frame_score"])
+    assert task.decide(boxes, low) == ("accept", [])  # frame head accepts despite a bad-looking region
 
 
 def test_box_calls_read_the_cells_a_box_covers() -> None:
