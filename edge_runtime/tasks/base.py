@@ -11,6 +11,8 @@ Each `edge_runtime/tasks/<name>.py` exports:
 
 from __future__ import annotations
 
+import logging
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -18,7 +20,9 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["Task", "Window", "per_class_metrics"]
+__all__ = ["InvalidInputs", "Task", "Window", "per_class_metrics"]
+
+log = logging.getLogger("edge_runtime.tasks")
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,3 +53,21 @@ def per_class_metrics(labels: Sequence[str], matrix: npt.NDArray[np.int64]) -> d
             "precision": hit / n_pred if n_pred else None,
         }
     return out
+
+
+class InvalidInputs:
+    """Counts malformed inputs (wrong shape, NaN) in `stats[key]` and logs once per burst: a feed that sends
+    garbage for an hour writes one line, and a line again after it has been clean."""
+
+    def __init__(self, stats: Counter[str], key: str, model: str) -> None:
+        self.stats, self.key, self.model = stats, key, model
+        self._burst = False
+
+    def record(self, n_bad: int, n: int, detail: str = "") -> None:
+        if not n_bad:
+            self._burst = False
+            return
+        self.stats[self.key] += n_bad
+        if not self._burst:
+            log.warning("event=%s model=%s count=%d of=%d%s", self.key, self.model, n_bad, n, detail)
+        self._burst = True

@@ -27,7 +27,7 @@ from pydantic import Field
 
 from adapters.base import EdgeRuntimeError, Frame, Stats, StrictModel
 from edge_runtime.inference import ModelRunner
-from edge_runtime.tasks.base import per_class_metrics
+from edge_runtime.tasks.base import InvalidInputs, per_class_metrics
 
 __all__ = [
     "VARIETIES",
@@ -378,7 +378,7 @@ class RiceSorterTask:
         else:
             self.min_confidence = float(manifest.thresholds.get("min_confidence", 0.5))
         self.input_name = manifest.inputs[0].name
-        self._bad_burst = False
+        self._invalid = InvalidInputs(self.stats, "invalid_frames", runner.ident)
 
     def classify(self, crops: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
         """Variety probabilities (N, n_labels) for a crop batch; an empty batch does not call the model."""
@@ -411,7 +411,7 @@ class RiceSorterTask:
                 n_bad += 1
                 continue
             found.append(segment(img, self.params))
-        self._count_invalid(n_bad, len(items))
+        self._invalid.record(n_bad, len(items))
         crops = [g.crops for g in found if g is not None and len(g)]
         s = self.params.crop_size
         probs = self.classify(np.concatenate(crops) if crops else np.zeros((0, 3, s, s), dtype=np.uint8))
@@ -461,15 +461,6 @@ class RiceSorterTask:
             "n_broken": int(broken.sum()),
             "n_merged": int(grains.merged.sum()),
         }
-
-    def _count_invalid(self, n_bad: int, n: int) -> None:
-        if n_bad:
-            self.stats["invalid_frames"] += n_bad
-            if not self._bad_burst:
-                log.warning("event=invalid_frames model=%s count=%d of=%d", self.runner.ident, n_bad, n)
-            self._bad_burst = True
-        else:
-            self._bad_burst = False
 
 
 def read_class_folders(data_dir: Path, labels: Sequence[str]) -> list[tuple[Path, int]]:

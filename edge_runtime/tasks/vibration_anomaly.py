@@ -25,7 +25,7 @@ from pydantic import Field, model_validator
 from adapters.base import EdgeRuntimeError, Stats, StrictModel
 from edge_runtime.dsp import resample_windows, source_window_length
 from edge_runtime.inference import ModelRunner
-from edge_runtime.tasks.base import Window, per_class_metrics
+from edge_runtime.tasks.base import InvalidInputs, Window, per_class_metrics
 
 __all__ = [
     "DataSetError",
@@ -207,7 +207,7 @@ class VibrationAnomalyTask:
             self.threshold = manifest.thresholds["anomaly"]
         else:
             raise EdgeRuntimeError(f"model {runner.ident}: no `thresholds.anomaly` and no anomaly_threshold set")
-        self._bad_burst = False
+        self._invalid = InvalidInputs(self.stats, "invalid_windows", runner.ident)
         self._recent: dict[str, collections.deque[bool]] = {}  # per stream: last alarm_n over-threshold flags
 
     def _debounced(self, stream: str, over: bool) -> bool:
@@ -227,7 +227,7 @@ class VibrationAnomalyTask:
             batch[ok, 0] = np.stack([w.samples for w, good in zip(items, ok, strict=True) if good])
         ok &= np.isfinite(batch).all(axis=(1, 2))
         batch[~ok] = 0.0
-        self._count_invalid(int((~ok).sum()), len(items))
+        self._invalid.record(int((~ok).sum()), len(items))
         out = self.runner.run({self.input_name: batch})
         probs, anomaly = out["probs"], out["anomaly"]
         centred = batch[:, 0] - batch[:, 0].mean(axis=1, keepdims=True)
@@ -251,15 +251,6 @@ class VibrationAnomalyTask:
                 }
             )
         return results
-
-    def _count_invalid(self, n_bad: int, n: int) -> None:
-        if n_bad:
-            self.stats["invalid_windows"] += n_bad
-            if not self._bad_burst:
-                log.warning("event=invalid_windows model=%s count=%d of=%d", self.runner.ident, n_bad, n)
-            self._bad_burst = True
-        else:
-            self._bad_burst = False
 
 
 def evaluate(

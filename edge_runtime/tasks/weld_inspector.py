@@ -35,6 +35,7 @@ from pydantic import Field
 
 from adapters.base import EdgeRuntimeError, Frame, Stats, StrictModel
 from edge_runtime.inference import ModelRunner, load_model
+from edge_runtime.tasks.base import InvalidInputs
 
 __all__ = ["WeldDataError", "WeldInspectorConfig", "WeldInspectorTask", "evaluate", "read_yolo_labels"]
 
@@ -114,7 +115,7 @@ class WeldInspectorTask:
         use_head = self.frame_name is not None and (config.frame_reject is not None or "frame_reject" in th)
         self.frame_reject = pick(config.frame_reject, "frame_reject") if use_head else None
         self.size = int(manifest.preprocessing.get("input_size", spec.shape[1]))
-        self._bad_burst = False
+        self._invalid = InvalidInputs(self.stats, "invalid_frames", runner.ident)
 
     # ------------------------------------------------------------------ inference
 
@@ -198,20 +199,12 @@ class WeldInspectorTask:
         results: list[dict[str, Any]] = [
             {"stream": f.stream, "boxes": [], "decision": "reject", "reject_reasons": ["invalid_frame"]} for f in frames
         ]
+        detail = ""
         if len(ok) < len(frames):
-            self.stats["invalid_frames"] += len(frames) - len(ok)
-            if not self._bad_burst:
-                valid = set(ok)
-                bad = next(f for i, f in enumerate(frames) if i not in valid)
-                log.warning(
-                    "event=weld_invalid_frame stream=%s shape=%s dtype=%s",
-                    bad.stream,
-                    getattr(bad.image, "shape", None),
-                    getattr(bad.image, "dtype", None),
-                )
-            self._bad_burst = True
-        else:
-            self._bad_burst = False
+            bad = next(f for i, f in enumerate(frames) if i not in set(ok))
+            shape, dtype = getattr(bad.image, "shape", None), getattr(bad.image, "dtype", None)
+            detail = f" stream={bad.stream} shape={shape} dtype={dtype}"
+        self._invalid.record(len(frames) - len(ok), len(frames), detail)
         if not ok:
             return results
         probs, frame = self.infer([frames[i].image for i in ok])
