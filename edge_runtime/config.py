@@ -65,8 +65,11 @@ class OutboxConfig(StrictModel):
         description="SQLite file of undelivered results (WAL mode); a relative path is relative to "
         "$STATE_DIRECTORY (systemd StateDirectory=) or else the working directory.",
     )
-    max_rows: int = Field(
-        default=100_000, gt=0, description="Undelivered rows kept at most; beyond it pipelines block (no loss)."
+    max_rows: int = Field(default=100_000, gt=0, description="Undelivered rows (one per result and sink) kept at most.")
+    when_full: Literal["block", "drop_oldest"] = Field(
+        default="block",
+        description="At max_rows: `block` the pipelines (nothing is lost, inputs back up and are counted where "
+        "they drop) or `drop_oldest` undelivered rows (the line keeps its newest results; drops are counted).",
     )
 
 

@@ -53,6 +53,7 @@ def render(service: Service) -> str:
         except (TypeError, ValueError):  # strings and other non-numeric tags have no gauge
             continue
     counter("outbox_pending_rows", {}, service.outbox.pending_rows)
+    counter("outbox_dropped_rows_total", {}, service.outbox.dropped)
     for key, value in service.stats.items():
         counter(f"{key}_total", {}, value)
     return "\n".join(lines) + "\n"

@@ -1,6 +1,8 @@
 """Durable outbox: every result is in SQLite (WAL) before any sink sees it, and leaves only when a sink confirms.
 
-One row per (sink, result): each sink acknowledges on its own, so a dead OPC UA client never holds back MQTT.
+One row per (sink, result): each sink acknowledges on its own, so a dead OPC UA client does not delay MQTT. All
+rows share one `max_rows`: when a long outage fills it, `when_full` decides between blocking the pipelines
+(nothing lost) and dropping the oldest undelivered rows (the line goes on; drops counted).
 `seq` is allocated in the same transaction that stores the result, so it is strictly increasing per pipeline and
 survives restarts. Delivery is at-least-once: a crash between a sink's confirmation and the delete re-sends that
 result once, with the same `seq`, which consumers use to de-duplicate.
@@ -18,11 +20,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from adapters.base import AdapterError, Backoff, DeliveryError, EdgeRuntimeError, Sink
 
-__all__ = ["Outbox", "OutboxFullError", "PendingResult", "deliver_forever"]
+__all__ = ["Outbox", "PendingResult", "deliver_forever"]
 
 log = logging.getLogger("edge_runtime.outbox")
 T = TypeVar("T")
@@ -54,10 +56,6 @@ CREATE TABLE IF NOT EXISTS rejected (
 MAX_ATTEMPTS_UNEXPECTED = 10
 
 
-class OutboxFullError(RuntimeError):
-    """Raised by `put_nowait` when the outbox holds `max_rows` undelivered rows."""
-
-
 @dataclass(frozen=True, slots=True)
 class PendingResult:
     id: int
@@ -86,9 +84,13 @@ def dumps(obj: Mapping[str, Any]) -> str:
 class Outbox:
     """All SQLite work runs on one dedicated thread: the event loop never waits on fsync."""
 
-    def __init__(self, path: Path | str, *, max_rows: int = 100_000) -> None:
+    def __init__(
+        self, path: Path | str, *, max_rows: int = 100_000, when_full: Literal["block", "drop_oldest"] = "block"
+    ) -> None:
         self.path = Path(path)
         self.max_rows = max_rows
+        self.when_full = when_full
+        self.dropped = 0
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="outbox")
         self._db: sqlite3.Connection | None = None
         self._rows = 0
@@ -167,6 +169,14 @@ class Outbox:
         def has_room() -> bool:
             return self._rows + rows <= self.max_rows or self._rows == 0
 
+        if not has_room() and self.when_full == "drop_oldest":
+            excess = self._rows + rows - self.max_rows
+            dropped = await self._call(self._drop_oldest_sync, excess)
+            self._rows -= dropped
+            if self.dropped == 0 or (self.dropped + dropped) // 10_000 > self.dropped // 10_000:
+                log.warning("event=outbox_dropped_oldest dropped_total=%d max_rows=%d", self.dropped + dropped,
+                            self.max_rows)  # fmt: skip
+            self.dropped += dropped
         if not has_room():
             log.warning("event=outbox_full pending=%d max_rows=%d pipeline=%s", self._rows, self.max_rows, pipeline)
             async with self._space:
@@ -191,6 +201,11 @@ class Outbox:
         for sink in sinks:
             self.event_for(sink).set()
         return seqs
+
+    def _drop_oldest_sync(self, n: int) -> int:
+        db = self._conn()
+        cur = db.execute("DELETE FROM pending WHERE id IN (SELECT id FROM pending ORDER BY id LIMIT ?)", (n,))
+        return int(cur.rowcount)
 
     def _put_sync(self, pipeline: str, results: list[dict[str, Any]], sinks: list[str]) -> list[int]:
         db = self._conn()

@@ -128,7 +128,7 @@ class Service:
         outbox_path = Path(svc.outbox.path)
         if not outbox_path.is_absolute():
             outbox_path = self.base_dir / outbox_path
-        self.outbox = Outbox(outbox_path, max_rows=svc.outbox.max_rows)
+        self.outbox = Outbox(outbox_path, max_rows=svc.outbox.max_rows, when_full=svc.outbox.when_full)
         self._executor = ThreadPoolExecutor(max_workers=svc.inference_workers, thread_name_prefix="infer")
         self.started = asyncio.Event()
 

@@ -205,3 +205,13 @@ async def test_a_micro_batch_is_stored_in_order_in_one_go(tmp_path: Path) -> Non
     rows = await box.pending("b")
     assert [(r.seq, r.payload["i"]) for r in rows] == [(i + 1, i) for i in range(6)]
     await box.close()
+
+
+async def test_drop_oldest_keeps_the_newest_results_and_counts_the_rest(tmp_path: Path) -> None:
+    box = Outbox(tmp_path / "o.sqlite", max_rows=4, when_full="drop_oldest")
+    await box.open()
+    for i in range(10):
+        await asyncio.wait_for(box.put("p", {"i": i}, ["s"]), 5)  # never blocks
+    assert box.pending_rows == 4 and box.dropped == 6
+    assert [r.payload["i"] for r in await box.pending("s")] == [6, 7, 8, 9]
+    await box.close()
