@@ -250,29 +250,28 @@ class Outbox:
     async def ack(self, ids: Sequence[int]) -> None:
         if not ids:
             return
-        await self._call(self._ack_sync, list(ids))
-        self._rows -= len(ids)
+        self._rows -= await self._call(self._ack_sync, list(ids))  # rows dropped meanwhile are not counted twice
         async with self._space:
             self._space.notify_all()
 
-    def _ack_sync(self, ids: list[int]) -> None:
+    def _ack_sync(self, ids: list[int]) -> int:
         db = self._conn()
         db.execute("BEGIN IMMEDIATE")  # one transaction (one fsync) per acknowledged batch, not per row
         try:
-            db.executemany("DELETE FROM pending WHERE id = ?", [(i,) for i in ids])
+            deleted = db.execute(f"DELETE FROM pending WHERE id IN ({','.join('?' * len(ids))})", ids).rowcount
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
             raise
+        return int(deleted)
 
     async def reject(self, ident: int, reason: str) -> None:
         """Move a result a sink refuses for good into `rejected` (kept for inspection, never retried)."""
-        await self._call(self._reject_sync, ident, reason)
-        self._rows -= 1
+        self._rows -= await self._call(self._reject_sync, ident, reason)
         async with self._space:
             self._space.notify_all()
 
-    def _reject_sync(self, ident: int, reason: str) -> None:
+    def _reject_sync(self, ident: int, reason: str) -> int:
         db = self._conn()
         db.execute("BEGIN IMMEDIATE")
         try:
@@ -281,11 +280,12 @@ class Outbox:
                 "SELECT id, sink, pipeline, seq, payload, created_ns, ?, ? FROM pending WHERE id = ?",
                 (time.time_ns(), reason[:500], ident),
             )
-            db.execute("DELETE FROM pending WHERE id = ?", (ident,))
+            deleted = db.execute("DELETE FROM pending WHERE id = ?", (ident,)).rowcount
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
             raise
+        return int(deleted)
 
     async def rejected_count(self) -> int:
         row = await self._call(lambda: self._conn().execute("SELECT COUNT(*) FROM rejected").fetchone())

@@ -215,3 +215,16 @@ async def test_drop_oldest_keeps_the_newest_results_and_counts_the_rest(tmp_path
     assert box.pending_rows == 4 and box.dropped == 6
     assert [r.payload["i"] for r in await box.pending("s")] == [6, 7, 8, 9]
     await box.close()
+
+
+async def test_rows_dropped_during_a_delivery_are_not_counted_twice(tmp_path: Path) -> None:
+    box = Outbox(tmp_path / "o.sqlite", max_rows=3, when_full="drop_oldest")
+    await box.open()
+    for i in range(3):
+        await box.put("p", {"i": i}, ["s"])
+    in_flight = await box.pending("s")  # a sink is delivering these three...
+    await box.put("p", {"i": 3}, ["s"])  # ...while the oldest is dropped to make room
+    await box.ack([r.id for r in in_flight])
+    assert box.pending_rows == 1
+    assert [r.payload["i"] for r in await box.pending("s")] == [3]
+    await box.close()
