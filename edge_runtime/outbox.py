@@ -171,7 +171,7 @@ class Outbox:
 
         if not has_room() and self.when_full == "drop_oldest":
             excess = self._rows + rows - self.max_rows
-            dropped = await self._call(self._drop_oldest_sync, excess)
+            dropped: int = await self._call(self._drop_oldest_sync, excess)
             self._rows -= dropped
             if self.dropped == 0 or (self.dropped + dropped) // 10_000 > self.dropped // 10_000:
                 log.warning("event=outbox_dropped_oldest dropped_total=%d max_rows=%d", self.dropped + dropped,
@@ -250,7 +250,8 @@ class Outbox:
     async def ack(self, ids: Sequence[int]) -> None:
         if not ids:
             return
-        self._rows -= await self._call(self._ack_sync, list(ids))  # rows dropped meanwhile are not counted twice
+        deleted: int = await self._call(self._ack_sync, list(ids))
+        self._rows -= deleted  # rows dropped meanwhile are not counted twice
         async with self._space:
             self._space.notify_all()
 
@@ -267,7 +268,8 @@ class Outbox:
 
     async def reject(self, ident: int, reason: str) -> None:
         """Move a result a sink refuses for good into `rejected` (kept for inspection, never retried)."""
-        self._rows -= await self._call(self._reject_sync, ident, reason)
+        deleted: int = await self._call(self._reject_sync, ident, reason)
+        self._rows -= deleted
         async with self._space:
             self._space.notify_all()
 
