@@ -13,6 +13,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -41,14 +42,18 @@ async def until(cond: Callable[[], bool], timeout_s: float = 60.0, what: str = "
 
 @contextlib.contextmanager
 def subscriber(port: int, topic: str) -> Iterator[queue.Queue[dict[str, Any]]]:
-    """A plain paho client on the plant broker, as an MES would be."""
+    """A plain paho client on the plant broker, as an MES would be; yields once the broker confirmed the
+    subscription, so not even the first result can be published before it listens."""
     got: queue.Queue[dict[str, Any]] = queue.Queue()
+    subscribed = threading.Event()
     client = paho.Client(CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5)
     client.on_message = lambda c, u, msg: got.put(json.loads(msg.payload))
     client.on_connect = lambda c, u, f, rc, p: c.subscribe(topic, qos=1)
+    client.on_subscribe = lambda c, u, mid, rc, p: subscribed.set()
     client.connect("127.0.0.1", port)
     client.loop_start()
     try:
+        assert subscribed.wait(30), "the plant subscriber was not confirmed by the broker"
         yield got
     finally:
         client.loop_stop()
