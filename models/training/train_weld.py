@@ -326,7 +326,16 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     w = np.array([1.0 / np.sqrt(counts[src[n]]) for n in fit_names])
     w /= w.sum()
 
-    net = WeldNet(args.width)
+    prev_steps = 0
+    if args.resume:  # continue a run: its weights, a fresh optimiser, this run's (lower) schedule
+        prev = torch.load(args.resume, weights_only=False)
+        if prev["fit_names"] != fit_names:
+            raise SystemExit(f"{args.resume}: fitted on other images than this split (seed or --tune-share differ)")
+        net = prev["net"]
+        prev_steps = int(prev["steps"])
+        rng = np.random.default_rng(args.seed + prev_steps)  # new augmentation draws, not a replay
+    else:
+        net = WeldNet(args.width)
     n_params = sum(p.numel() for p in net.parameters())
     print(f"params={n_params}", flush=True)
     opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=5e-4)
@@ -391,7 +400,8 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         "src": src,
         "tr_imgs": tr_imgs,
         "n_params": n_params,
-        "steps": step,
+        "steps": prev_steps + step,
+        "resumed_steps": step if args.resume else 0,
         "history": history,
         "train_s": round(time.time() - t_start),
     }
@@ -584,6 +594,10 @@ def main() -> None:
     ap.add_argument("--checkpoint", default="/tmp/weld_inspector.pt", help="torch weights written after training")
     ap.add_argument("--from-checkpoint", action="store_true", help="skip training, export the saved weights")
     ap.add_argument(
+        "--resume", default="", help="continue training the weights of this checkpoint (same split) with --lr"
+    )
+    ap.add_argument("--version", default="1.2.0", help="model version written to model.yaml")
+    ap.add_argument(
         "--all-sources",
         action="store_true",
         help="final fit on every source; keeps the source-held-out metrics of the previous split run in --out",
@@ -642,7 +656,7 @@ def main() -> None:
     val_sources = sorted({res["src"][n] for n in res["val_names"]})
     meta: dict[str, Any] = {
         "name": "weld_inspector",
-        "version": "1.1.0",
+        "version": args.version,
         "file": "model.onnx",
         "sha256": sha256_of(fp32),
         "inputs": [{"name": "x", "dtype": "uint8", "shape": ["batch", INPUT, INPUT, 3]}],
@@ -696,6 +710,7 @@ def main() -> None:
             "torch_threads": args.threads,
             "pretraining": "none (from scratch)",
             "frame_head_refit_minutes": res.get("head_refit_minutes", 0.0),
+            "resumed_steps": res.get("resumed_steps", 0),
             "fit": "all sources (final)" if args.all_sources else "training sources only (split run)",
         },
         "metrics": {},
