@@ -16,6 +16,7 @@ from adapters.base import (
     Stats,
     StrictModel,
     close_quietly,
+    jsonable,
     now_ns,
     supervise,
 )
@@ -35,6 +36,7 @@ __all__ = [
     "Stats",
     "StrictModel",
     "close_quietly",
+    "jsonable",
     "now_ns",
     "supervise",
 ]

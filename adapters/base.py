@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import random
 import time
 from collections import Counter
@@ -44,6 +45,7 @@ __all__ = [
     "Stats",
     "StrictModel",
     "close_quietly",
+    "jsonable",
     "now_ns",
     "supervise",
 ]
@@ -69,6 +71,22 @@ class StrictModel(BaseModel):
     """Base of every config model: unknown keys are errors, values are immutable."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def jsonable(obj: Any) -> Any:
+    """Plain JSON values: numpy scalars and arrays become numbers and lists, non-finite floats become null
+    (JSON has no NaN). Anything else is returned as it is, for the caller's encoder to handle or refuse."""
+    if isinstance(obj, np.ndarray):
+        return jsonable(obj.tolist())
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, Mapping):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [jsonable(v) for v in obj]
+    return obj
 
 
 def now_ns() -> int:

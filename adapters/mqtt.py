@@ -37,7 +37,7 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import Field, SecretStr, field_validator, model_validator
 
-from adapters.base import AdapterError, DeliveryError, Quality, Reading, Stats, StrictModel, now_ns
+from adapters.base import AdapterError, DeliveryError, Quality, Reading, Stats, StrictModel, jsonable, now_ns
 
 if TYPE_CHECKING:
     import paho.mqtt.client as paho
@@ -218,26 +218,9 @@ def decode_f32le(payload: bytes | bytearray) -> npt.NDArray[np.float32]:
     return np.frombuffer(payload, dtype="<f4").astype(np.float32)
 
 
-def _jsonable(obj: Any) -> Any:
-    """Plain JSON values: numpy scalars and arrays become numbers and lists, non-finite floats become null."""
-    if isinstance(obj, np.ndarray):
-        if obj.dtype.kind == "f" and not np.isfinite(obj).all():
-            return _jsonable(obj.astype(object).tolist())
-        return obj.tolist()
-    if isinstance(obj, np.generic):
-        obj = obj.item()
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, Mapping):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_jsonable(v) for v in obj]
-    return obj
-
-
 def encode_json(obj: Any) -> bytes:
     """Compact strict JSON (no NaN tokens) of a result that may hold numpy values."""
-    return json.dumps(_jsonable(obj), separators=(",", ":"), allow_nan=False).encode()
+    return json.dumps(jsonable(obj), separators=(",", ":"), allow_nan=False).encode()
 
 
 def _user_properties(msg: paho.MQTTMessage) -> dict[str, str]:

@@ -6,13 +6,11 @@ import argparse
 import asyncio
 import json
 import logging
-import math
 import os
 import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from edge_runtime import __version__
 
@@ -108,7 +106,10 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     options = {"declared": args.declared} if args.declared else {}
     report = module.evaluate(data, variant=args.variant, **options)
     if args.json:
-        print(json.dumps(_strict(report), separators=(",", ":"), allow_nan=False))
+        from adapters.base import jsonable
+
+        # JSON has no NaN: an undefined ratio is written as null
+        print(json.dumps(jsonable(report), separators=(",", ":"), allow_nan=False))
     else:
         for key, value in report.items():
             if key not in ("confusion", "per_class"):
@@ -123,19 +124,6 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
             for label, row in zip(confusion["labels"], confusion["matrix"], strict=False):
                 print(f"  {label[:10]:>10} " + " ".join(f"{v:>10}" for v in row))
     return 0
-
-
-def _strict(obj: Any) -> Any:
-    """JSON has no NaN: an undefined ratio (no samples of a class) is written as null."""
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {str(k): _strict(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_strict(v) for v in obj]
-    if hasattr(obj, "tolist"):
-        return _strict(obj.tolist())
-    return obj
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
