@@ -20,7 +20,6 @@ import logging
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -33,11 +32,12 @@ from typing import Any
 import numpy as np
 
 from adapters.base import Frame, Reading, Sample
+from edge_runtime.broker import Mosquitto, MosquittoError, find_mosquitto, free_port
 from edge_runtime.datasets import shared_dataset
 from edge_runtime.inference import models_dir
 from edge_runtime.results import Result
 
-__all__ = ["Broker", "run_demo"]
+__all__ = ["run_demo"]
 
 DEMO_CONFIG = Path(__file__).parent / "data" / "demo.yaml"
 
@@ -50,67 +50,6 @@ DEMO_RECORDINGS = {
     "motor3": ("recordings/48k_drive_end_ir021_0_213.npz", "inner_race"),
     "gearbox4": ("recordings/12k_drive_end_or021@3_2_248.npz", "outer_race"),
 }
-
-
-class BrokerError(RuntimeError):
-    """mosquitto is missing or would not start."""
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-class Broker:
-    """A mosquitto child process on a free loopback port, for the demo (and the tests' outage cases)."""
-
-    def __init__(self, port: int | None = None) -> None:
-        self.port = port or _free_port()
-        self._dir = tempfile.TemporaryDirectory(prefix="edge-runtime-mosquitto-")
-        self._proc: subprocess.Popen[bytes] | None = None
-
-    @staticmethod
-    def binary() -> str:
-        found = shutil.which("mosquitto") or shutil.which("mosquitto", path="/usr/sbin:/usr/local/sbin")
-        if found is None:
-            raise BrokerError("mosquitto is not installed: `make demo` installs it, or run `apt-get install mosquitto`")
-        return found
-
-    def start(self) -> None:
-        conf = Path(self._dir.name) / "mosquitto.conf"
-        conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
-        self._proc = subprocess.Popen(
-            [self.binary(), "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-        )
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            if self._proc.poll() is not None:
-                err = self._proc.stderr.read().decode(errors="replace") if self._proc.stderr else ""
-                raise BrokerError(f"mosquitto exited at start on port {self.port}: {err.strip()}")
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                return
-            time.sleep(0.05)
-        raise BrokerError(f"mosquitto did not accept connections on 127.0.0.1:{self.port} within 10 s")
-
-    def stop(self) -> None:
-        if self._proc is not None and self._proc.poll() is None:
-            self._proc.terminate()
-            try:
-                self._proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait()
-        self._proc = None
-
-    def __enter__(self) -> Broker:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-        self._dir.cleanup()
 
 
 @dataclass
@@ -254,12 +193,12 @@ def run_demo(*, seconds: float = 30.0, data_dir: str | None = None) -> int:
     logging.getLogger("asyncua").setLevel(logging.ERROR)  # the demo's servers run without security on purpose
     try:
         recordings, truth, origin = _recordings(Path(data_dir) if data_dir else None)
-        Broker.binary()
-    except (BrokerError, OSError, ValueError) as exc:
+        find_mosquitto()
+    except (MosquittoError, OSError, ValueError) as exc:
         print(f"demo: {exc}", file=sys.stderr)
         return 2
-    with Broker() as broker, tempfile.TemporaryDirectory(prefix="edge-runtime-demo-") as tmp:
-        ports = {k: str(_free_port()) for k in ("DEMO_PLC_PORT", "DEMO_WELD_OPCUA_PORT", "DEMO_SCADA_PORT")}
+    with Mosquitto() as broker, tempfile.TemporaryDirectory(prefix="edge-runtime-demo-") as tmp:
+        ports = {k: str(free_port()) for k in ("DEMO_PLC_PORT", "DEMO_WELD_OPCUA_PORT", "DEMO_SCADA_PORT")}
         weld_dir = Path(tmp) / "weld_images"
         n_weld = _weld_images(weld_dir)
         serial = _serial_line(Path(tmp))
