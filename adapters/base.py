@@ -20,6 +20,7 @@ import asyncio
 import logging
 import math
 import random
+import socket
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -45,6 +46,7 @@ __all__ = [
     "Stats",
     "StrictModel",
     "close_quietly",
+    "free_port",
     "jsonable",
     "now_ns",
     "supervise",
@@ -87,6 +89,14 @@ def jsonable(obj: Any) -> Any:
     if isinstance(obj, list | tuple):
         return [jsonable(v) for v in obj]
     return obj
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago (the OS picks it), for simulators, tests and the demo."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def now_ns() -> int:

@@ -26,7 +26,6 @@ import contextlib
 import heapq
 import logging
 import math
-import socket
 import time
 import zlib
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
@@ -46,6 +45,7 @@ from adapters.base import (
     Sample,
     Stats,
     StrictModel,
+    free_port,
     now_ns,
 )
 from adapters.modbus_codec import (
@@ -76,7 +76,6 @@ __all__ = [
     "TcpConnection",
     "WriteAction",
     "WriteRefusedError",
-    "free_tcp_port",
     "match_orders",
     "plan_report",
     "probe_order",
@@ -1025,13 +1024,6 @@ def _sim_value(tag: ModbusTag, t: float) -> float | bool | str:
     return base + amp * math.sin(2 * math.pi * (t / period + phase))
 
 
-def free_tcp_port() -> int:
-    """A TCP port free on 127.0.0.1 right now (for tests and the demo)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @dataclass(slots=True)
 class _TableImage:
     """Register (or bit) image of one table of one simulated slave, covering [start, start + size)."""
@@ -1249,7 +1241,7 @@ async def serve_simulated(
     """Run a simulated machine for the duration of a `with` block (TCP: a free loopback port by default)."""
     machine = SimulatedMachine(config, vary=vary, tick_s=tick_s)
     if port is None and isinstance(config, ModbusTcpConfig):
-        port = free_tcp_port()
+        port = free_port()
     await machine.start(port)
     try:
         yield machine

@@ -56,7 +56,6 @@ import json
 import logging
 import math
 import re
-import socket
 import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -70,7 +69,7 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import Field, SecretStr, model_validator
 
-from adapters.base import AdapterError, DeliveryError, Reading, Stats, StrictModel, now_ns
+from adapters.base import AdapterError, DeliveryError, Reading, Stats, StrictModel, free_port, now_ns
 
 __all__ = [
     "OpcuaConfig",
@@ -79,7 +78,6 @@ __all__ = [
     "OpcuaServerSink",
     "OpcuaSource",
     "SimulatedServer",
-    "free_port",
     "running_simulator",
     "simulate",
 ]
@@ -258,13 +256,6 @@ def _quality(status: Any) -> Literal["good", "uncertain", "bad"]:
 def _with_port(endpoint: str, port: int) -> str:
     url = urlparse(endpoint)
     return urlunparse(url._replace(netloc=f"{url.hostname or '127.0.0.1'}:{port}"))
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port free on `host` now (for tests and the demo)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
 
 
 async def _trust_validator(trust_list: Sequence[Path], *, peer: Literal["client", "server"]) -> Any:

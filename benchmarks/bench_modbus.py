@@ -21,12 +21,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from adapters.base import free_port
 from adapters.modbus import (
     ModbusSource,
     ModbusTcpConfig,
     ModbusWriteConfig,
     ModbusWriteSink,
-    free_tcp_port,
     plan_report,
     simulate,
 )
@@ -149,7 +149,7 @@ def main() -> None:
     args = ap.parse_args()
     seconds, writes = (1.0, 100) if args.quick else (args.seconds, args.writes)
 
-    port = free_tcp_port()
+    port = free_port()
     config = profile(port)
     server = multiprocessing.get_context("spawn").Process(target=_serve, args=(config.model_dump_json(), port))
     server.start()

@@ -21,8 +21,8 @@ from multiprocessing.synchronize import Event as MpEvent
 from pathlib import Path
 from typing import Any
 
-from adapters.base import Reading
-from adapters.opcua import OpcuaConfig, OpcuaNode, OpcuaSource, free_port, running_simulator
+from adapters.base import Reading, free_port
+from adapters.opcua import OpcuaConfig, OpcuaNode, OpcuaSource, running_simulator
 
 
 def config(port: int, nodes: int, queue_size: int) -> OpcuaConfig:

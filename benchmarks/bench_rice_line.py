@@ -22,9 +22,9 @@ from typing import Any
 
 import numpy as np
 
-from adapters.base import Frame
+from adapters.base import Frame, free_port
 from adapters.camera import ChuteSimulator, ChuteSimulatorConfig
-from adapters.modbus import ModbusTcpConfig, SimulatedMachine, free_tcp_port
+from adapters.modbus import ModbusTcpConfig, SimulatedMachine
 from edge_runtime.config import Deployment
 from edge_runtime.inference import load_model
 from edge_runtime.results import Result
@@ -92,7 +92,7 @@ def deployment(fps: float, plc_port: int, outbox: Path, variant: str, frames: Pa
 
 
 async def line_latency(fps: float, seconds: float, variant: str) -> dict[str, Any]:
-    port = free_tcp_port()
+    port = free_port()
     plc_cfg = ModbusTcpConfig.model_validate(
         {
             "kind": "modbus-tcp",

@@ -14,22 +14,13 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-from adapters.base import EdgeRuntimeError
+from adapters.base import EdgeRuntimeError, free_port
 
-__all__ = ["Mosquitto", "MosquittoError", "find_mosquitto", "free_port"]
+__all__ = ["Mosquitto", "MosquittoError", "find_mosquitto"]
 
 
 class MosquittoError(EdgeRuntimeError):
     """The broker could not be found or started."""
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago (the OS picks it; races are rare on loopback)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def find_mosquitto() -> str:

@@ -31,8 +31,8 @@ from typing import Any
 
 import numpy as np
 
-from adapters.base import Frame, Reading, Sample
-from edge_runtime.broker import Mosquitto, MosquittoError, find_mosquitto, free_port
+from adapters.base import Frame, Reading, Sample, free_port
+from edge_runtime.broker import Mosquitto, MosquittoError, find_mosquitto
 from edge_runtime.datasets import shared_dataset
 from edge_runtime.inference import models_dir
 from edge_runtime.results import Result

@@ -16,7 +16,7 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from adapters.base import AdapterError, Backoff, DeliveryError, Reading, Sample, Sink, Source, supervise
+from adapters.base import AdapterError, Backoff, DeliveryError, Reading, Sample, Sink, Source, free_port, supervise
 from adapters.modbus import (
     ModbusRtuConfig,
     ModbusSource,
@@ -25,7 +25,6 @@ from adapters.modbus import (
     ModbusWriteSink,
     SimulatedMachine,
     WriteRefusedError,
-    free_tcp_port,
     match_orders,
     plan_report,
     probe_order,
@@ -285,7 +284,7 @@ async def test_forbidden_registers_are_never_read() -> None:
 
 
 async def test_reconnects_after_the_server_restarts() -> None:
-    port = free_tcp_port()
+    port = free_port()
     cfg = tcp(port=port, poll_interval_ms=20, timeout_s=0.3, tags=[{"name": "a", "address": 0}])
     machine = SimulatedMachine(cfg, vary=False)
     await machine.start(port)
@@ -306,7 +305,7 @@ async def test_reconnects_after_the_server_restarts() -> None:
 
 
 async def test_open_fails_cleanly_without_a_server() -> None:
-    source = ModbusSource(tcp(port=free_tcp_port(), timeout_s=0.2, tags=[{"name": "a", "address": 0}]))
+    source = ModbusSource(tcp(port=free_port(), timeout_s=0.2, tags=[{"name": "a", "address": 0}]))
     with pytest.raises(AdapterError):
         await source.open()
     await source.close()
@@ -596,7 +595,7 @@ async def test_probe_order_finds_a_cdab_float() -> None:
 
 
 async def test_simulate_serves_a_profile_until_stopped() -> None:
-    port = free_tcp_port()
+    port = free_port()
     cfg = plc_profile(port=port)
     stop = asyncio.Event()
     task = asyncio.create_task(simulate(cfg, port=port, stop=stop))

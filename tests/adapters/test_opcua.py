@@ -17,13 +17,12 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from adapters.base import AdapterError, Backoff, DeliveryError, Reading, Sample, Sink, Source, supervise
+from adapters.base import AdapterError, Backoff, DeliveryError, Reading, Sample, Sink, Source, free_port, supervise
 from adapters.opcua import (
     OpcuaConfig,
     OpcuaServerConfig,
     OpcuaServerSink,
     OpcuaSource,
-    free_port,
     running_simulator,
     simulate,
 )

@@ -108,10 +108,10 @@ def test_simulate_serves_a_profile_that_the_adapter_reads(tmp_path: Path) -> Non
     import signal
     import time
 
-    from adapters.base import Reading
-    from adapters.modbus import ModbusSource, ModbusTcpConfig, free_tcp_port
+    from adapters.base import Reading, free_port
+    from adapters.modbus import ModbusSource, ModbusTcpConfig
 
-    port = free_tcp_port()
+    port = free_port()
     exe = shutil.which("edge-runtime", path=str(Path(sys.executable).parent))
     assert exe is not None
     profile = repo_root() / "configs" / "devices" / "plc_tcp.yaml"

@@ -262,9 +262,10 @@ async def test_seq_continues_across_a_restart(mosquitto: Mosquitto, plant: Mosqu
 
 async def test_write_back_resumes_after_the_plc_restarts(tmp_path: Path) -> None:
     """The Modbus write-back sink is reopened by the service when the PLC comes back (no stale pulses)."""
-    from adapters.modbus import ModbusTcpConfig, SimulatedMachine, free_tcp_port
+    from adapters.base import free_port
+    from adapters.modbus import ModbusTcpConfig, SimulatedMachine
 
-    port = free_tcp_port()
+    port = free_port()
     plc_cfg = ModbusTcpConfig.model_validate(
         {
             "kind": "modbus-tcp",

@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from edge_runtime.broker import free_port
+from adapters.base import free_port
 
 __all__ = ["free_port"]
