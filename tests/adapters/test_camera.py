@@ -6,7 +6,7 @@ import asyncio
 import itertools
 import json
 import socket
-from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import cv2
@@ -28,6 +28,7 @@ from adapters.camera import (
     redact,
     simulate,
 )
+from tests.helpers import until
 
 REPO = Path(__file__).resolve().parents[2]
 DATA = REPO.parent / "shared" / "datasets" / "rice_grains"
@@ -67,13 +68,7 @@ async def collect(source: CameraSource, limit: int = 10_000) -> list[Frame]:
     return frames
 
 
-async def wait_for(condition: Callable[[], bool], timeout_s: float = 30.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while not condition():
-        if loop.time() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.02)
+wait_for = partial(until, timeout_s=30.0)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ import shutil
 import struct
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,20 +32,13 @@ from adapters.modbus import (
     simulate,
 )
 from adapters.modbus_codec import NUMERIC_DTYPES, ORDERS, register_count
+from tests.helpers import until as wait_for
 
 DEVICES = Path(__file__).resolve().parents[2] / "configs" / "devices"
 
 
 def tcp(**fields: Any) -> ModbusTcpConfig:
     return ModbusTcpConfig.model_validate({"kind": "modbus-tcp", "id": "m", **fields})
-
-
-async def wait_for(cond: Callable[[], bool], timeout_s: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.02)
 
 
 async def one_cycle(source: ModbusSource, n: int, timeout_s: float = 20.0) -> dict[str, Reading]:

@@ -7,7 +7,7 @@ import itertools
 import json
 import logging
 import queue
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from time import time_ns
@@ -42,20 +42,11 @@ from adapters.mqtt import (
     load_recording,
     simulate_gateway,
 )
+from tests.helpers import until
 from tests.helpers.mosquitto import Mosquitto
 
 REPO = Path(__file__).resolve().parents[2]
 CWRU = REPO.parent / "shared" / "datasets" / "cwru_bearing"
-
-
-async def until(cond: Callable[[], bool], timeout_s: float = 20.0, what: str = "condition") -> None:
-    """Poll until `cond()` holds; generous deadline for a loaded 2-core box."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while not cond():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 @contextmanager

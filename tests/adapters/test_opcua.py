@@ -26,6 +26,7 @@ from adapters.opcua import (
     running_simulator,
     simulate,
 )
+from tests.helpers import until
 
 PROFILE = Path(__file__).resolve().parents[2] / "configs" / "devices" / "weld_cell_opcua.yaml"
 T0_NS = 1_767_225_600_123_456_000  # 2026-01-01T00:00:00.123456Z, microsecond-exact like OPC UA DateTime in asyncua
@@ -52,15 +53,6 @@ def small_device(port: int, **overrides: Any) -> OpcuaConfig:
         "nodes": nodes,
     }
     return OpcuaConfig.model_validate({**fields, **overrides})
-
-
-async def until(cond: Callable[[], bool], timeout_s: float = 20.0, what: str = "condition") -> None:
-    """Poll until `cond` holds; generous bound for a loaded 2-core machine."""
-    deadline = time.monotonic() + timeout_s
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 def has_value(got: list[Reading], value: float) -> Callable[[], bool]:

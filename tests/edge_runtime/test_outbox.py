@@ -2,11 +2,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from adapters.base import Backoff, DeliveryError, EdgeRuntimeError, Stats
 from edge_runtime.outbox import Outbox, deliver_forever
+from tests import helpers
 
 
 class RecordingSink:
@@ -30,10 +32,7 @@ class RecordingSink:
         pass
 
 
-async def until(cond: Any, timeout_s: float = 10.0) -> None:
-    async with asyncio.timeout(timeout_s):
-        while not cond():
-            await asyncio.sleep(0.01)
+until = partial(helpers.until, timeout_s=10.0)
 
 
 async def test_seq_is_strictly_increasing_and_survives_restart(tmp_path: Path) -> None:

@@ -15,7 +15,8 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -28,16 +29,10 @@ from edge_runtime.config import Deployment
 from edge_runtime.outbox import Outbox
 from edge_runtime.service import Service
 from edge_runtime.tasks.vibration_anomaly import load_excerpt
+from tests import helpers
 from tests.helpers.mosquitto import Mosquitto
 
-
-async def until(cond: Callable[[], bool], timeout_s: float = 60.0, what: str = "condition") -> None:
-    try:
-        async with asyncio.timeout(timeout_s):
-            while not cond():
-                await asyncio.sleep(0.05)
-    except TimeoutError:
-        raise AssertionError(f"timed out after {timeout_s} s waiting for {what}") from None
+until = partial(helpers.until, timeout_s=60.0)
 
 
 @contextlib.contextmanager
