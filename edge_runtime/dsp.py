@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["resample_windows", "source_window_length"]
+__all__ = ["cut_windows", "resample_windows", "source_window_length"]
 
 
 def source_window_length(window: int, model_rate_hz: float, source_rate_hz: float) -> int:
@@ -22,8 +22,8 @@ def resample_windows(x: npt.NDArray[Any], n_out: int) -> npt.NDArray[np.float32]
     batch. Per-window resampling keeps the pipeline stateless across blocks of any length.
     """
     n_in = x.shape[-1]
-    if n_in == n_out:
-        return np.asarray(x, dtype=np.float32)
+    if n_in == n_out:  # a copy: windows must not alias a ring buffer that is about to be overwritten
+        return np.array(x, dtype=np.float32, copy=True)
     spec = np.fft.rfft(np.asarray(x, dtype=np.float64), axis=-1)
     keep = n_out // 2 + 1
     if spec.shape[-1] >= keep:
@@ -33,3 +33,11 @@ def resample_windows(x: npt.NDArray[Any], n_out: int) -> npt.NDArray[np.float32]
         spec = np.pad(spec, pad)
     out: npt.NDArray[np.float64] = np.fft.irfft(spec, n=n_out, axis=-1) * (n_out / n_in)
     return out.astype(np.float32)
+
+
+def cut_windows(x: npt.NDArray[np.float32], n_src: int, hop_src: int, window: int) -> npt.NDArray[np.float32]:
+    """Every window of `n_src` source samples starting each `hop_src`, resampled to `window` samples: the one
+    cut that training, `evaluate` and the live ring buffers share, shape (n, window)."""
+    if x.size < n_src:
+        return np.empty((0, window), dtype=np.float32)
+    return resample_windows(np.lib.stride_tricks.sliding_window_view(x, n_src)[::hop_src], window)

@@ -23,7 +23,7 @@ import numpy as np
 import numpy.typing as npt
 
 from adapters.base import Frame, Sample, Stats
-from edge_runtime.dsp import resample_windows, source_window_length
+from edge_runtime.dsp import cut_windows, source_window_length
 from edge_runtime.tasks.base import Task, Window
 
 __all__ = ["BoundedQueue", "Pipeline", "Pipelined", "WindowBuffer"]
@@ -93,8 +93,7 @@ class WindowBuffer:
         if n == 0:
             return []
         starts = np.arange(n) * self.hop_src
-        idx = starts[:, None] + np.arange(self.n_src)[None, :]
-        samples = resample_windows(self._buf[idx], self.window)
+        samples = cut_windows(self._buf[: self._len], self.n_src, self.hop_src, self.window)
         out = [
             Window(self.stream, self._time_of(self._base_index + int(s)), samples[i], self.rate_hz)
             for i, s in enumerate(starts)

@@ -23,7 +23,7 @@ import numpy.typing as npt
 from pydantic import Field, model_validator
 
 from adapters.base import EdgeRuntimeError, Stats, StrictModel
-from edge_runtime.dsp import resample_windows, source_window_length
+from edge_runtime.dsp import cut_windows, source_window_length
 from edge_runtime.inference import ModelRunner
 from edge_runtime.tasks.base import InvalidInputs, Window, per_class_metrics
 
@@ -108,7 +108,8 @@ def windows_of(
 
     Windows start every `hop` model samples (default: the manifest's `hop`); each cuts
     `source_window_length(window, rate_hz, fs_hz)` source samples and resamples them with
-    `dsp.resample_windows`. `span` != 1 cuts a longer or shorter stretch (a speed change, for training only).
+    `dsp.resample_windows` (both through `dsp.cut_windows`). `span` != 1 cuts a longer or shorter stretch
+    (a speed change, for training only).
     """
     window, rate_hz, default_hop = _model_geometry(preprocessing)
     hop = default_hop if hop is None else hop
@@ -116,11 +117,7 @@ def windows_of(
         raise ValueError(f"hop must be >= 1 model sample, got {hop}")
     n_src = source_window_length(window, rate_hz, fs_hz * span)
     hop_src = max(1, round(hop * fs_hz / rate_hz))
-    x = np.asarray(signal, dtype=np.float32).ravel()
-    if x.size < n_src:
-        return np.empty((0, window), dtype=np.float32)
-    frames = np.lib.stride_tricks.sliding_window_view(x, n_src)[::hop_src]
-    return resample_windows(frames, window)
+    return cut_windows(np.asarray(signal, dtype=np.float32).ravel(), n_src, hop_src, window)
 
 
 def _optional_float(value: str | float | None) -> float | None:
