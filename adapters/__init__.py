@@ -1,44 +1,8 @@
-"""Protocol adapters: one module per protocol (`modbus`, `opcua`, `mqtt`, `camera`), each with its source,
-its sink where it has one, and its simulated machines. Leaves of the import graph: never import `edge_runtime`."""
+"""Protocol adapters: one package per protocol (`modbus`, `opcua`, `mqtt`, `camera`), each split by role
+(`config`, `source`, `sink`, `simulator`, and `codec`/`plan`/`probe` where it has them) and registering its kinds
+once in its `__init__.py` (see `adapters.registry`). Leaves of the import graph: never import `edge_runtime`.
 
-from adapters.base import (
-    AdapterError,
-    Backoff,
-    DeliveryError,
-    EdgeRuntimeError,
-    Frame,
-    OutageLog,
-    Quality,
-    Reading,
-    Sample,
-    Sink,
-    Source,
-    Stats,
-    StrictModel,
-    close_quietly,
-    free_port,
-    jsonable,
-    now_ns,
-    supervise,
-)
-
-__all__ = [
-    "AdapterError",
-    "Backoff",
-    "DeliveryError",
-    "EdgeRuntimeError",
-    "Frame",
-    "OutageLog",
-    "Quality",
-    "Reading",
-    "Sample",
-    "Sink",
-    "Source",
-    "Stats",
-    "StrictModel",
-    "close_quietly",
-    "free_port",
-    "jsonable",
-    "now_ns",
-    "supervise",
-]
+Shared pieces: `adapters.base` (value types `Reading`, `Frame`, `Result`; the `Source`/`Sink` protocols; the
+error tree; the one JSON encoder), `adapters.supervise` (back-off, reconnecting supervisor, outage and burst
+logs), `adapters.loopback` (free ports for simulated machines).
+"""

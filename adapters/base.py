@@ -1,31 +1,29 @@
-"""Value types and role interfaces shared by every adapter.
+"""Value types, role interfaces and the error tree shared by every adapter.
 
-Adapters know protocols, not models. They turn a machine's feed into `Reading`s and `Frame`s and deliver
-results handed to them as plain JSON-able mappings. Retries around a whole session, bounded queues, batching and
-metrics live in the pipeline (`edge_runtime`), which only sees the small protocols below.
+Adapters know protocols, not models. They turn a machine's feed into `Reading`s and `Frame`s and deliver `Result`s
+handed to them. Retries around a whole session, bounded queues, batching and metrics live in the pipeline
+(`edge_runtime`), which only sees the small protocols below.
 
 Errors form one tree::
 
     EdgeRuntimeError
-    ├── ConfigError          (edge_runtime.config: a bad deployment file)
+    ├── ConfigError          (edge_runtime.config: a bad deployment or calibration file)
     ├── ModelError           (edge_runtime.inference: checksum or I/O mismatch)
     ├── AdapterError         (a protocol component failed; the supervisor reconnects)
     │   └── DeliveryError    (a sink could not confirm delivery; the outbox keeps the result)
-    └── CalibrationError     (edge_runtime.compensation: wraps calibration's ValueError)
+    ├── DataSetError         (edge_runtime.paths: a labelled data directory is unusable)
+    └── CalibrationError     (edge_runtime.compensation: a calibration does not fit the pipeline)
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
+import json
 import math
-import random
-import socket
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol, runtime_checkable
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, ClassVar, Literal, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -33,28 +31,28 @@ from pydantic import BaseModel, ConfigDict
 
 __all__ = [
     "AdapterError",
-    "Backoff",
     "DeliveryError",
+    "DeviceConfigBase",
     "EdgeRuntimeError",
+    "ExclusiveResource",
     "Frame",
-    "OutageLog",
     "Quality",
     "Reading",
+    "Result",
     "Sample",
+    "Scalar",
     "Sink",
+    "SinkConfigBase",
     "Source",
     "Stats",
     "StrictModel",
-    "close_quietly",
-    "free_port",
+    "dumps",
     "jsonable",
     "now_ns",
-    "supervise",
 ]
 
-log = logging.getLogger("adapters")
-
 Quality = Literal["good", "uncertain", "bad"]
+Scalar = float | int | str | bool | None
 
 
 class EdgeRuntimeError(Exception):
@@ -75,9 +73,47 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+@dataclass(frozen=True, slots=True)
+class ExclusiveResource:
+    """Something only one device may own (a serial line): the deployment's cross-check refuses a second owner."""
+
+    field: str  # the config field that names it, for the FILE:LINE error
+    name: str  # e.g. "serial port '/dev/ttyUSB0'"
+    hint: str  # what to do instead
+
+
+class DeviceConfigBase(StrictModel):
+    """What the deployment's cross-checks ask of every device config, whatever its protocol."""
+
+    # values a device profile validated on its own (`simulate`, `validate PROFILE`) is given for the fields that
+    # only a deployment supplies (e.g. a camera's `source`); `id` defaults to the file's stem
+    PROFILE_DEFAULTS: ClassVar[Mapping[str, Any]] = {}
+
+    id: str
+    kind: str
+
+    def stream_prefixes(self) -> list[str]:
+        """First dotted part of every stream this device produces (fnmatch patterns allowed)."""
+        return [self.id]
+
+    def exclusive_resources(self) -> list[ExclusiveResource]:
+        return []
+
+
+class SinkConfigBase(StrictModel):
+    """What the service asks of every sink config, whatever its protocol."""
+
+    id: str
+    kind: str
+
+    def max_age(self) -> float | None:
+        """Results older than this many seconds are not delivered (a stale ejector pulse is worse than none)."""
+        return None
+
+
 def jsonable(obj: Any) -> Any:
     """Plain JSON values: numpy scalars and arrays become numbers and lists, non-finite floats become null
-    (JSON has no NaN). Anything else is returned as it is, for the caller's encoder to handle or refuse."""
+    (JSON has no NaN), sets sorted lists, bytes hex. Anything else is returned as it is."""
     if isinstance(obj, np.ndarray):
         return jsonable(obj.tolist())
     if isinstance(obj, np.generic):
@@ -88,15 +124,18 @@ def jsonable(obj: Any) -> Any:
         return {str(k): jsonable(v) for k, v in obj.items()}
     if isinstance(obj, list | tuple):
         return [jsonable(v) for v in obj]
+    if isinstance(obj, set | frozenset):
+        return [jsonable(v) for v in sorted(obj, key=str)]
+    if isinstance(obj, bytes | bytearray):
+        return obj.hex()
     return obj
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago (the OS picks it), for simulators, tests and the demo."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+def dumps(obj: Any) -> str:
+    """The one JSON encoder of the product (outbox rows, MQTT payloads, the OPC UA `Json` variable, reports):
+    compact, NaN and Inf as null, numpy as plain values; any other object as its repr, because a result that
+    cannot be stored or sent would stop its pipeline."""
+    return json.dumps(jsonable(obj), separators=(",", ":"), allow_nan=False, default=repr)
 
 
 def now_ns() -> int:
@@ -129,7 +168,73 @@ class Frame:
 Sample = Reading | Frame
 
 
-@runtime_checkable
+@dataclass(frozen=True, slots=True)
+class Result:
+    """One inference outcome, built once by the task and then stored, delivered and observed as it is.
+
+    Every task fills the typed head (`stream`, `decision`, `label`, `score`); `values` holds the task's declared
+    scalar measurements (e.g. `anomaly_score`, `n_grains`), which sinks may map to typed variables; `detail`
+    holds structured output (per-class scores, boxes, grains) that sinks deliver as JSON. `seq` is 0 until the
+    outbox allocates it (strictly increasing per pipeline, surviving restarts).
+    """
+
+    HEAD: ClassVar[tuple[str, ...]] = ("pipeline", "seq", "t_ns", "latency_ns", "model", "stream", "decision")
+
+    pipeline: str
+    stream: str
+    t_ns: int  # of the input (first sample of a window, capture time of a frame)
+    decision: str
+    label: str | None = None
+    score: float | None = None
+    values: Mapping[str, Scalar] = field(default_factory=dict)
+    detail: Mapping[str, Any] = field(default_factory=dict)
+    seq: int = 0
+    latency_ns: int = 0  # from the pipeline receiving the input to the result being stored
+    model: str = ""  # name@version+sha256 prefix
+
+    def with_(self, **changes: Any) -> Result:
+        return replace(self, **changes)
+
+    def to_json(self) -> dict[str, Any]:
+        """The wire form sinks deliver: one flat JSON object (head, label, score, values, detail)."""
+        out: dict[str, Any] = {name: getattr(self, name) for name in self.HEAD}
+        out["label"] = self.label
+        out["score"] = self.score
+        out.update(self.values)
+        out.update(self.detail)
+        return out
+
+    def to_row(self) -> dict[str, Any]:
+        """The stored form (outbox): nested, so `from_row` rebuilds the same object."""
+        return {
+            **{name: getattr(self, name) for name in self.HEAD},
+            "label": self.label,
+            "score": self.score,
+            "values": dict(self.values),
+            "detail": dict(self.detail),
+        }
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> Result:
+        return cls(
+            pipeline=str(row["pipeline"]),
+            stream=str(row.get("stream", "")),
+            t_ns=int(row["t_ns"]),
+            decision=str(row.get("decision", "")),
+            label=row.get("label"),
+            score=row.get("score"),
+            values=dict(row.get("values") or {}),
+            detail=dict(row.get("detail") or {}),
+            seq=int(row.get("seq", 0)),
+            latency_ns=int(row.get("latency_ns", 0)),
+            model=str(row.get("model", "")),
+        )
+
+
+class Stats(Counter[str]):
+    """Named counters a component keeps (errors, drops, reconnects); the service exports them as metrics."""
+
+
 class Source(Protocol):
     """A machine feed. `stream()` yields until the connection is lost, then raises; `supervise` reopens it.
 
@@ -155,7 +260,6 @@ class Source(Protocol):
     async def close(self) -> None: ...
 
 
-@runtime_checkable
 class Sink(Protocol):
     """A destination for results. `deliver` returns only once delivery is confirmed, else raises DeliveryError."""
 
@@ -164,115 +268,6 @@ class Sink(Protocol):
 
     async def open(self) -> None: ...
 
-    async def deliver(self, result: Mapping[str, Any]) -> None: ...
+    async def deliver(self, result: Result) -> None: ...
 
     async def close(self) -> None: ...
-
-
-class Stats(Counter[str]):
-    """Named counters a component keeps (errors, drops, reconnects); the service exports them as metrics."""
-
-
-@dataclass(slots=True)
-class Backoff:
-    """Exponential back-off with full jitter, so a fleet of gateways does not reconnect in lock-step."""
-
-    initial_s: float = 0.5
-    max_s: float = 30.0
-    factor: float = 2.0
-    _attempt: int = 0
-
-    def next_delay(self) -> float:
-        ceiling = min(self.max_s, self.initial_s * self.factor**self._attempt)
-        self._attempt += 1
-        return random.uniform(ceiling / 2, ceiling)
-
-    def reset(self) -> None:
-        self._attempt = 0
-
-
-class OutageLog:
-    """Logs an outage of a component once when it starts, as a reminder every `remind_every_s`, and once when
-    it ends, so a device that is down all night writes a handful of lines, not thousands."""
-
-    def __init__(self, kind: str, name: str, remind_every_s: float = 60.0) -> None:
-        self.kind, self.name, self.remind_every_s = kind, name, remind_every_s
-        self.down_since: float | None = None
-        self.attempts = 0
-        self._last_log = 0.0
-
-    def failed(self, exc: BaseException, hint: str = "") -> None:
-        now = time.monotonic()
-        self.attempts += 1
-        if self.down_since is None:
-            self.down_since = self._last_log = now
-            log.warning("event=%s_failed %s=%s error=%r%s", self.kind, self.kind, self.name, exc, hint)
-        elif now - self._last_log >= self.remind_every_s:
-            self._last_log = now
-            log.warning(
-                "event=%s_still_failing %s=%s down_s=%.0f attempts=%d error=%r",
-                self.kind,
-                self.kind,
-                self.name,
-                now - self.down_since,
-                self.attempts,
-                exc,
-            )
-        else:
-            log.debug("event=%s_failed %s=%s error=%r", self.kind, self.kind, self.name, exc)
-
-    def ok(self) -> None:
-        if self.down_since is not None:
-            log.warning(
-                "event=%s_recovered %s=%s down_s=%.1f attempts=%d",
-                self.kind,
-                self.kind,
-                self.name,
-                time.monotonic() - self.down_since,
-                self.attempts,
-            )
-        else:
-            log.info("event=%s_open %s=%s", self.kind, self.kind, self.name)
-        self.down_since, self.attempts = None, 0
-
-
-async def supervise(
-    source: Source,
-    emit: Callable[[Sample], Awaitable[None]],
-    backoff: Backoff | None = None,
-    *,
-    open_timeout_s: float = 30.0,
-    remind_every_s: float = 60.0,
-) -> None:
-    """Run a source for ever: open, forward every sample to `emit`, reopen with back-off when it fails.
-
-    The default back-off tops out at 4 s so that a restarted server is picked up within seconds.
-    """
-    backoff = backoff or Backoff(initial_s=0.5, max_s=4.0)
-    outage = OutageLog("source", source.name, remind_every_s)
-    while True:
-        try:
-            await asyncio.wait_for(source.open(), open_timeout_s)
-            outage.ok()
-            backoff.reset()
-            async for sample in source.stream():
-                await emit(sample)
-            log.warning("event=source_ended source=%s", source.name)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # any failure of a protocol session ends in a reconnect, never a crash
-            source.stats["reconnects"] += 1
-            outage.failed(exc)
-        finally:
-            await close_quietly(source)
-        await asyncio.sleep(backoff.next_delay())
-
-
-async def close_quietly(component: Source | Sink, timeout_s: float = 5.0) -> None:
-    """Close a component that may already be broken; cancellation still propagates."""
-    try:
-        await asyncio.wait_for(component.close(), timeout_s)
-    except asyncio.CancelledError:
-        raise
-    except Exception as exc:
-        log.debug("event=close_failed component=%s error=%r", component.name, exc)

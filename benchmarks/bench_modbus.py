@@ -21,15 +21,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from adapters.base import free_port
-from adapters.modbus import (
-    ModbusSource,
-    ModbusTcpConfig,
-    ModbusWriteConfig,
-    ModbusWriteSink,
-    plan_report,
-    simulate,
-)
+from adapters.base import Result, now_ns
+from adapters.loopback import free_port
+from adapters.modbus.config import ModbusTcpConfig, ModbusWriteConfig
+from adapters.modbus.plan import plan_report
+from adapters.modbus.simulator import simulate
+from adapters.modbus.sink import ModbusWriteSink
+from adapters.modbus.source import ModbusSource
 
 KINDS: list[dict[str, Any]] = [
     {"dtype": "float32", "byte_order": "ABCD", "unit": "bar"},
@@ -71,7 +69,8 @@ def profile(port: int, n_tags: int = 500) -> ModbusTcpConfig:
 
 
 def _serve(config_json: str, port: int) -> None:
-    asyncio.run(simulate(ModbusTcpConfig.model_validate_json(config_json), port=port))
+    """Child process: serve the profile until terminated."""
+    asyncio.run(simulate(ModbusTcpConfig.model_validate_json(config_json), port=str(port), stop=asyncio.Event()))
 
 
 def wait_port(port: int, timeout_s: float = 30.0) -> None:
@@ -134,7 +133,11 @@ async def write_latency(port: int, n: int) -> dict[str, float]:
     await sink.open()
     try:
         for i in range(n):
-            await sink.deliver({"anomaly_score": (i % 100) / 100, "decision": "alarm" if i % 2 else "ok"})
+            decision = "alarm" if i % 2 else "ok"
+            values = {"anomaly_score": (i % 100) / 100}
+            await sink.deliver(
+                Result(pipeline="bench", stream="bench", t_ns=now_ns(), decision=decision, values=values)
+            )
     finally:
         await sink.close()
     return {k: round(v, 3) for k, v in sink.latency_ms().items()}

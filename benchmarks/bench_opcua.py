@@ -21,8 +21,11 @@ from multiprocessing.synchronize import Event as MpEvent
 from pathlib import Path
 from typing import Any
 
-from adapters.base import Reading, free_port
-from adapters.opcua import OpcuaConfig, OpcuaNode, OpcuaSource, running_simulator
+from adapters.base import Reading
+from adapters.loopback import free_port
+from adapters.opcua.config import OpcuaConfig, OpcuaNode
+from adapters.opcua.simulator import running_simulator
+from adapters.opcua.source import OpcuaSource
 
 
 def config(port: int, nodes: int, queue_size: int) -> OpcuaConfig:

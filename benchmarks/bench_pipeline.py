@@ -17,11 +17,13 @@ from typing import Any
 
 import numpy as np
 
+from adapters.base import Result
 from edge_runtime.inference import load_model
 from edge_runtime.outbox import Outbox
 from edge_runtime.pipeline import WindowBuffer
 from edge_runtime.tasks.base import Window
-from edge_runtime.tasks.vibration_anomaly import VibrationAnomalyConfig, VibrationAnomalyTask, load_excerpt
+from edge_runtime.tasks.vibration_anomaly import VibrationAnomalyConfig, VibrationAnomalyTask
+from edge_runtime.tools.datasets import load_excerpt
 
 
 def rate(fn: Callable[[], int], seconds: float) -> float:
@@ -71,7 +73,16 @@ async def outbox_rate(seconds: float) -> dict[str, Any]:
     """Durable results/s (synchronous=FULL: one fsync per transaction), one result per transaction (baseline)
     vs one micro-batch of 32 per transaction, as the pipeline stores them."""
     out: dict[str, Any] = {}
-    fields = {"stream": "gw1.m1.vib", "label": "normal", "scores": {"normal": 0.9}, "anomaly_score": 0.1}
+    fields = Result(
+        "vibration",
+        "gw1.m1.vib",
+        0,
+        "ok",
+        label="normal",
+        score=0.9,
+        values={"anomaly_score": 0.1},
+        detail={"scores": {"normal": 0.9}},
+    )
     for batch in (1, 32):
         with tempfile.TemporaryDirectory() as tmp:
             box = Outbox(Path(tmp) / "o.sqlite", max_rows=10_000_000)

@@ -23,7 +23,8 @@ import numpy.typing as npt
 
 from adapters.base import Frame
 from edge_runtime.inference import ModelRunner, load_model
-from edge_runtime.tasks.rice_sorter import VARIETIES, RiceSorterConfig, RiceSorterTask, SegmentParams, segment
+from edge_runtime.tasks.rice_segment import SegmentParams, segment
+from edge_runtime.tasks.rice_sorter import VARIETIES, RiceSorterConfig, RiceSorterTask
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "rice_grains"
 

@@ -22,12 +22,13 @@ from typing import Any
 
 import numpy as np
 
-from adapters.base import Frame, free_port
-from adapters.camera import ChuteSimulator, ChuteSimulatorConfig
-from adapters.modbus import ModbusTcpConfig, SimulatedMachine
+from adapters.base import Frame, Result
+from adapters.camera.simulator import ChuteSimulator, ChuteSimulatorConfig
+from adapters.loopback import free_port
+from adapters.modbus.config import ModbusTcpConfig
+from adapters.modbus.simulator import SimulatedMachine
 from edge_runtime.config import Deployment
 from edge_runtime.inference import load_model
-from edge_runtime.results import Result
 from edge_runtime.service import Service
 from edge_runtime.tasks.rice_sorter import RiceSorterConfig, RiceSorterTask
 

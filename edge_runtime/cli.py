@@ -33,11 +33,12 @@ def _cmd_validate(args: argparse.Namespace) -> int:
         f"{len(deployment.sinks)} sinks)"
     )
     if args.plan:
-        from adapters.modbus import ModbusRtuConfig, ModbusTcpConfig, plan_report
+        from adapters.registry import plan_report
 
         for device in deployment.devices:
-            if isinstance(device, ModbusTcpConfig | ModbusRtuConfig):
-                print(plan_report(device))
+            report = plan_report(device)
+            if report is not None:
+                print(report)
     return 0
 
 
@@ -90,26 +91,24 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from edge_runtime.demo import run_demo
+    from edge_runtime.tools.demo import run_demo
 
     return run_demo(seconds=args.seconds, data_dir=args.data)
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    import importlib
+    from edge_runtime.tasks import evaluator
 
     data = Path(args.data)
     if not data.is_dir():
         print(f"edge-runtime evaluate: --data {data}: not a directory", file=sys.stderr)
         return 2
-    module = importlib.import_module(f"edge_runtime.tasks.{args.model}")
     options = {"declared": args.declared} if args.declared else {}
-    report = module.evaluate(data, variant=args.variant, **options)
+    report = evaluator(args.model)(data, variant=args.variant, **options)
     if args.json:
-        from adapters.base import jsonable
+        from adapters.base import dumps
 
-        # JSON has no NaN: an undefined ratio is written as null
-        print(json.dumps(jsonable(report), separators=(",", ":"), allow_nan=False))
+        print(dumps(report))  # JSON has no NaN: an undefined ratio is written as null
     else:
         for key, value in report.items():
             if key not in ("confusion", "per_class"):
@@ -127,13 +126,13 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
-    from edge_runtime.simulate import run_simulator
+    from edge_runtime.tools.simulate import run_simulator
 
     return run_simulator(Path(args.profile), port=args.port)
 
 
 def _cmd_probe_order(args: argparse.Namespace) -> int:
-    from adapters.modbus import probe_order
+    from adapters.modbus.probe import probe_order
 
     lines = asyncio.run(
         probe_order(args.host, args.port, args.device_id, args.table, args.register, args.expect, args.tolerance)
@@ -147,12 +146,14 @@ def _cmd_probe_order(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from edge_runtime.bench import run_bench
+    from edge_runtime.tools.bench import run_bench
 
     return run_bench(quick=args.quick, json_path=Path(args.json) if args.json else None)
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from edge_runtime.tasks import TASKS
+
     parser = argparse.ArgumentParser(
         prog="edge-runtime",
         description="Edge AI inference runtime for factory equipment: adapters -> pipeline -> ONNX -> outbox -> sinks.",
@@ -184,7 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=_cmd_demo)
 
     p = sub.add_parser("evaluate", help="accuracy of a shipped model on a labelled data directory")
-    p.add_argument("model", choices=["vibration_anomaly", "rice_sorter", "weld_inspector"], help="model name")
+    p.add_argument("model", choices=[k.name for k in TASKS], help="model name")
     p.add_argument("--data", required=True, help="data directory in the layout of the model's data set")
     p.add_argument("--variant", default="fp32", help="model variant: fp32 (default) or int8 where shipped")
     p.add_argument("--declared", default=None, help="rice_sorter: the lot's declared variety (eject precision/recall)")

@@ -1,25 +1,25 @@
-"""The deployment file: one YAML document, strict pydantic models, every built-in kind in one explicit union.
+"""The deployment file: one YAML document, strict pydantic models, discriminated unions on `kind`.
 
-Adding a protocol means one line in `DeviceConfig` (and `SinkConfig` if it has a sink); adding a task, one line in
-`TaskConfig`. Validation never touches the network or a model file: an unreachable device fails when it opens.
+The device and sink unions are derived from the protocol registry (`adapters.registry`: one package per
+protocol), the task union from `edge_runtime.tasks.TASKS`; nothing here names a protocol. Validation never touches
+the network: an unreachable device fails when it opens. It does read each pipeline's model manifest
+(`check_models`), so a missing model or variant is a `validate` error; the sha256 and tensor checks stay at
+start-up (`inference.load_model`).
 """
 
 from __future__ import annotations
 
 import fnmatch
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 
-from adapters.base import EdgeRuntimeError, StrictModel
-from adapters.camera import CameraConfig
-from adapters.modbus import ModbusRtuConfig, ModbusTcpConfig, ModbusWriteConfig
-from adapters.mqtt import MqttConfig, MqttSinkConfig
-from adapters.opcua import OpcuaConfig, OpcuaServerConfig
-from edge_runtime.tasks.rice_sorter import RiceSorterConfig
-from edge_runtime.tasks.vibration_anomaly import VibrationAnomalyConfig
-from edge_runtime.tasks.weld_inspector import WeldInspectorConfig
+from adapters import registry
+from adapters.base import DeviceConfigBase, EdgeRuntimeError, SinkConfigBase, StrictModel
+from edge_runtime.paths import configs_dir
+from edge_runtime.tasks import task_union
+from edge_runtime.tasks.base import TaskConfigBase
 from edge_runtime.yamlsrc import Located, SourceError, load_located
 
 __all__ = [
@@ -37,18 +37,14 @@ __all__ = [
     "validate_file",
 ]
 
-DeviceConfig = Annotated[
-    ModbusTcpConfig | ModbusRtuConfig | OpcuaConfig | MqttConfig | CameraConfig,
-    Field(discriminator="kind"),
-]
-SinkConfig = Annotated[
-    MqttSinkConfig | OpcuaServerConfig | ModbusWriteConfig,
-    Field(discriminator="kind"),
-]
-TaskConfig = Annotated[
-    VibrationAnomalyConfig | RiceSorterConfig | WeldInspectorConfig,
-    Field(discriminator="kind"),
-]
+if TYPE_CHECKING:  # the unions are built at run time from the registries; to mypy they are their base classes
+    DeviceConfig = DeviceConfigBase
+    SinkConfig = SinkConfigBase
+    TaskConfig = TaskConfigBase
+else:
+    DeviceConfig = registry.config_union("device")
+    SinkConfig = registry.config_union("sink")
+    TaskConfig = task_union()
 
 
 class ConfigError(EdgeRuntimeError):
@@ -151,52 +147,47 @@ class Deployment(StrictModel):
 def cross_check(d: Deployment) -> list[tuple[tuple[str | int, ...], str]]:
     """Checks that span objects: unique ids, references between sections, one owner per serial port."""
     problems: list[tuple[tuple[str | int, ...], str]] = []
-    for section, items in (("devices", d.devices), ("pipelines", d.pipelines), ("sinks", d.sinks)):
+    sections: dict[str, list[str]] = {
+        "devices": [x.id for x in d.devices],
+        "pipelines": [x.id for x in d.pipelines],
+        "sinks": [x.id for x in d.sinks],
+    }
+    for section, ids in sections.items():
         seen: dict[str, int] = {}
-        for i, item in enumerate(items):
-            if item.id in seen:
-                problems.append(((section, i, "id"), f"duplicate id '{item.id}' (first at {section}.{seen[item.id]})"))
-            seen.setdefault(item.id, i)
+        for i, ident in enumerate(ids):
+            if ident in seen:
+                problems.append(((section, i, "id"), f"duplicate id '{ident}' (first at {section}.{seen[ident]})"))
+            seen.setdefault(ident, i)
     sink_ids = {s.id for s in d.sinks}
     device_ids = {dev.id for dev in d.devices}
-    # an MQTT subscription may name its streams without the device id (e.g. `line1.{topic_leaf}`)
-    free_prefixes = [
-        sub.stream.split(".", 1)[0]
-        for dev in d.devices
-        if isinstance(dev, MqttConfig)
-        for sub in dev.subscriptions
-        if not sub.stream.startswith("{id}")
-    ]
+    # a device may name streams outside its id (an MQTT subscription's `line1.{topic_leaf}`)
+    produced = sorted({prefix for dev in d.devices for prefix in dev.stream_prefixes()})
     for i, p in enumerate(d.pipelines):
         for j, out in enumerate(p.outputs):
             if out not in sink_ids:
                 problems.append((("pipelines", i, "outputs", j), f"unknown sink '{out}' (sinks: {sorted(sink_ids)})"))
         for j, pattern in enumerate(p.inputs):
             prefix = pattern.split(".", 1)[0]
-            produced = [*device_ids, *(p if "{" not in p else "*" for p in free_prefixes)]
             if not any(fnmatch.fnmatchcase(name, prefix) or name == "*" for name in produced):
                 problems.append(
                     (("pipelines", i, "inputs", j), f"'{pattern}' matches no device id (devices: {sorted(device_ids)})")
                 )
     owners: dict[str, int] = {}
     for i, dev in enumerate(d.devices):
-        if isinstance(dev, ModbusRtuConfig):
-            if dev.serial_port in owners:
+        for res in dev.exclusive_resources():
+            if res.name in owners:
                 problems.append(
-                    (
-                        ("devices", i, "serial_port"),
-                        f"serial port '{dev.serial_port}' is already used by devices.{owners[dev.serial_port]}: "
-                        "list all slaves of one line in one device",
-                    )
+                    (("devices", i, res.field), f"{res.name} is already used by devices.{owners[res.name]}: {res.hint}")
                 )
-            owners.setdefault(dev.serial_port, i)
+            owners.setdefault(res.name, i)
     return problems
 
 
 def check_models(d: Deployment) -> list[tuple[tuple[str | int, ...], str]]:
     """That every pipeline's model exists with the named variant and suits its task: found by `validate`,
     not by `run` (file reads only; the sha256 and tensor checks stay at start-up, see inference.load_model)."""
-    from edge_runtime.inference import ModelError, models_dir, read_manifest
+    from edge_runtime.inference import ModelError, read_manifest
+    from edge_runtime.paths import models_dir
 
     problems: list[tuple[tuple[str | int, ...], str]] = []
     for i, p in enumerate(d.pipelines):
@@ -229,8 +220,7 @@ def check_models(d: Deployment) -> list[tuple[tuple[str | int, ...], str]]:
 
 def profile_dirs() -> tuple[Path, ...]:
     """Where `profile:` names are looked up after the deployment file's own directory."""
-    repo_configs = Path(__file__).resolve().parent.parent / "configs"
-    return (repo_configs,)
+    return (configs_dir(),)
 
 
 def _errors_from(exc: ValidationError, located: Located) -> list[SourceError]:
@@ -288,7 +278,7 @@ def load_deployment(path: Path | str) -> Deployment:
     return deployment
 
 
-def load_device_profile(path: Path | str) -> Any:
+def load_device_profile(path: Path | str) -> DeviceConfigBase:
     """A device profile on its own (for `simulate`): validated as a device config with default connection."""
     from pydantic import TypeAdapter
 
@@ -298,8 +288,13 @@ def load_device_profile(path: Path | str) -> Any:
         raise ConfigError(errors)
     data = dict(located.data) if isinstance(located.data, dict) else located.data
     if isinstance(data, dict):
-        data.setdefault("id", file.stem)
+        kind = next((k for k in registry.kinds() if k.role == "device" and k.name == data.get("kind")), None)
+        defaults = (
+            kind.config.PROFILE_DEFAULTS if kind is not None and issubclass(kind.config, DeviceConfigBase) else {}
+        )
+        data = {"id": file.stem, **defaults, **data}
     try:
-        return TypeAdapter(DeviceConfig).validate_python(data)
+        device: DeviceConfigBase = TypeAdapter(DeviceConfig).validate_python(data)
+        return device
     except ValidationError as exc:
         raise ConfigError(_errors_from(exc, located)) from exc

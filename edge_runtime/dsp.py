@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["cut_windows", "resample_windows", "source_window_length"]
+__all__ = ["cut_windows", "resample_windows", "source_window_length", "windows_of"]
 
 
 def source_window_length(window: int, model_rate_hz: float, source_rate_hz: float) -> int:
@@ -41,3 +42,31 @@ def cut_windows(x: npt.NDArray[np.float32], n_src: int, hop_src: int, window: in
     if x.size < n_src:
         return np.empty((0, window), dtype=np.float32)
     return resample_windows(np.lib.stride_tricks.sliding_window_view(x, n_src)[::hop_src], window)
+
+
+def _model_geometry(preprocessing: Mapping[str, Any]) -> tuple[int, float, int]:
+    return int(preprocessing["window"]), float(preprocessing["rate_hz"]), int(preprocessing["hop"])
+
+
+def windows_of(
+    signal: npt.NDArray[Any],
+    fs_hz: float,
+    preprocessing: Mapping[str, Any],
+    hop: int | None = None,
+    *,
+    span: float = 1.0,
+) -> npt.NDArray[np.float32]:
+    """Cut `signal` into model windows, shape (n, window), exactly as the live pipeline does.
+
+    Windows start every `hop` model samples (default: the manifest's `hop`); each cuts
+    `source_window_length(window, rate_hz, fs_hz)` source samples and resamples them with
+    `dsp.resample_windows` (both through `dsp.cut_windows`). `span` != 1 cuts a longer or shorter stretch
+    (a speed change, for training only).
+    """
+    window, rate_hz, default_hop = _model_geometry(preprocessing)
+    hop = default_hop if hop is None else hop
+    if hop < 1:
+        raise ValueError(f"hop must be >= 1 model sample, got {hop}")
+    n_src = source_window_length(window, rate_hz, fs_hz * span)
+    hop_src = max(1, round(hop * fs_hz / rate_hz))
+    return cut_windows(np.asarray(signal, dtype=np.float32).ravel(), n_src, hop_src, window)

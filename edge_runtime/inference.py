@@ -19,8 +19,9 @@ import yaml
 from pydantic import Field, ValidationError
 
 from adapters.base import EdgeRuntimeError, StrictModel
+from edge_runtime.paths import models_dir
 
-__all__ = ["ModelError", "ModelManifest", "ModelRunner", "TensorSpec", "load_model", "models_dir"]
+__all__ = ["ModelError", "ModelManifest", "ModelRunner", "TensorSpec", "load_model"]
 
 log = logging.getLogger("edge_runtime.inference")
 
@@ -71,11 +72,6 @@ class ModelManifest(StrictModel):
     training: dict[str, Any] = Field(default_factory=dict, description="Data provenance, split, seed, script.")
     metrics: dict[str, Any] = Field(default_factory=dict, description="Held-out metrics from training.")
     variants: dict[str, Variant] = Field(default_factory=dict, description="Alternative files, e.g. int8.")
-
-
-def models_dir() -> Path:
-    """The shipped `models/` directory (a source checkout or an editable install)."""
-    return Path(__file__).resolve().parent.parent / "models"
 
 
 def _sha256(path: Path) -> str:

@@ -25,21 +25,37 @@ def _name(text: str) -> str:
     return _BAD.sub("_", text)
 
 
+def _label(value: str) -> str:
+    """A label value in the exposition format: backslash, double quote and newline escaped."""
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
 def render(service: Service) -> str:
     lines: list[str] = []
+    typed: set[str] = set()
+
+    def sample(kind: str, metric: str, labels: dict[str, str], value: float) -> None:
+        name = f"edge_runtime_{_name(metric)}"
+        if name not in typed:
+            typed.add(name)
+            lines.append(f"# TYPE {name} {kind}")
+        body = ",".join(f'{k}="{_label(v)}"' for k, v in labels.items())
+        lines.append(f"{name}{{{body}}} {value:g}")
 
     def counter(metric: str, labels: dict[str, str], value: float) -> None:
-        body = ",".join(f'{k}="{v}"' for k, v in labels.items())
-        lines.append(f"edge_runtime_{_name(metric)}{{{body}}} {value:g}")
+        sample("counter", metric, labels, value)
+
+    def gauge(metric: str, labels: dict[str, str], value: float) -> None:
+        sample("gauge", metric, labels, value)
 
     for p in service.pipelines:
         for key, value in p.stats.items():
             counter(f"pipeline_{key}_total", {"pipeline": p.id}, value)
-        counter("pipeline_queue_length", {"pipeline": p.id}, len(p.queue))
+        gauge("pipeline_queue_length", {"pipeline": p.id}, len(p.queue))
         if p.latencies_ns:
             lat = np.fromiter(p.latencies_ns, dtype=np.int64)
             for q in (0.5, 0.99):
-                counter("pipeline_latency_seconds", {"pipeline": p.id, "quantile": str(q)}, np.quantile(lat, q) / 1e9)
+                gauge("pipeline_latency_seconds", {"pipeline": p.id, "quantile": str(q)}, np.quantile(lat, q) / 1e9)
     for s in service.sources:
         for key, value in s.stats.items():
             counter(f"source_{key}_total", {"source": s.name}, value)
@@ -49,10 +65,10 @@ def render(service: Service) -> str:
     for stream, reading in sorted(service.latest.items()):
         labels = {"stream": stream, "unit": reading.unit, "quality": reading.quality}
         try:
-            counter("reading", labels, float(reading.value))
+            gauge("reading", labels, float(reading.value))
         except (TypeError, ValueError):  # strings and other non-numeric tags have no gauge
             continue
-    counter("outbox_pending_rows", {}, service.outbox.pending_rows)
+    gauge("outbox_pending_rows", {}, service.outbox.pending_rows)
     counter("outbox_dropped_rows_total", {}, service.outbox.dropped)
     for key, value in service.stats.items():
         counter(f"{key}_total", {}, value)

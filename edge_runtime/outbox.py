@@ -15,14 +15,15 @@ import json
 import logging
 import sqlite3
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from adapters.base import AdapterError, Backoff, DeliveryError, EdgeRuntimeError, Sink
+from adapters.base import AdapterError, DeliveryError, EdgeRuntimeError, Result, Sink, dumps
+from adapters.supervise import Backoff
 
 __all__ = ["Outbox", "PendingResult", "deliver_forever"]
 
@@ -59,26 +60,21 @@ MAX_ATTEMPTS_UNEXPECTED = 10
 @dataclass(frozen=True, slots=True)
 class PendingResult:
     id: int
-    pipeline: str
-    seq: int
-    payload: dict[str, Any]
+    result: Result
     created_ns: int = 0
 
+    @property
+    def pipeline(self) -> str:
+        return self.result.pipeline
 
-def _json_default(obj: Any) -> Any:
-    """numpy values as plain JSON; anything else a task might return is kept readable rather than refused,
-    because a result that cannot be stored would stop its pipeline."""
-    if hasattr(obj, "tolist"):
-        return obj.tolist()
-    if isinstance(obj, set | frozenset):
-        return sorted(obj, key=str)
-    if isinstance(obj, bytes | bytearray):
-        return obj.hex()
-    return repr(obj)
+    @property
+    def seq(self) -> int:
+        return self.result.seq
 
-
-def dumps(obj: Mapping[str, Any]) -> str:
-    return json.dumps(obj, default=_json_default, separators=(",", ":"))
+    @property
+    def payload(self) -> dict[str, Any]:
+        """The wire form, as a sink delivers it."""
+        return self.result.to_json()
 
 
 class Outbox:
@@ -153,13 +149,14 @@ class Outbox:
     def event_for(self, sink: str) -> asyncio.Event:
         return self._new.setdefault(sink, asyncio.Event())
 
-    async def put(self, pipeline: str, fields: Mapping[str, Any], sinks: Sequence[str]) -> int:
-        """Store one result for every sink and return its `seq` (see `put_many`)."""
-        (seq,) = await self.put_many(pipeline, [fields], sinks)
-        return seq
+    async def put(self, result: Result, sinks: Sequence[str]) -> Result:
+        """Store one result for every sink and return it with its `seq` (see `put_many`)."""
+        (stored,) = await self.put_many(result.pipeline, [result], sinks)
+        return stored
 
-    async def put_many(self, pipeline: str, results: Sequence[Mapping[str, Any]], sinks: Sequence[str]) -> list[int]:
-        """Store a micro-batch of results in one transaction (one fsync) and return their `seq`s, in order.
+    async def put_many(self, pipeline: str, results: Sequence[Result], sinks: Sequence[str]) -> list[Result]:
+        """Store a micro-batch of one pipeline's results in one transaction (one fsync) and return them with their
+        `seq`s, in order.
 
         Blocks (policy `block`: back-pressure, no loss) while the outbox is full, and retries while SQLite fails
         (a locked file, a full disk): both are logged once per episode, never raised into the pipeline.
@@ -183,10 +180,10 @@ class Outbox:
                 await self._space.wait_for(has_room)
             log.info("event=outbox_has_room pending=%d pipeline=%s", self._rows, pipeline)
         delay, failing = 0.1, False
-        batch = [dict(r) for r in results]
+        batch = [r.with_(pipeline=pipeline) if r.pipeline != pipeline else r for r in results]
         while True:
             try:
-                seqs: list[int] = await self._call(self._put_sync, pipeline, batch, list(sinks))
+                stored: list[Result] = await self._call(self._put_sync, pipeline, batch, list(sinks))
                 break
             except sqlite3.Error as exc:
                 if not failing:
@@ -200,14 +197,14 @@ class Outbox:
         self._rows += rows
         for sink in sinks:
             self.event_for(sink).set()
-        return seqs
+        return stored
 
     def _drop_oldest_sync(self, n: int) -> int:
         db = self._conn()
         cur = db.execute("DELETE FROM pending WHERE id IN (SELECT id FROM pending ORDER BY id LIMIT ?)", (n,))
         return int(cur.rowcount)
 
-    def _put_sync(self, pipeline: str, results: list[dict[str, Any]], sinks: list[str]) -> list[int]:
+    def _put_sync(self, pipeline: str, results: list[Result], sinks: list[str]) -> list[Result]:
         db = self._conn()
         db.execute("BEGIN IMMEDIATE")
         try:
@@ -220,12 +217,13 @@ class Outbox:
                 (pipeline, seqs[-1] if seqs else first - 1),
             )
             now = time.time_ns()
+            stored = [r.with_(seq=seq) for seq, r in zip(seqs, results, strict=True)]
             db.executemany(
                 "INSERT INTO pending (sink, pipeline, seq, payload, created_ns) VALUES (?, ?, ?, ?, ?)",
                 [
-                    (sink, pipeline, seq, payload, now)
-                    for seq, fields in zip(seqs, results, strict=True)
-                    for payload in (dumps({"pipeline": pipeline, "seq": seq, **fields}),)
+                    (sink, pipeline, r.seq, payload, now)
+                    for r in stored
+                    for payload in (dumps(r.to_row()),)
                     for sink in sinks
                 ],
             )
@@ -233,12 +231,12 @@ class Outbox:
         except BaseException:
             db.execute("ROLLBACK")
             raise
-        return seqs
+        return stored
 
     # ---- consumer side ---------------------------------------------------------------------------------------
     async def pending(self, sink: str, limit: int = 64) -> list[PendingResult]:
         rows = await self._call(self._pending_sync, sink, limit)
-        return [PendingResult(r[0], r[1], r[2], json.loads(r[3]), r[4]) for r in rows]
+        return [PendingResult(r[0], Result.from_row(json.loads(r[3])), r[4]) for r in rows]
 
     def _pending_sync(self, sink: str, limit: int) -> list[tuple[int, str, int, str, int]]:
         cur = self._conn().execute(
@@ -354,7 +352,7 @@ async def deliver_forever(
                     continue
                 expired_streak = 0
                 try:
-                    await asyncio.wait_for(sink.deliver(item.payload), deliver_timeout_s)
+                    await asyncio.wait_for(sink.deliver(item.result), deliver_timeout_s)
                 except (AdapterError, TimeoutError, OSError):
                     raise
                 except EdgeRuntimeError as exc:  # refused for good (e.g. a write outside the allow-list)

@@ -22,7 +22,7 @@ from typing import Any, Generic, Literal, TypeVar
 import numpy as np
 import numpy.typing as npt
 
-from adapters.base import Frame, Sample, Stats
+from adapters.base import Frame, Result, Sample, Stats
 from edge_runtime.dsp import cut_windows, source_window_length
 from edge_runtime.tasks.base import Task, Window
 
@@ -153,7 +153,7 @@ class Pipelined:
     ingest_ns: int
 
 
-ResultHandler = Callable[[str, list[dict[str, Any]]], Awaitable[list[int]]]
+ResultHandler = Callable[[str, list[Result]], Awaitable[list[Result]]]
 
 
 class Pipeline:
@@ -194,6 +194,13 @@ class Pipeline:
         self._on_result = on_result
         self.latencies_ns: collections.deque[int] = collections.deque(maxlen=10_000)
         self._warned: set[str] = set()
+        self._in_flight = 0  # inputs taken from the queue whose results are not stored yet
+        self._failing = False  # the last batch failed: log the next failure not at all, the recovery once
+
+    @property
+    def idle(self) -> bool:
+        """Nothing queued and nothing being processed: every input so far has its result in the outbox."""
+        return len(self.queue) == 0 and self._in_flight == 0
 
     def matches(self, stream: str) -> bool:
         return any(fnmatch.fnmatchcase(stream, p) for p in self.patterns)
@@ -231,34 +238,40 @@ class Pipeline:
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
-        failing = False
         while True:
             batch = await self.queue.get_batch(self.max_batch, self.max_wait_s)
-            items = [p.item for p in batch]
+            self._in_flight = len(batch)
             try:
-                fields_list = await loop.run_in_executor(self._executor, self.task.process, items)
-                if len(fields_list) != len(items):
-                    raise ValueError(f"task returned {len(fields_list)} results for {len(items)} inputs")
-            except Exception as exc:  # one bad batch must not stop the line; logged once per burst
-                self.stats["batch_errors"] += 1
-                if not failing:
-                    log.error("event=batch_failed pipeline=%s size=%d error=%r", self.id, len(items), exc)
-                failing = True
-                continue
-            if failing:
-                log.warning("event=batch_recovered pipeline=%s failed_batches=%d", self.id, self.stats["batch_errors"])
-                failing = False
-            self.stats["batches"] += 1
-            self.stats["inputs"] += len(items)
-            results = []
-            for pipelined, fields in zip(batch, fields_list, strict=True):
-                latency = time.time_ns() - pipelined.ingest_ns
-                self.latencies_ns.append(latency)
-                results.append(
-                    {"t_ns": pipelined.item.t_ns, "latency_ns": latency, "model": self.model_ident, **fields}
-                )
-            try:
-                await self._on_result(self.id, results)  # one durable transaction per micro-batch
-            except Exception as exc:  # storage retries on its own; what reaches here is a bug, not an outage
-                self.stats["results_lost"] += len(results)
-                log.error("event=result_store_failed pipeline=%s error=%r", self.id, exc)
+                await self._process(loop, batch)
+            finally:
+                self._in_flight = 0
+
+    async def _process(self, loop: asyncio.AbstractEventLoop, batch: list[Pipelined]) -> None:
+        items = [p.item for p in batch]
+        try:
+            outcomes = await loop.run_in_executor(self._executor, self.task.process, items)
+            if len(outcomes) != len(items):
+                raise ValueError(f"task returned {len(outcomes)} results for {len(items)} inputs")
+        except Exception as exc:  # one bad batch must not stop the line; logged once per burst
+            self.stats["batch_errors"] += 1
+            if not self._failing:
+                log.error("event=batch_failed pipeline=%s size=%d error=%r", self.id, len(items), exc)
+            self._failing = True
+            return
+        if self._failing:
+            log.warning("event=batch_recovered pipeline=%s failed_batches=%d", self.id, self.stats["batch_errors"])
+            self._failing = False
+        self.stats["batches"] += 1
+        self.stats["inputs"] += len(items)
+        results = []
+        for pipelined, outcome in zip(batch, outcomes, strict=True):
+            latency = time.time_ns() - pipelined.ingest_ns
+            self.latencies_ns.append(latency)
+            results.append(
+                outcome.with_(pipeline=self.id, t_ns=pipelined.item.t_ns, latency_ns=latency, model=self.model_ident)
+            )
+        try:
+            await self._on_result(self.id, results)  # one durable transaction per micro-batch
+        except Exception as exc:  # storage retries on its own; what reaches here is a bug, not an outage
+            self.stats["results_lost"] += len(results)
+            log.error("event=result_store_failed pipeline=%s error=%r", self.id, exc)

@@ -18,16 +18,17 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from adapters.base import Backoff, OutageLog, Reading, Sample, Sink, Source, Stats, close_quietly, supervise
-from edge_runtime.config import Deployment, DeviceConfig, SinkConfig, TaskConfig
+from adapters.base import Reading, Result, Sample, Sink, Source, Stats
+from adapters.registry import make_sink, make_source
+from adapters.supervise import Backoff, OutageLog, close_quietly, supervise
+from edge_runtime.config import Deployment
 from edge_runtime.inference import ModelRunner, load_model
 from edge_runtime.metrics import MetricsServer
 from edge_runtime.outbox import Outbox, deliver_forever
 from edge_runtime.pipeline import Pipeline
-from edge_runtime.results import Result
-from edge_runtime.tasks.base import Task
+from edge_runtime.tasks import make_task
 
-__all__ = ["Service", "make_sink", "make_source", "make_task"]
+__all__ = ["Service"]
 
 log = logging.getLogger("edge_runtime.service")
 
@@ -36,52 +37,6 @@ ResultObserver = Callable[[Result], None]
 SINK_OPEN_TIMEOUT_S = 30.0  # above every adapter's own connect timeout, so theirs is the one that speaks
 SINK_REOPEN_AFTER = 5  # failed delivery attempts in a row before a sink is closed and opened again
 SampleObserver = Callable[[Sample], None]
-
-
-def make_source(config: DeviceConfig) -> Source:
-    """The one place a device kind becomes its adapter; protocol libraries load here, not at validation."""
-    from adapters.camera import CameraConfig, CameraSource
-    from adapters.modbus import ModbusRtuConfig, ModbusSource, ModbusTcpConfig
-    from adapters.mqtt import MqttConfig, MqttSource
-    from adapters.opcua import OpcuaConfig, OpcuaSource
-
-    if isinstance(config, MqttConfig):
-        return MqttSource(config)
-    if isinstance(config, ModbusTcpConfig | ModbusRtuConfig):
-        return ModbusSource(config)
-    if isinstance(config, OpcuaConfig):
-        return OpcuaSource(config)
-    if isinstance(config, CameraConfig):
-        return CameraSource(config)
-    raise TypeError(f"no source for device kind {type(config).__name__}")
-
-
-def make_sink(config: SinkConfig) -> Sink:
-    from adapters.modbus import ModbusWriteConfig, ModbusWriteSink
-    from adapters.mqtt import MqttSink, MqttSinkConfig
-    from adapters.opcua import OpcuaServerConfig, OpcuaServerSink
-
-    if isinstance(config, MqttSinkConfig):
-        return MqttSink(config)
-    if isinstance(config, OpcuaServerConfig):
-        return OpcuaServerSink(config)
-    if isinstance(config, ModbusWriteConfig):
-        return ModbusWriteSink(config)
-    raise TypeError(f"no sink for kind {type(config).__name__}")
-
-
-def make_task(config: TaskConfig, runner: ModelRunner) -> Task:
-    from edge_runtime.tasks.rice_sorter import RiceSorterConfig, RiceSorterTask
-    from edge_runtime.tasks.vibration_anomaly import VibrationAnomalyConfig, VibrationAnomalyTask
-    from edge_runtime.tasks.weld_inspector import WeldInspectorConfig, WeldInspectorTask
-
-    if isinstance(config, VibrationAnomalyConfig):
-        return VibrationAnomalyTask(config, runner)
-    if isinstance(config, RiceSorterConfig):
-        return RiceSorterTask(config, runner)
-    if isinstance(config, WeldInspectorConfig):
-        return WeldInspectorTask(config, runner)
-    raise TypeError(f"no task for kind {type(config).__name__}")
 
 
 class _Notifier:
@@ -161,20 +116,17 @@ class Service:
         self.sources = [make_source(d) for d in self.deployment.devices]
         self.sinks = {s.id: make_sink(s) for s in self.deployment.sinks}
 
-    async def _store_results(self, pipeline: str, batch: list[dict[str, Any]]) -> list[int]:
-        seqs = await self.outbox.put_many(pipeline, batch, self._outputs.get(pipeline, []))
+    async def _store_results(self, pipeline: str, batch: list[Result]) -> list[Result]:
+        stored = await self.outbox.put_many(pipeline, batch, self._outputs.get(pipeline, []))
         if self.result_observers:
-            for seq, fields in zip(seqs, batch, strict=True):
-                head = {k: fields[k] for k in ("t_ns", "latency_ns", "model")}
-                rest = {k: v for k, v in fields.items() if k not in head}
-                result = Result(pipeline, seq, int(head["t_ns"]), int(head["latency_ns"]), str(head["model"]), rest)
+            for result in stored:
                 for observer in self.result_observers:
                     try:
                         observer(result)
                     except Exception as exc:  # a display or tap must never stop the line
                         self.stats["observer_errors"] += 1
                         log.debug("event=observer_failed error=%r", exc)
-        return seqs
+        return stored
 
     async def _route(self, sample: Sample) -> None:
         self.stats["samples"] += 1
@@ -213,7 +165,28 @@ class Service:
             await close_quietly(sink)
             await asyncio.sleep(backoff.next_delay())
 
-    async def run(self, stop: asyncio.Event | None = None, *, run_for_s: float | None = None) -> None:
+    def drained(self) -> bool:
+        """Every input taken so far has its result stored, and every stored result is delivered."""
+        return all(p.idle for p in self.pipelines) and self.outbox.pending_rows == 0
+
+    async def _drain(self, source_tasks: list[asyncio.Task[Any]], timeout_s: float) -> None:
+        """Graceful stop: stop the inputs, then give pipelines and sinks up to `timeout_s` to finish what is in
+        flight. What does not make it stays in the outbox for the next start (nothing is lost either way)."""
+        for task in source_tasks:
+            task.cancel()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while not self.drained() and loop.time() < deadline:  # noqa: ASYNC110 (a condition over many counters)
+            await asyncio.sleep(0.02)
+        if not self.drained():
+            log.warning(
+                "event=stop_before_drained pending_results=%d (delivered after the next start)",
+                self.outbox.pending_rows,
+            )
+
+    async def run(
+        self, stop: asyncio.Event | None = None, *, run_for_s: float | None = None, drain_s: float = 5.0
+    ) -> None:
         if not self.pipelines and not self.sources:
             self.load()
         await self.outbox.open(sinks=list(self.sinks))
@@ -227,12 +200,14 @@ class Service:
                 tasks: list[asyncio.Task[Any]] = []
                 for sink_config in self.deployment.sinks:
                     sink = self.sinks[sink_config.id]
-                    max_age_s = getattr(sink_config, "max_age_s", None)
-                    tasks.append(tg.create_task(self._run_sink(sink, max_age_s), name=f"sink:{sink.name}"))
+                    tasks.append(tg.create_task(self._run_sink(sink, sink_config.max_age()), name=f"sink:{sink.name}"))
                 for pipeline in self.pipelines:
                     tasks.append(tg.create_task(pipeline.run(), name=f"pipeline:{pipeline.id}"))
-                for source in self.sources:
-                    tasks.append(tg.create_task(supervise(source, self._route), name=f"source:{source.name}"))
+                source_tasks = [
+                    tg.create_task(supervise(source, self._route), name=f"source:{source.name}")
+                    for source in self.sources
+                ]
+                tasks.extend(source_tasks)
                 tasks.append(tg.create_task(notifier.watchdog(), name="watchdog"))
                 notifier.send("READY=1")
                 self.started.set()
@@ -249,6 +224,7 @@ class Service:
                 else:
                     await waiter
                 notifier.send("STOPPING=1")
+                await self._drain(source_tasks, drain_s)
                 for task in tasks:
                     task.cancel()
         finally:

@@ -4,14 +4,16 @@ Each `edge_runtime/tasks/<name>.py` exports:
 
 - `<Name>Config(StrictModel)` with `kind: Literal["<name>"]` and the task's options (the pipeline's `task:`);
 - `<Name>Task(config, runner)` implementing `Task` below: `process` takes a micro-batch of inputs (vibration:
-  `Window`s at the model's rate; vision: `Frame`s) and returns one result-fields dict per input, in order.
-  It runs in a worker thread: do all numpy/OpenCV work and one batched `runner.run` there;
-- `evaluate(data_dir, *, variant="fp32", **options) -> dict` used by `edge-runtime evaluate`.
+  `Window`s at the model's rate; vision: `Frame`s) and returns one `Result` per input, in order (the pipeline
+  stamps `pipeline`, `latency_ns` and `model`; the outbox `seq`). It runs in a worker thread: do all
+  numpy/OpenCV work and one batched `runner.run` there.
+
+Tasks register in `edge_runtime/tasks/__init__.py` (`TASKS`); their offline evaluation lives in the tooling
+(`edge_runtime/tools/evaluate/<name>.py`), not on the service's import path.
 """
 
 from __future__ import annotations
 
-import logging
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -20,9 +22,10 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["InvalidInputs", "Task", "Window", "per_class_metrics"]
+from adapters.base import Result, StrictModel
+from adapters.supervise import BurstLog
 
-log = logging.getLogger("edge_runtime.tasks")
+__all__ = ["InvalidInputs", "Task", "TaskConfigBase", "Window"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,39 +38,24 @@ class Window:
     source_rate_hz: float
 
 
+class TaskConfigBase(StrictModel):
+    """A pipeline's `task:`; each task narrows `kind` to its model's name."""
+
+    kind: str
+
+
 class Task(Protocol):
     name: str
 
-    def process(self, items: Sequence[Any]) -> list[dict[str, Any]]: ...
-
-
-def per_class_metrics(labels: Sequence[str], matrix: npt.NDArray[np.int64]) -> dict[str, dict[str, float | int | None]]:
-    """Per class of a confusion matrix (rows truth, columns prediction): n, recall, precision; None where a
-    ratio is undefined (no such class in the data, or never predicted), so reports stay strict JSON."""
-    out: dict[str, dict[str, float | int | None]] = {}
-    for i, label in enumerate(labels):
-        n_true, n_pred, hit = int(matrix[i].sum()), int(matrix[:, i].sum()), int(matrix[i, i])
-        out[label] = {
-            "n": n_true,
-            "recall": hit / n_true if n_true else None,
-            "precision": hit / n_pred if n_pred else None,
-        }
-    return out
+    def process(self, items: Sequence[Any]) -> list[Result]: ...
 
 
 class InvalidInputs:
-    """Counts malformed inputs (wrong shape, NaN) in `stats[key]` and logs once per burst: a feed that sends
-    garbage for an hour writes one line, and a line again after it has been clean."""
+    """Counts malformed inputs (wrong shape, NaN) in `stats[key]` and warns once per burst (`BurstLog`)."""
 
     def __init__(self, stats: Counter[str], key: str, model: str) -> None:
-        self.stats, self.key, self.model = stats, key, model
-        self._burst = False
+        self.model = model
+        self._log = BurstLog(key, stats, key)
 
     def record(self, n_bad: int, n: int, detail: str = "") -> None:
-        if not n_bad:
-            self._burst = False
-            return
-        self.stats[self.key] += n_bad
-        if not self._burst:
-            log.warning("event=%s model=%s count=%d of=%d%s", self.key, self.model, n_bad, n, detail)
-        self._burst = True
+        self._log(n_bad, model=self.model, of=n, detail=detail.strip() or "-")

@@ -29,7 +29,9 @@ import torch
 import yaml
 from torch import nn
 
-from edge_runtime.tasks.rice_sorter import VARIETIES, SegmentParams, evaluate, segment
+from edge_runtime.tasks.rice_segment import SegmentParams, segment
+from edge_runtime.tasks.rice_sorter import VARIETIES
+from edge_runtime.tools.evaluate.rice_sorter import evaluate
 from models.training.quantize import quantize_int8, sha256_of
 
 log = logging.getLogger("train_rice")

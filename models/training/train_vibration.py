@@ -31,7 +31,8 @@ from torch import nn
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from edge_runtime.tasks.vibration_anomaly import Recording, read_recordings, windows_of  # noqa: E402
+from edge_runtime.dsp import windows_of  # noqa: E402
+from edge_runtime.tools.datasets import Recording, read_recordings  # noqa: E402
 
 LABELS = ["normal", "ball", "inner_race", "outer_race"]
 PRE: dict[str, Any] = {"rate_hz": 12000, "window": 2048, "hop": 1024, "input_unit": "g", "channel": "drive_end"}

@@ -510,7 +510,9 @@ def tune_thresholds(
     region rule there; without it the task decides by the region rule. `region_min_score` maximises box accuracy.
     """
     from edge_runtime.inference import load_model
-    from edge_runtime.tasks.weld_inspector import WeldInspectorConfig, WeldInspectorTask, box_calls, read_yolo_labels
+    from edge_runtime.tasks.weld_inspector import WeldInspectorConfig, WeldInspectorTask
+    from edge_runtime.tools.datasets import read_yolo_labels
+    from edge_runtime.tools.evaluate.weld_inspector import box_calls
 
     runner = load_model(model_dir)
     base = WeldInspectorTask(WeldInspectorConfig(kind="weld_inspector"), runner)
@@ -739,7 +741,7 @@ def main() -> None:
     meta["training"]["tuning_figures"] = tuned_on
     write_manifest(out, meta)
 
-    from edge_runtime.tasks.weld_inspector import evaluate
+    from edge_runtime.tools.evaluate.weld_inspector import evaluate
 
     metrics: dict[str, Any] = {"source_held_out": held_out} if args.all_sources else {}
     prefix = "val_sources_seen_in_training_" if args.all_sources else "val_"

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from adapters.mqtt.config import MqttSinkConfig
 from edge_runtime.config import Deployment, load_deployment, validate_file
 
 REPO = Path(__file__).resolve().parents[2]
@@ -56,5 +57,6 @@ def test_secrets_stay_secret(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     f.write_text("sinks:\n  - id: out\n    kind: mqtt\n    password: ${BROKER_PASS}\n")
     deployment = load_deployment(f)
     sink = deployment.sinks[0]
+    assert isinstance(sink, MqttSinkConfig)
     assert "hunter2" not in repr(deployment) and "hunter2" not in deployment.model_dump_json()
-    assert sink.password is not None and sink.password.get_secret_value() == "hunter2"  # type: ignore[union-attr]
+    assert sink.password is not None and sink.password.get_secret_value() == "hunter2"

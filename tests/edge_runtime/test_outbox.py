@@ -6,9 +6,15 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from adapters.base import Backoff, DeliveryError, EdgeRuntimeError, Stats
+from adapters.base import DeliveryError, EdgeRuntimeError, Result, Stats
+from adapters.supervise import Backoff
 from edge_runtime.outbox import Outbox, deliver_forever
 from tests import helpers
+
+
+def res(pipeline: str, detail: Mapping[str, Any]) -> Result:
+    """A result as a task builds it (no seq yet), carrying the test's fields in `detail`."""
+    return Result(pipeline=pipeline, stream="s1", t_ns=1, decision="ok", detail=dict(detail))
 
 
 class RecordingSink:
@@ -23,10 +29,10 @@ class RecordingSink:
     async def open(self) -> None:
         pass
 
-    async def deliver(self, result: Mapping[str, Any]) -> None:
+    async def deliver(self, result: Result) -> None:
         if not self.up:
             raise DeliveryError("down")
-        self.got.append(dict(result))
+        self.got.append(result.to_json())
 
     async def close(self) -> None:
         pass
@@ -39,17 +45,17 @@ async def test_seq_is_strictly_increasing_and_survives_restart(tmp_path: Path) -
     path = tmp_path / "o.sqlite"
     box = Outbox(path)
     await box.open()
-    seqs = [await box.put("vib", {"x": i}, ["s"]) for i in range(5)]
+    seqs = [(await box.put(res("vib", {"x": i}), ["s"])).seq for i in range(5)]
     assert seqs == [1, 2, 3, 4, 5]
-    assert await box.put("rice", {}, ["s"]) == 1
+    assert (await box.put(res("rice", {}), ["s"])).seq == 1
     await box.close()
     box = Outbox(path)
     await box.open()
     assert box.pending_rows == 6
-    assert await box.put("vib", {}, ["s"]) == 6
+    assert (await box.put(res("vib", {}), ["s"])).seq == 6
     pending = await box.pending("s")
     assert [(p.pipeline, p.seq) for p in pending][:2] == [("vib", 1), ("vib", 2)]
-    assert pending[0].payload == {"pipeline": "vib", "seq": 1, "x": 0}
+    assert pending[0].result == res("vib", {"x": 0}).with_(seq=1)  # the same typed object comes back
     await box.close()
 
 
@@ -60,7 +66,7 @@ async def test_rows_leave_only_when_the_sink_confirms(tmp_path: Path) -> None:
     sink.up = False
     task = asyncio.create_task(deliver_forever(box, sink, backoff=Backoff(initial_s=0.01, max_s=0.05)))
     for i in range(10):
-        await box.put("vib", {"i": i}, ["mqtt"])
+        await box.put(res("vib", {"i": i}), ["mqtt"])
     await until(lambda: sink.stats["delivery_failures"] >= 2)
     assert box.pending_rows == 10 and sink.got == []
     sink.up = True
@@ -80,7 +86,7 @@ async def test_each_sink_acknowledges_on_its_own(tmp_path: Path) -> None:
         asyncio.create_task(deliver_forever(box, s, backoff=Backoff(initial_s=0.01, max_s=0.05))) for s in (fast, dead)
     ]
     for i in range(4):
-        await box.put("p", {"i": i}, ["fast", "dead"])
+        await box.put(res("p", {"i": i}), ["fast", "dead"])
     await until(lambda: len(fast.got) == 4 and box.pending_rows == 4)  # acknowledged after the batch
     await asyncio.sleep(0.1)
     assert box.pending_rows == 4 and dead.got == []  # the dead sink's copies stay
@@ -93,13 +99,13 @@ async def test_full_outbox_blocks_the_producer_instead_of_losing(tmp_path: Path)
     box = Outbox(tmp_path / "o.sqlite", max_rows=3)
     await box.open()
     for i in range(3):
-        await box.put("p", {"i": i}, ["s"])
-    blocked = asyncio.create_task(box.put("p", {"i": 3}, ["s"]))
+        await box.put(res("p", {"i": i}), ["s"])
+    blocked = asyncio.create_task(box.put(res("p", {"i": 3}), ["s"]))
     await asyncio.sleep(0.2)
     assert not blocked.done()
     first = await box.pending("s", 1)
     await box.ack([first[0].id])
-    assert await asyncio.wait_for(blocked, 5) == 4
+    assert (await asyncio.wait_for(blocked, 5)).seq == 4
     assert box.pending_rows == 3
     await box.close()
 
@@ -109,7 +115,7 @@ async def test_numpy_values_are_stored_as_plain_json(tmp_path: Path) -> None:
 
     box = Outbox(tmp_path / "o.sqlite")
     await box.open()
-    await box.put("p", {"score": np.float32(0.5), "v": np.arange(3)}, ["s"])
+    await box.put(res("p", {"score": np.float32(0.5), "v": np.arange(3)}), ["s"])
     (row,) = await box.pending("s")
     assert row.payload["score"] == 0.5 and row.payload["v"] == [0, 1, 2]
     await box.close()
@@ -118,10 +124,10 @@ async def test_numpy_values_are_stored_as_plain_json(tmp_path: Path) -> None:
 class RefusingSink(RecordingSink):
     """Refuses results whose `bad` field is set, as a write-back refuses an address outside its allow-list."""
 
-    async def deliver(self, result: Mapping[str, Any]) -> None:
-        if result.get("bad"):
+    async def deliver(self, result: Result) -> None:
+        if result.detail.get("bad"):
             raise EdgeRuntimeError("address 9999 is not writable")
-        if result.get("bug"):
+        if result.detail.get("bug"):
             raise KeyError("surprise")
         await super().deliver(result)
 
@@ -131,10 +137,10 @@ async def test_a_permanently_refused_result_is_parked_not_retried_for_ever(tmp_p
     await box.open()
     sink = RefusingSink("plc")
     task = asyncio.create_task(deliver_forever(box, sink, backoff=Backoff(initial_s=0.01, max_s=0.02)))
-    await box.put("p", {"i": 0}, ["plc"])
-    await box.put("p", {"i": 1, "bad": True}, ["plc"])
-    await box.put("p", {"i": 2, "bug": True}, ["plc"])
-    await box.put("p", {"i": 3}, ["plc"])
+    await box.put(res("p", {"i": 0}), ["plc"])
+    await box.put(res("p", {"i": 1, "bad": True}), ["plc"])
+    await box.put(res("p", {"i": 2, "bug": True}), ["plc"])
+    await box.put(res("p", {"i": 3}), ["plc"])
     await until(lambda: box.pending_rows == 0)
     assert [r["i"] for r in sink.got] == [0, 3]
     assert sink.stats["rejected"] == 2
@@ -149,12 +155,12 @@ async def test_rows_of_a_removed_sink_are_parked_at_open(tmp_path: Path) -> None
     box = Outbox(path, max_rows=5)
     await box.open()
     for i in range(5):
-        await box.put("p", {"i": i}, ["old_sink"])
+        await box.put(res("p", {"i": i}), ["old_sink"])
     await box.close()
     box = Outbox(path, max_rows=5)
     await box.open(sinks=["new_sink"])
     assert box.pending_rows == 0 and await box.rejected_count() == 5
-    assert await asyncio.wait_for(box.put("p", {"i": 5}, ["new_sink"]), 5) == 6  # not blocked by the orphans
+    assert (await asyncio.wait_for(box.put(res("p", {"i": 5}), ["new_sink"]), 5)).seq == 6  # not blocked by the orphans
     await box.close()
 
 
@@ -164,10 +170,10 @@ async def test_stale_results_are_not_delivered_but_kept(tmp_path: Path) -> None:
     sink = RecordingSink("plc")
     sink.up = False
     task = asyncio.create_task(deliver_forever(box, sink, max_age_s=0.3, backoff=Backoff(initial_s=0.05, max_s=0.05)))
-    await box.put("rice", {"eject_channels": [3]}, ["plc"])
+    await box.put(res("rice", {"eject_channels": [3]}), ["plc"])
     await asyncio.sleep(0.5)  # the device is unreachable longer than the pulse is useful
     sink.up = True
-    await box.put("rice", {"eject_channels": [4]}, ["plc"])
+    await box.put(res("rice", {"eject_channels": [4]}), ["plc"])
     await until(lambda: box.pending_rows == 0)
     assert [r["eject_channels"] for r in sink.got] == [[4]]
     assert sink.stats["expired"] == 1 and await box.rejected_count() == 1
@@ -180,7 +186,7 @@ async def test_a_sink_that_keeps_failing_is_handed_back_for_reopening(tmp_path: 
     await box.open()
     sink = RecordingSink("mqtt")
     sink.up = False
-    await box.put("p", {}, ["mqtt"])
+    await box.put(res("p", {}), ["mqtt"])
     await asyncio.wait_for(deliver_forever(box, sink, reopen_after=3, backoff=Backoff(initial_s=0.01, max_s=0.01)), 10)
     assert sink.stats["delivery_failures"] == 3 and box.pending_rows == 1
     await box.close()
@@ -189,7 +195,7 @@ async def test_a_sink_that_keeps_failing_is_handed_back_for_reopening(tmp_path: 
 async def test_values_json_cannot_hold_are_stored_readably(tmp_path: Path) -> None:
     box = Outbox(tmp_path / "o.sqlite")
     await box.open()
-    await box.put("p", {"tags": {"b", "a"}, "raw": b"\x01\xff", "odd": object}, ["s"])
+    await box.put(res("p", {"tags": {"b", "a"}, "raw": b"\x01\xff", "odd": object}), ["s"])
     (row,) = await box.pending("s")
     assert row.payload["tags"] == ["a", "b"] and row.payload["raw"] == "01ff" and "object" in row.payload["odd"]
     await box.close()
@@ -198,8 +204,14 @@ async def test_values_json_cannot_hold_are_stored_readably(tmp_path: Path) -> No
 async def test_a_micro_batch_is_stored_in_order_in_one_go(tmp_path: Path) -> None:
     box = Outbox(tmp_path / "o.sqlite")
     await box.open()
-    assert await box.put_many("p", [{"i": i} for i in range(5)], ["a", "b"]) == [1, 2, 3, 4, 5]
-    assert await box.put_many("p", [{"i": 5}], ["a", "b"]) == [6]
+    assert [r.seq for r in await box.put_many("p", [res("p", {"i": i}) for i in range(5)], ["a", "b"])] == [
+        1,
+        2,
+        3,
+        4,
+        5,
+    ]
+    assert [r.seq for r in await box.put_many("p", [res("p", {"i": 5})], ["a", "b"])] == [6]
     assert box.pending_rows == 12
     rows = await box.pending("b")
     assert [(r.seq, r.payload["i"]) for r in rows] == [(i + 1, i) for i in range(6)]
@@ -210,7 +222,7 @@ async def test_drop_oldest_keeps_the_newest_results_and_counts_the_rest(tmp_path
     box = Outbox(tmp_path / "o.sqlite", max_rows=4, when_full="drop_oldest")
     await box.open()
     for i in range(10):
-        await asyncio.wait_for(box.put("p", {"i": i}, ["s"]), 5)  # never blocks
+        await asyncio.wait_for(box.put(res("p", {"i": i}), ["s"]), 5)  # never blocks
     assert box.pending_rows == 4 and box.dropped == 6
     assert [r.payload["i"] for r in await box.pending("s")] == [6, 7, 8, 9]
     await box.close()
@@ -220,9 +232,9 @@ async def test_rows_dropped_during_a_delivery_are_not_counted_twice(tmp_path: Pa
     box = Outbox(tmp_path / "o.sqlite", max_rows=3, when_full="drop_oldest")
     await box.open()
     for i in range(3):
-        await box.put("p", {"i": i}, ["s"])
+        await box.put(res("p", {"i": i}), ["s"])
     in_flight = await box.pending("s")  # a sink is delivering these three...
-    await box.put("p", {"i": 3}, ["s"])  # ...while the oldest is dropped to make room
+    await box.put(res("p", {"i": 3}), ["s"])  # ...while the oldest is dropped to make room
     await box.ack([r.id for r in in_flight])
     assert box.pending_rows == 1
     assert [r.payload["i"] for r in await box.pending("s")] == [3]

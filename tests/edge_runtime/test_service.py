@@ -24,11 +24,12 @@ import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from adapters.mqtt import GatewayStream, Recording, VibrationGatewayConfig, VibrationGatewaySimulator
+from adapters.base import Result
+from adapters.mqtt.simulator import GatewayStream, VibrationGatewayConfig, VibrationGatewaySimulator, Waveform
 from edge_runtime.config import Deployment
 from edge_runtime.outbox import Outbox
 from edge_runtime.service import Service
-from edge_runtime.tasks.vibration_anomaly import load_excerpt
+from edge_runtime.tools.datasets import load_excerpt
 from tests import helpers
 from tests.helpers.mosquitto import Mosquitto
 
@@ -114,7 +115,7 @@ async def gateway(port: int, speed: float = 2.0) -> AsyncIterator[dict[str, str]
     for rec in load_excerpt():
         name = rec.fault.replace("_", "")
         if name not in recordings:
-            recordings[name] = Recording(rec.signal, rec.fs_hz)
+            recordings[name] = Waveform(rec.signal, rec.fs_hz)
             truth[name] = rec.fault
     sim = VibrationGatewaySimulator(
         VibrationGatewayConfig(
@@ -257,8 +258,9 @@ async def test_seq_continues_across_a_restart(mosquitto: Mosquitto, plant: Mosqu
 
 async def test_write_back_resumes_after_the_plc_restarts(tmp_path: Path) -> None:
     """The Modbus write-back sink is reopened by the service when the PLC comes back (no stale pulses)."""
-    from adapters.base import free_port
-    from adapters.modbus import ModbusTcpConfig, SimulatedMachine
+    from adapters.loopback import free_port
+    from adapters.modbus.config import ModbusTcpConfig
+    from adapters.modbus.simulator import SimulatedMachine
 
     port = free_port()
     plc_cfg = ModbusTcpConfig.model_validate(
@@ -295,10 +297,10 @@ async def test_write_back_resumes_after_the_plc_restarts(tmp_path: Path) -> None
     try:
         await service.started.wait()
         sink = service.sinks["plc"]
-        await service.outbox.put("vib", {"alarm": True}, ["plc"])
+        await service.outbox.put(Result("vib", "m1", time.time_ns(), "alarm", values={"alarm": True}), ["plc"])
         await until(lambda: sink.stats["acknowledged"] == 1, what="first write")
         await plc.stop()
-        await service.outbox.put("vib", {"alarm": False}, ["plc"])
+        await service.outbox.put(Result("vib", "m1", time.time_ns(), "ok", values={"alarm": False}), ["plc"])
         await until(lambda: sink.stats["delivery_failures"] >= 2, what="failures while the PLC is away")
         plc = SimulatedMachine(plc_cfg, vary=False)
         await plc.start(port)

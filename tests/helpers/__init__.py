@@ -4,10 +4,17 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from typing import Any
 
-from adapters.base import free_port
+from adapters.base import Result
+from adapters.loopback import free_port
 
-__all__ = ["free_port", "until"]
+__all__ = ["eventually", "free_port", "until", "wire"]
+
+
+def wire(results: list[Result]) -> list[dict[str, Any]]:
+    """Results in the flat form sinks deliver, so assertions read like the JSON a plant sees."""
+    return [r.to_json() for r in results]
 
 
 async def until(cond: Callable[[], bool], timeout_s: float = 20.0, what: str = "condition") -> None:
@@ -18,3 +25,6 @@ async def until(cond: Callable[[], bool], timeout_s: float = 20.0, what: str = "
         if loop.time() > deadline:
             raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
         await asyncio.sleep(0.02)
+
+
+eventually = until  # the one poll helper: `await eventually(lambda: cond, what="...")`

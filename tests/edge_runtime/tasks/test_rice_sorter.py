@@ -12,16 +12,13 @@ import pytest
 from pydantic import ValidationError
 
 from adapters.base import Frame
-from edge_runtime.inference import ModelError, ModelRunner, load_model, models_dir
-from edge_runtime.tasks.rice_sorter import (
-    VARIETIES,
-    DataSetError,
-    RiceSorterConfig,
-    RiceSorterTask,
-    SegmentParams,
-    evaluate,
-    segment,
-)
+from edge_runtime.inference import ModelError, ModelRunner, load_model
+from edge_runtime.paths import models_dir
+from edge_runtime.tasks.rice_segment import SegmentParams, segment
+from edge_runtime.tasks.rice_sorter import VARIETIES, RiceSorterConfig, RiceSorterTask
+from edge_runtime.tools.datasets import DataSetError
+from edge_runtime.tools.evaluate.rice_sorter import evaluate
+from tests.helpers import wire
 
 DATA = Path(__file__).resolve().parents[3].parent / "shared" / "datasets" / "rice_grains"
 U8 = npt.NDArray[np.uint8]
@@ -111,7 +108,7 @@ def test_segment_finds_pasted_grains_and_maps_channels(runner: ModelRunner) -> N
     np.testing.assert_allclose(grains.centers[order, 0], centres, atol=6)
     np.testing.assert_allclose(grains.centers[:, 1], 180, atol=6)
     assert grains.crops.shape == (4, 3, 32, 32) and grains.crops.dtype == np.uint8
-    result = make_task(runner).process([Frame("chute", 1, frame)])[0]
+    result = wire(make_task(runner).process([Frame("chute", 1, frame)]))[0]
     assert result["n_grains"] == 4
     assert sorted(g["channel"] for g in result["grains"]) == [0, 1, 2, 3]
     for g in result["grains"]:
@@ -145,7 +142,7 @@ def test_grains_side_by_side_are_split_or_flagged_and_ejected(runner: ModelRunne
         wb = float(segment(b, SegmentParams()).width_px[0])
         paste(frame, a, 400, 180)
         paste(frame, b, 400, 180 + int((wa + wb) / 2) - 4)
-        result = task.process([Frame("chute", i, frame)])[0]
+        result = wire(task.process([Frame("chute", i, frame)]))[0]
         assert result["n_grains"] in (1, 2)
         if result["n_grains"] == 1:  # not split: flagged as a clump, or judged as one fat grain, and ejected
             assert result["grains"][0]["eject"]
@@ -160,7 +157,7 @@ def test_large_single_off_type_grain_is_not_cut(runner: ModelRunner) -> None:
     expected = task.params.expected_area_px
     assert expected is not None
     assert segment(horizontal(grain("Ipsala", 80)), SegmentParams()).area_px[0] > 1.6 * expected
-    result = task.process([Frame("chute", 1, frame)])[0]
+    result = wire(task.process([Frame("chute", 1, frame)]))[0]
     by_channel = {g["channel"]: g for g in result["grains"]}
     assert result["n_grains"] == 2 and result["n_merged"] == 0
     assert by_channel[0]["variety"] == "Ipsala" and by_channel[0]["eject"]
@@ -168,7 +165,7 @@ def test_large_single_off_type_grain_is_not_cut(runner: ModelRunner) -> None:
 
 
 def test_empty_frame_keeps(runner: ModelRunner) -> None:
-    result = make_task(runner).process([Frame("chute", 1, plate(seed=2))])[0]
+    result = wire(make_task(runner).process([Frame("chute", 1, plate(seed=2))]))[0]
     assert result["n_grains"] == 0
     assert result["grains"] == [] and result["eject_channels"] == []
     assert result["decision"] == "keep"
@@ -181,7 +178,7 @@ def test_broken_grain_is_ejected(runner: ModelRunner) -> None:
     frame = plate(seed=3)
     paste(frame, whole, 300, 180)
     paste(frame, half, 900, 180)
-    result = make_task(runner, "Arborio", channels=2).process([Frame("chute", 1, frame)])[0]
+    result = wire(make_task(runner, "Arborio", channels=2).process([Frame("chute", 1, frame)]))[0]
     by_channel = {g["channel"]: g for g in result["grains"]}
     assert result["n_grains"] == 2
     assert by_channel[1]["broken"] and by_channel[1]["eject"]
@@ -194,7 +191,7 @@ def test_off_type_is_ejected_and_declared_kept(runner: ModelRunner) -> None:
     paste(frame, horizontal(grain("Arborio", 50)), 300, 180)
     paste(frame, horizontal(grain("Basmati", 50)), 900, 180)
     task = make_task(runner, "Arborio", channels=2)
-    result = task.process([Frame("chute", 1, frame), Frame("chute", 2, plate(seed=5))])
+    result = wire(task.process([Frame("chute", 1, frame), Frame("chute", 2, plate(seed=5))]))
     assert [r["n_grains"] for r in result] == [2, 0]
     by_channel = {g["channel"]: g for g in result[0]["grains"]}
     assert by_channel[0]["variety"] == "Arborio" and not by_channel[0]["eject"]
@@ -207,7 +204,7 @@ def test_off_type_is_ejected_and_declared_kept(runner: ModelRunner) -> None:
 def test_malformed_frame_is_invalid_not_an_error(runner: ModelRunner) -> None:
     task = make_task(runner)
     bad = np.zeros((10, 10), dtype=np.uint8)
-    result = task.process([Frame("chute", 1, bad)])
+    result = wire(task.process([Frame("chute", 1, bad)]))
     assert result[0]["decision"] == "invalid"
     assert task.stats["invalid_frames"] == 1
 

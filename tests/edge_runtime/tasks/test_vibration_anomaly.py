@@ -10,19 +10,14 @@ import numpy.typing as npt
 import pytest
 from pydantic import ValidationError
 
-from edge_runtime.dsp import resample_windows
-from edge_runtime.inference import ModelError, ModelRunner, load_model, models_dir
+from edge_runtime.dsp import resample_windows, windows_of
+from edge_runtime.inference import ModelError, ModelRunner, load_model
+from edge_runtime.paths import models_dir
 from edge_runtime.tasks.base import Window
-from edge_runtime.tasks.vibration_anomaly import (
-    DataSetError,
-    Recording,
-    VibrationAnomalyConfig,
-    VibrationAnomalyTask,
-    evaluate,
-    load_excerpt,
-    read_recordings,
-    windows_of,
-)
+from edge_runtime.tasks.vibration_anomaly import VibrationAnomalyConfig, VibrationAnomalyTask
+from edge_runtime.tools.datasets import DataSetError, Recording, load_excerpt, read_recordings
+from edge_runtime.tools.evaluate.vibration_anomaly import evaluate
+from tests.helpers import wire
 
 LABELS = ["normal", "ball", "inner_race", "outer_race"]
 
@@ -72,7 +67,7 @@ def test_process_classifies_real_windows(task: VibrationAnomalyTask, excerpt: li
     for rec in excerpt:
         x = windows_of(rec.signal, rec.fs_hz, pre, hop=256)
         assert len(x) >= 10
-        results = task.process(_windows(x))
+        results = wire(task.process(_windows(x)))
         assert len(results) == len(x)
         hits = np.mean([r["label"] == rec.fault for r in results])
         assert hits >= 0.8, (rec.source, hits)
@@ -94,8 +89,8 @@ def test_48k_path_agrees_with_12k_path(task: VibrationAnomalyTask, excerpt: list
         via_12k = windows_of(whole_12k, 12000.0, pre, hop=512)
         n = min(len(direct), len(via_12k))
         assert n >= 5
-        a = [r["label"] for r in task.process(_windows(direct[:n]))]
-        b = [r["label"] for r in task.process(_windows(via_12k[:n]))]
+        a = [r["label"] for r in wire(task.process(_windows(direct[:n])))]
+        b = [r["label"] for r in wire(task.process(_windows(via_12k[:n])))]
         assert np.mean([x == y for x, y in zip(a, b, strict=True)]) >= 0.9, rec.source
         assert np.mean([x == rec.fault for x in a]) >= 0.8, rec.source
 
@@ -117,19 +112,19 @@ def test_malformed_windows_are_counted_not_raised(task: VibrationAnomalyTask, ex
     nan[5] = np.nan
     items = [*_windows(good), Window("s", 0, np.zeros(100, np.float32), 12000.0), Window("s", 0, nan, 12000.0)]
     before = task.stats["invalid_windows"]
-    results = task.process(items)
+    results = wire(task.process(items))
     assert [r["decision"] for r in results][2:] == ["invalid", "invalid"]
     assert results[0]["label"] == "ball"
     assert task.stats["invalid_windows"] == before + 2
-    assert task.process([]) == []
+    assert wire(task.process([])) == []
 
 
 def test_threshold_override_and_strict_config(runner: ModelRunner, excerpt: list[Recording]) -> None:
     never = VibrationAnomalyTask(VibrationAnomalyConfig(kind="vibration_anomaly", anomaly_threshold=1.0), runner)
     x = windows_of(excerpt[3].signal, excerpt[3].fs_hz, runner.manifest.preprocessing)[:4]
-    assert all(r["decision"] == "ok" for r in never.process(_windows(x)))
+    assert all(r["decision"] == "ok" for r in wire(never.process(_windows(x))))
     idle = VibrationAnomalyTask(VibrationAnomalyConfig(kind="vibration_anomaly", min_rms_g=100.0), runner)
-    assert all(r["decision"] == "idle" for r in idle.process(_windows(x)))
+    assert all(r["decision"] == "idle" for r in wire(idle.process(_windows(x))))
     with pytest.raises(ValidationError):
         VibrationAnomalyConfig.model_validate({"kind": "vibration_anomaly", "threshold": 0.3})
     with pytest.raises(ValidationError):
@@ -204,9 +199,9 @@ def test_debounce_needs_k_of_the_last_n_windows_per_stream(runner: ModelRunner, 
     task = VibrationAnomalyTask(VibrationAnomalyConfig(kind="vibration_anomaly", alarm_k=2, alarm_n=3), runner)
     # one faulty window among good ones does not alarm; the second within three does
     seq = [good[0], bad[0], good[1], bad[1]]
-    decisions = [r["decision"] for r in task.process(_windows(np.stack(seq), stream="m1"))]
+    decisions = [r["decision"] for r in wire(task.process(_windows(np.stack(seq), stream="m1")))]
     assert decisions == ["ok", "ok", "ok", "alarm"]
     # streams are debounced apart: another stream's first fault does not alarm
-    assert task.process(_windows(bad[2:3], stream="m2"))[0]["decision"] == "ok"
+    assert wire(task.process(_windows(bad[2:3], stream="m2")))[0]["decision"] == "ok"
     with pytest.raises(ValidationError, match="alarm_k"):
         VibrationAnomalyConfig(kind="vibration_anomaly", alarm_k=4, alarm_n=3)

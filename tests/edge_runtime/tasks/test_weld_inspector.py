@@ -13,14 +13,12 @@ import pytest
 from pydantic import ValidationError
 
 from adapters.base import Frame
-from edge_runtime.inference import load_model, models_dir
-from edge_runtime.tasks.weld_inspector import (
-    WeldDataError,
-    WeldInspectorConfig,
-    WeldInspectorTask,
-    box_calls,
-    evaluate,
-)
+from edge_runtime.inference import load_model
+from edge_runtime.paths import models_dir
+from edge_runtime.tasks.weld_inspector import WeldInspectorConfig, WeldInspectorTask
+from edge_runtime.tools.datasets import DataSetError
+from edge_runtime.tools.evaluate.weld_inspector import box_calls, evaluate
+from tests.helpers import wire
 
 DATA = Path(__file__).resolve().parents[3].parent / "shared" / "datasets" / "weld_photos"
 MODEL_DIR = models_dir() / "weld_inspector"
@@ -94,7 +92,7 @@ def test_process_real_frames_gives_boxes_inside_frame(task: WeldInspectorTask) -
     images = [read(n) for n in names]
     images[1] = np.ascontiguousarray(cv2.resize(images[1], (800, 480)), dtype=np.uint8)  # not the training size
     frames = [Frame(f"cam{i}", i, img) for i, img in enumerate(images)]
-    results = task.process(frames)
+    results = wire(task.process(frames))
     assert len(results) == len(frames)
     _, frame_scores = task.infer(images)
     assert frame_scores is not None and frame_scores.shape == (len(frames),)
@@ -124,15 +122,21 @@ def test_process_rejects_and_counts_an_uninspectable_frame(task: WeldInspectorTa
     good = read(val_images()[0])
     before = task.stats["invalid_frames"]
     frames = [Frame("a", 0, good), Frame("b", 0, np.zeros((64, 64), np.uint8)), Frame("c", 0, good)]
-    results = task.process(frames)
-    assert results[1] == {"stream": "b", "boxes": [], "decision": "reject", "reject_reasons": ["invalid_frame"]}
+    results = wire(task.process(frames))
+    fields = ("stream", "boxes", "decision", "reject_reasons")
+    assert {k: results[1][k] for k in fields} == {
+        "stream": "b",
+        "boxes": [],
+        "decision": "reject",
+        "reject_reasons": ["invalid_frame"],
+    }
     assert results[0] == results[2] | {"stream": "a"} and results[2]["stream"] == "c"
     assert task.stats["invalid_frames"] == before + 1
 
 
 def test_clear_real_frames_get_the_right_decision(task: WeldInspectorTask) -> None:
     frames = [Frame(n, 0, read(n)) for n in CLEAR_REJECT + CLEAR_ACCEPT]
-    decisions = [r["decision"] for r in task.process(frames)]
+    decisions = [r["decision"] for r in wire(task.process(frames))]
     assert decisions == ["reject"] * len(CLEAR_REJECT) + ["accept"] * len(CLEAR_ACCEPT)
     for n in CLEAR_REJECT:
         assert {ln.split()[0] for ln in label_lines(n)} & {"0", "2"}
@@ -211,7 +215,7 @@ def test_evaluate_without_data_yaml_and_with_unknown_classes(tmp_path: Path) -> 
     plain = evaluate(make_yolo_dir(tmp_path / "plain", names, None))
     assert plain["n_boxes"] == sum(len(label_lines(n)) for n in names)
     odd = make_yolo_dir(tmp_path / "odd", names, "names: ['crack', 'good_weld', 'defect']\n")
-    with pytest.raises(WeldDataError, match="crack"):
+    with pytest.raises(DataSetError, match="crack"):
         evaluate(odd)
-    with pytest.raises(WeldDataError, match="images"):
+    with pytest.raises(DataSetError, match="images"):
         evaluate(tmp_path / "missing")

@@ -1,0 +1,188 @@
+"""The Modbus polling source: one `Reading` per tag and poll, from a TCP device or an RTU line.
+
+Reads are planned once (`adapters.modbus.plan`), so the hot path sends the planned requests and calls one
+decoder per (dtype, order). Behaviour on a bad day is described in `adapters.modbus`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import logging
+import math
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from adapters.base import AdapterError, Reading, Sample, Stats, now_ns
+from adapters.modbus.client import READ_METHOD, connect, exceptions, serial_client, tcp_client
+from adapters.modbus.config import ModbusDeviceConfig, ModbusRtuConfig, ModbusTcpConfig
+from adapters.modbus.plan import BIT_TABLES, PlannedRead, plan_device
+from adapters.supervise import Backoff
+
+__all__ = ["ModbusSource"]
+
+log = logging.getLogger("adapters.modbus")
+
+_NAN = np.array(np.nan)
+
+
+@dataclass(slots=True)
+class _SlaveState:
+    backoff: Backoff
+    dead_until: float = 0.0
+    failing: bool = False
+
+
+class ModbusSource:
+    """Polls a Modbus TCP device or RTU line and yields one `Reading` per tag and poll.
+
+    Stats: ``reads``, ``readings``, ``modbus_exceptions``, ``timeouts``, ``skipped_dead``, ``overruns``.
+    """
+
+    def __init__(self, config: ModbusDeviceConfig, *, coalesce: bool = True) -> None:
+        self.config = config
+        self.name = config.id
+        self.stats = Stats()
+        self._groups = plan_device(config, coalesce=coalesce)
+        self._client: Any = None
+        self._slaves: dict[int, _SlaveState] = {}
+        self._failing: set[tuple[int, str, int]] = set()
+        self._consecutive_timeouts = 0
+        self._errors: tuple[type[Exception], type[Exception]] | None = None
+
+    @property
+    def requests_per_cycle(self) -> int:
+        """Requests one poll of every group sends (the planner's figure of merit)."""
+        return sum(len(g.reads) for g in self._groups)
+
+    async def open(self) -> None:
+        cfg = self.config
+        self._errors = exceptions()
+        if isinstance(cfg, ModbusTcpConfig):
+            self._client = tcp_client(cfg.host, cfg.port, cfg.timeout_s)
+            await connect(self._client, f"{cfg.host}:{cfg.port}", cfg.timeout_s + 5.0)
+        else:
+            self._client = serial_client(cfg.serial_port, cfg.baudrate, cfg.parity, cfg.stopbits, cfg.timeout_s)
+            await connect(self._client, cfg.serial_port, cfg.timeout_s + 5.0)
+        backoff_s = cfg.dead_backoff_s if isinstance(cfg, ModbusRtuConfig) else 1.0
+        backoff_max = cfg.dead_backoff_max_s if isinstance(cfg, ModbusRtuConfig) else 30.0
+        self._slaves = {dev: _SlaveState(Backoff(backoff_s, backoff_max)) for dev, _, _ in cfg.slaves()}
+        self._consecutive_timeouts = 0
+
+    async def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    async def stream(self) -> AsyncIterator[Sample]:
+        if self._client is None:
+            raise AdapterError(f"{self.name}: stream() before open()")
+        loop = asyncio.get_running_loop()
+        due = [(loop.time(), i) for i in range(len(self._groups))]
+        heapq.heapify(due)
+        while due:
+            at, i = heapq.heappop(due)
+            delay = at - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            group = self._groups[i]
+            for read in group.reads:
+                for reading in await self._poll(read):
+                    yield reading
+            late = loop.time() - at
+            if late >= group.interval_s:  # skip missed ticks rather than bursting to catch up
+                self.stats["overruns"] += 1
+                at += group.interval_s * math.floor(late / group.interval_s)
+            heapq.heappush(due, (at + group.interval_s, i))
+
+    async def read_all(self) -> list[Reading]:
+        """Poll every request of every group once, now (one-shot reads and benchmarks; `stream` paces itself)."""
+        if self._client is None:
+            raise AdapterError(f"{self.name}: read_all() before open()")
+        out: list[Reading] = []
+        for group in self._groups:
+            for read in group.reads:
+                out.extend(await self._poll(read))
+        return out
+
+    def _bad(self, read: PlannedRead, t_ns: int) -> list[Reading]:
+        return [Reading(s, t_ns, _NAN, "bad", u) for s, u in zip(read.streams, read.units, strict=True)]
+
+    async def _poll(self, read: PlannedRead) -> list[Reading]:
+        assert self._errors is not None
+        connection_lost, no_response = self._errors
+        cfg = self.config
+        slave = self._slaves[read.device_id]
+        loop = asyncio.get_running_loop()
+        if slave.dead_until > loop.time():
+            self.stats["skipped_dead"] += 1
+            return self._bad(read, now_ns())
+        req = read.request
+        method = getattr(self._client, READ_METHOD[req.table])
+        self.stats["reads"] += 1
+        try:
+            # pymodbus times the request out itself; the outer guard only catches a wedged transport
+            response = await asyncio.wait_for(
+                method(req.start, count=req.count, device_id=read.device_id), cfg.timeout_s * 2 + 1.0
+            )
+        except connection_lost as exc:
+            raise AdapterError(f"{self.name}: connection lost: {exc}") from exc
+        except (no_response, TimeoutError) as exc:
+            return self._on_timeout(read, slave, loop.time(), exc)
+        t_ns = now_ns()
+        self._consecutive_timeouts = 0
+        if slave.failing:
+            slave.failing = False
+            slave.backoff.reset()
+            log.info("event=modbus_slave_back device=%s slave=%d", self.name, read.device_id)
+        key = (read.device_id, req.table, req.start)
+        if response.isError():
+            self.stats["modbus_exceptions"] += 1
+            if key not in self._failing:
+                self._failing.add(key)
+                log.warning(
+                    "event=modbus_exception device=%s slave=%d table=%s start=%d count=%d code=%d",
+                    self.name,
+                    read.device_id,
+                    req.table,
+                    req.start,
+                    req.count,
+                    int(getattr(response, "exception_code", 0)),
+                )
+            return self._bad(read, t_ns)
+        if key in self._failing:
+            self._failing.discard(key)
+            log.info("event=modbus_exception_cleared device=%s table=%s start=%d", self.name, req.table, req.start)
+        if req.table in BIT_TABLES:
+            raw: npt.NDArray[Any] = np.asarray(response.bits[: req.count], dtype=np.bool_)
+        else:
+            raw = np.asarray(response.registers, dtype=np.uint16)
+        if raw.shape[0] < req.count:
+            self.stats["short_responses"] += 1
+            return self._bad(read, t_ns)
+        out: list[Reading] = []
+        streams, units = read.streams, read.units
+        for decode, positions in read.groups:
+            values = decode(raw)
+            for pos, value in zip(positions, values, strict=True):
+                out.append(Reading(streams[pos], t_ns, np.asarray(value), "good", units[pos]))
+        self.stats["readings"] += len(out)
+        return out
+
+    def _on_timeout(self, read: PlannedRead, slave: _SlaveState, now: float, exc: Exception) -> list[Reading]:
+        self.stats["timeouts"] += 1
+        if isinstance(self.config, ModbusTcpConfig):
+            self._consecutive_timeouts += 1
+            if not getattr(self._client, "connected", False) or self._consecutive_timeouts >= 3:
+                raise AdapterError(f"{self.name}: device not answering: {exc}") from exc
+        else:
+            # a silent slave on a shared line: park it so the others keep their poll rate
+            slave.dead_until = now + slave.backoff.next_delay()
+            if not slave.failing:
+                slave.failing = True
+                log.warning("event=modbus_slave_silent device=%s slave=%d", self.name, read.device_id)
+        return self._bad(read, now_ns())

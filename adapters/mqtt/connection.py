@@ -1,0 +1,160 @@
+"""The one paho client per component: its network thread, reconnects and thread-safe hand-over to the loop.
+
+paho runs the network loop on its own thread and reconnects by itself with exponential back-off
+(`reconnect_min_s` .. `reconnect_max_s`); callbacks reach the event loop through `call_soon`, so components
+never touch asyncio objects from paho's thread. paho is imported when a connection opens, not at validation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from adapters.base import AdapterError, Stats
+from adapters.mqtt.config import MqttConnectionConfig
+
+if TYPE_CHECKING:
+    import paho.mqtt.client as paho
+
+__all__ = ["Connection"]
+
+log = logging.getLogger("adapters.mqtt")
+
+
+class Connection:
+    """One paho client on its own network thread; callbacks come back to the event loop thread-safely."""
+
+    def __init__(
+        self,
+        config: MqttConnectionConfig,
+        stats: Stats,
+        *,
+        on_connect: Callable[[paho.Client], None] | None = None,
+        max_queued: int = 0,
+    ) -> None:
+        self.config = config
+        self.stats = stats
+        self.connected = False
+        self._on_connect_hook = on_connect
+        self._max_queued = max_queued
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._first_connack: asyncio.Future[None] | None = None
+        self._on_disconnect_hooks: list[Callable[[], None]] = []
+        self._on_publish_hooks: list[Callable[[int, bool, str], None]] = []
+        self.client: paho.Client | None = None
+
+    def on_disconnect(self, hook: Callable[[], None]) -> None:
+        self._on_disconnect_hooks.append(hook)
+
+    def on_publish(self, hook: Callable[[int, bool, str], None]) -> None:
+        """`hook(mid, ok, reason)` runs on the event loop when the broker acknowledges a publish."""
+        self._on_publish_hooks.append(hook)
+
+    def call_soon(self, fn: Callable[..., None], *args: Any) -> None:
+        """Run `fn(*args)` on the event loop; callable from paho's thread, a no-op once the loop is gone."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        with contextlib.suppress(RuntimeError):  # the loop closed between the check and the call
+            loop.call_soon_threadsafe(fn, *args)
+
+    async def open(self) -> paho.Client:
+        import paho.mqtt.client as mqtt
+        from paho.mqtt.enums import CallbackAPIVersion
+
+        cfg = self.config
+        self._loop = asyncio.get_running_loop()
+        self._first_connack = self._loop.create_future()
+        client = mqtt.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2, client_id=cfg.client_id, protocol=mqtt.MQTTv5
+        )
+        client.enable_logger(logging.getLogger("adapters.mqtt.paho"))
+        if cfg.username is not None:
+            client.username_pw_set(cfg.username, cfg.password.get_secret_value() if cfg.password else None)
+        if cfg.tls_ca_file is not None:
+            try:
+                client.tls_set(ca_certs=str(cfg.tls_ca_file))
+            except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+                raise AdapterError(f"mqtt {cfg.id}: TLS CA file {cfg.tls_ca_file}: {exc}") from exc
+        client.reconnect_delay_set(cfg.reconnect_min_s, cfg.reconnect_max_s)  # type: ignore[arg-type]
+        if self._max_queued:
+            client.max_inflight_messages_set(self._max_queued)
+            client.max_queued_messages_set(self._max_queued)
+        client.on_connect = self._paho_connect
+        client.on_disconnect = self._paho_disconnect
+        client.on_publish = self._paho_publish
+        self.client = client
+        client.connect_async(cfg.host, cfg.port, keepalive=cfg.keepalive_s, clean_start=True)
+        client.loop_start()  # its thread retries the first connection too, with the back-off above
+        try:
+            await asyncio.wait_for(asyncio.shield(self._first_connack), cfg.connect_timeout_s)
+        except TimeoutError:
+            await self.close()
+            raise AdapterError(
+                f"mqtt {cfg.id}: no connection to {cfg.host}:{cfg.port} within {cfg.connect_timeout_s} s"
+            ) from None
+        except AdapterError:
+            await self.close()
+            raise
+        return client
+
+    async def close(self) -> None:
+        if self._first_connack is not None and not self._first_connack.done():
+            self._first_connack.cancel()
+        client, self.client = self.client, None
+        self.connected = False
+        if client is None:
+            return
+        client.disable_logger()  # paho logs a spurious "not connected" error when its loop races the disconnect
+        client.disconnect()
+        await asyncio.to_thread(client.loop_stop)
+
+    def _paho_connect(
+        self, client: paho.Client, userdata: Any, flags: Any, reason: Any, properties: Any
+    ) -> None:  # paho thread
+        if reason.is_failure:
+            self.call_soon(self._refused, str(reason))
+            return
+        if self._on_connect_hook is not None:
+            self._on_connect_hook(client)
+        self.connected = True
+        self.call_soon(self._connected)
+
+    def _connected(self) -> None:
+        self.stats["connects"] += 1
+        log.info("event=mqtt_connected id=%s host=%s port=%d", self.config.id, self.config.host, self.config.port)
+        self._settle_first(None)
+
+    def _refused(self, reason: str) -> None:
+        self.stats["connect_refused"] += 1
+        log.warning("event=mqtt_connect_refused id=%s reason=%s", self.config.id, reason)
+        self._settle_first(f"broker refused the connection: {reason}")
+
+    def _settle_first(self, error: str | None) -> None:
+        fut = self._first_connack
+        if fut is None or fut.done():
+            return
+        if error is None:
+            fut.set_result(None)
+        else:
+            fut.set_exception(AdapterError(f"mqtt {self.config.id}: {error}"))
+
+    def _paho_disconnect(self, client: paho.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
+        was = self.connected
+        self.connected = False
+        if was:
+            self.call_soon(self._disconnected, str(reason))
+
+    def _disconnected(self, reason: str) -> None:
+        self.stats["disconnects"] += 1
+        log.warning("event=mqtt_disconnected id=%s reason=%s", self.config.id, reason)
+        for hook in self._on_disconnect_hooks:
+            hook()
+
+    def _paho_publish(self, client: paho.Client, userdata: Any, mid: int, reason: Any, properties: Any) -> None:
+        ok = not reason.is_failure
+        for hook in self._on_publish_hooks:
+            self.call_soon(hook, mid, ok, str(reason))

@@ -1,0 +1,154 @@
+"""`MqttSource`: readings from MQTT subscriptions (payload formats: `adapters.mqtt`, docs/mqtt.md).
+
+paho's network thread stamps each message on arrival and hands it to the event loop through a bounded queue
+(overflow is dropped and counted in `stats["dropped"]`); decoding happens in `stream()` on the loop. paho
+reconnects by itself and `on_connect` subscribes again, so `stream()` does not end on a broker outage.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncGenerator, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from adapters.base import AdapterError, Reading, Stats, now_ns
+from adapters.mqtt.codec import MalformedPayloadError, decoder_for
+from adapters.mqtt.config import MqttConfig
+from adapters.mqtt.connection import Connection
+from adapters.supervise import BurstLog
+
+if TYPE_CHECKING:
+    import paho.mqtt.client as paho
+
+__all__ = ["MqttSource"]
+
+log = logging.getLogger("adapters.mqtt")
+
+_MAX_STREAM_NAMES = 10_000  # wildcard floods must not grow the name cache without bound
+
+
+@dataclass(frozen=True, slots=True)
+class _Message:
+    sub: int
+    topic: str
+    payload: bytes
+    props: dict[str, str]
+    recv_ns: int
+
+
+def _user_properties(msg: paho.MQTTMessage) -> dict[str, str]:
+    props = getattr(msg, "properties", None)
+    pairs = getattr(props, "UserProperty", None) if props is not None else None
+    return dict(pairs) if pairs else {}
+
+
+class MqttSource:
+    """Readings from MQTT subscriptions, one `Reading` per decodable message."""
+
+    def __init__(self, config: MqttConfig) -> None:
+        self.config = config
+        self.name = config.id
+        self.stats = Stats()
+        self._decoders = [decoder_for(s) for s in config.subscriptions]
+        self._queue: asyncio.Queue[_Message] | None = None
+        self._conn: Connection | None = None
+        self._streams: dict[tuple[int, str], str] = {}
+        self._malformed = BurstLog("mqtt_malformed", self.stats, "malformed")
+        self._dropped = BurstLog("mqtt_queue_full", self.stats, "dropped")
+        self._subscribed: asyncio.Future[None] | None = None
+
+    async def open(self) -> None:
+        """Connect and return once the broker confirmed the subscriptions (no message is missed after it)."""
+        self._queue = asyncio.Queue(self.config.queue_size)
+        self._subscribed = asyncio.get_running_loop().create_future()
+        conn = Connection(self.config, self.stats, on_connect=self._subscribe)
+        self._conn = conn
+        await conn.open()
+        try:
+            await asyncio.wait_for(asyncio.shield(self._subscribed), self.config.connect_timeout_s)
+        except TimeoutError:
+            await self.close()
+            raise AdapterError(f"mqtt {self.name}: no SUBACK within {self.config.connect_timeout_s} s") from None
+        except AdapterError:
+            await self.close()
+            raise
+
+    def _subscribe(self, client: paho.Client) -> None:  # paho thread, on every (re)connect
+        for i, sub in enumerate(self.config.subscriptions):
+            client.message_callback_add(sub.topic, self._message_callback(i))
+        client.on_subscribe = self._paho_subscribed
+        client.subscribe([(s.topic, int(s.qos)) for s in self.config.subscriptions])
+
+    def _paho_subscribed(
+        self, client: paho.Client, userdata: Any, mid: int, reasons: list[Any], properties: Any
+    ) -> None:  # paho thread
+        refused = [f"{s.topic}: {r}" for s, r in zip(self.config.subscriptions, reasons, strict=False) if r.is_failure]
+        conn = self._conn
+        if conn is not None:
+            conn.call_soon(self._subscribe_done, refused)
+
+    def _subscribe_done(self, refused: list[str]) -> None:
+        if refused:
+            self.stats["subscribe_refused"] += 1
+            log.warning("event=mqtt_subscribe_refused source=%s refused=%s", self.name, "; ".join(refused))
+        else:
+            self.stats["subscribed"] += 1  # on every (re)connect: the broker holds the subscriptions again
+        fut = self._subscribed
+        if fut is not None and not fut.done():
+            if refused:
+                fut.set_exception(AdapterError(f"mqtt {self.name}: subscription refused: {'; '.join(refused)}"))
+            else:
+                fut.set_result(None)
+
+    def _message_callback(self, index: int) -> Callable[[paho.Client, Any, paho.MQTTMessage], None]:
+        def on_message(client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:  # paho thread
+            item = _Message(index, msg.topic, bytes(msg.payload), _user_properties(msg), now_ns())
+            conn = self._conn  # None once close() started: late messages are dropped
+            if conn is not None:
+                conn.call_soon(self._enqueue, item)
+
+        return on_message
+
+    def _enqueue(self, item: _Message) -> None:
+        if self._queue is None:
+            return
+        try:
+            self._queue.put_nowait(item)
+        except asyncio.QueueFull:
+            self._dropped(source=self.name, topic=item.topic, queue_size=self.config.queue_size)
+
+    def _stream_name(self, index: int, topic: str) -> str:
+        key = (index, topic)
+        name = self._streams.get(key)
+        if name is None:
+            name = self.config.subscriptions[index].stream_name(self.config.id, topic)
+            if len(self._streams) > _MAX_STREAM_NAMES:
+                self._streams.clear()
+            self._streams[key] = name
+        return name
+
+    async def stream(self) -> AsyncGenerator[Reading, None]:
+        """Yields a Reading per decodable message; stays open across broker outages (paho reconnects)."""
+        if self._queue is None:
+            raise AdapterError(f"mqtt {self.name}: stream() before open()")
+        queue = self._queue
+        while True:
+            msg = await queue.get()
+            try:
+                d = self._decoders[msg.sub](msg.payload, msg.props, msg.recv_ns)
+                stream = self._stream_name(msg.sub, msg.topic)
+            except (MalformedPayloadError, ValueError, IndexError, KeyError) as exc:
+                self._malformed(source=self.name, topic=msg.topic, error=exc)
+                continue
+            self.stats["readings"] += 1
+            yield Reading(stream, d.t_ns, d.value, d.quality, d.unit, d.rate_hz)
+
+    async def close(self) -> None:
+        if self._subscribed is not None and not self._subscribed.done():
+            self._subscribed.cancel()
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            await conn.close()
+        self._queue = None

@@ -1,0 +1,163 @@
+"""Keeping components alive: back-off, the outage log, the supervisor loop, and burst-limited warnings.
+
+Framework concerns live here, around the protocol code, so an adapter holds protocol logic only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import random
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from adapters.base import Sample, Source
+
+__all__ = ["Backoff", "BurstLog", "OutageLog", "close_quietly", "supervise"]
+
+log = logging.getLogger("adapters")
+
+
+class _Closable(Protocol):
+    name: str
+
+    async def close(self) -> None: ...
+
+
+@dataclass(slots=True)
+class Backoff:
+    """Exponential back-off with full jitter, so a fleet of gateways does not reconnect in lock-step."""
+
+    initial_s: float = 0.5
+    max_s: float = 30.0
+    factor: float = 2.0
+    _attempt: int = 0
+
+    def next_delay(self) -> float:
+        ceiling = min(self.max_s, self.initial_s * self.factor**self._attempt)
+        self._attempt += 1
+        return random.uniform(ceiling / 2, ceiling)
+
+    def reset(self) -> None:
+        self._attempt = 0
+
+
+class BurstLog:
+    """Counts bad inputs in `stats[key]` and warns once per burst: the first failure, then at most one summary
+    (with the number suppressed) per `interval_s`. A feed that sends garbage for an hour writes a handful of lines.
+
+    The one "log once per burst" helper of the product: sources (malformed payloads), sinks (unencodable
+    results) and tasks (malformed windows or frames) all use it.
+    """
+
+    def __init__(
+        self, event: str, stats: Counter[str] | None = None, key: str | None = None, *, interval_s: float = 10.0
+    ) -> None:
+        self.event, self.stats, self.key, self.interval_s = event, stats, key or event, interval_s
+        self._last = -math.inf
+        self._suppressed = 0
+
+    def __call__(self, count: int = 1, **context: object) -> None:
+        if count <= 0:
+            return
+        if self.stats is not None:
+            self.stats[self.key] += count
+        now = time.monotonic()
+        if now - self._last >= self.interval_s:
+            detail = " ".join(f"{k}={v}" for k, v in context.items())
+            log.warning("event=%s count=%d suppressed=%d %s", self.event, count, self._suppressed, detail)
+            self._last = now
+            self._suppressed = 0
+        else:
+            self._suppressed += count
+
+
+class OutageLog:
+    """Logs an outage of a component once when it starts, as a reminder every `remind_every_s`, and once when
+    it ends, so a device that is down all night writes a handful of lines, not thousands."""
+
+    def __init__(self, kind: str, name: str, remind_every_s: float = 60.0) -> None:
+        self.kind, self.name, self.remind_every_s = kind, name, remind_every_s
+        self.down_since: float | None = None
+        self.attempts = 0
+        self._last_log = 0.0
+
+    def failed(self, exc: BaseException, hint: str = "") -> None:
+        now = time.monotonic()
+        self.attempts += 1
+        if self.down_since is None:
+            self.down_since = self._last_log = now
+            log.warning("event=%s_failed %s=%s error=%r%s", self.kind, self.kind, self.name, exc, hint)
+        elif now - self._last_log >= self.remind_every_s:
+            self._last_log = now
+            log.warning(
+                "event=%s_still_failing %s=%s down_s=%.0f attempts=%d error=%r",
+                self.kind,
+                self.kind,
+                self.name,
+                now - self.down_since,
+                self.attempts,
+                exc,
+            )
+        else:
+            log.debug("event=%s_failed %s=%s error=%r", self.kind, self.kind, self.name, exc)
+
+    def ok(self) -> None:
+        if self.down_since is not None:
+            log.warning(
+                "event=%s_recovered %s=%s down_s=%.1f attempts=%d",
+                self.kind,
+                self.kind,
+                self.name,
+                time.monotonic() - self.down_since,
+                self.attempts,
+            )
+        else:
+            log.info("event=%s_open %s=%s", self.kind, self.kind, self.name)
+        self.down_since, self.attempts = None, 0
+
+
+async def supervise(
+    source: Source,
+    emit: Callable[[Sample], Awaitable[None]],
+    backoff: Backoff | None = None,
+    *,
+    open_timeout_s: float = 30.0,
+    remind_every_s: float = 60.0,
+) -> None:
+    """Run a source for ever: open, forward every sample to `emit`, reopen with back-off when it fails.
+
+    The default back-off tops out at 4 s so that a restarted server is picked up within seconds.
+    """
+    backoff = backoff or Backoff(initial_s=0.5, max_s=4.0)
+    outage = OutageLog("source", source.name, remind_every_s)
+    while True:
+        try:
+            await asyncio.wait_for(source.open(), open_timeout_s)
+            outage.ok()
+            backoff.reset()
+            async for sample in source.stream():
+                await emit(sample)
+            log.warning("event=source_ended source=%s", source.name)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # any failure of a protocol session ends in a reconnect, never a crash
+            source.stats["reconnects"] += 1
+            outage.failed(exc)
+        finally:
+            await close_quietly(source)
+        await asyncio.sleep(backoff.next_delay())
+
+
+async def close_quietly(component: _Closable, timeout_s: float = 5.0) -> None:
+    """Close a component that may already be broken; cancellation still propagates."""
+    try:
+        await asyncio.wait_for(component.close(), timeout_s)
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        log.debug("event=close_failed component=%s error=%r", component.name, exc)
