@@ -138,6 +138,7 @@ async def supervise(
     while True:
         try:
             await asyncio.wait_for(source.open(), open_timeout_s)
+            source.stats["opened"] += 1
             outage.ok()
             backoff.reset()
             async for sample in source.stream():

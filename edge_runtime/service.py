@@ -157,6 +157,7 @@ class Service:
                 await close_quietly(sink)
                 await asyncio.sleep(backoff.next_delay())
                 continue
+            sink.stats["opened"] += 1
             outage.ok()
             backoff.reset()
             await deliver_forever(self.outbox, sink, max_age_s=max_age_s, reopen_after=SINK_REOPEN_AFTER)
@@ -164,6 +165,10 @@ class Service:
             log.warning("event=sink_reopen sink=%s after=%d_failed_attempts", sink.name, SINK_REOPEN_AFTER)
             await close_quietly(sink)
             await asyncio.sleep(backoff.next_delay())
+
+    def connected(self) -> bool:
+        """Every source and sink has opened at least once (start-up is over; it may have failed since)."""
+        return all(c.stats["opened"] for c in [*self.sources, *self.sinks.values()])
 
     def drained(self) -> bool:
         """Every input taken so far has its result stored, and every stored result is delivered."""

@@ -343,6 +343,9 @@ async def _run(
         runner = asyncio.create_task(service.run(stop, drain_s=30.0))
         await service.started.wait()
         loop = asyncio.get_running_loop()
+        deadline = loop.time() + 60.0  # a loaded gateway takes seconds to build its OPC UA servers
+        while not service.connected() and loop.time() < deadline:  # noqa: ASYNC110 (many components' counters)
+            await asyncio.sleep(0.05)
         t0 = loop.time()
         while (elapsed := loop.time() - t0) < seconds:
             await asyncio.sleep(min(3.0, seconds - elapsed))
