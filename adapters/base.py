@@ -96,6 +96,10 @@ class DeviceConfigBase(StrictModel):
         """First dotted part of every stream this device produces (fnmatch patterns allowed)."""
         return [self.id]
 
+    def stream_names(self) -> list[str] | None:
+        """Every stream this device produces, when the config names them all (tags, nodes); else None."""
+        return None
+
     def exclusive_resources(self) -> list[ExclusiveResource]:
         return []
 
@@ -172,13 +176,22 @@ Sample = Reading | Frame
 class Result:
     """One inference outcome, built once by the task and then stored, delivered and observed as it is.
 
-    Every task fills the typed head (`stream`, `decision`, `label`, `score`); `values` holds the task's declared
+    Every task fills the typed head (`stream`, `decision`, `label`, `score`, `quality`); `values` holds the declared
     scalar measurements (e.g. `anomaly_score`, `n_grains`), which sinks may map to typed variables; `detail`
     holds structured output (per-class scores, boxes, grains) that sinks deliver as JSON. `seq` is 0 until the
     outbox allocates it (strictly increasing per pipeline, surviving restarts).
     """
 
-    HEAD: ClassVar[tuple[str, ...]] = ("pipeline", "seq", "t_ns", "latency_ns", "model", "stream", "decision")
+    HEAD: ClassVar[tuple[str, ...]] = (
+        "pipeline",
+        "seq",
+        "t_ns",
+        "latency_ns",
+        "model",
+        "stream",
+        "decision",
+        "quality",
+    )
 
     pipeline: str
     stream: str
@@ -191,6 +204,7 @@ class Result:
     seq: int = 0
     latency_ns: int = 0  # from the pipeline receiving the input to the result being stored
     model: str = ""  # name@version+sha256 prefix
+    quality: Quality = "good"  # `uncertain` when an input or a compensation was outside its calibrated range
 
     def with_(self, **changes: Any) -> Result:
         return replace(self, **changes)
@@ -228,6 +242,7 @@ class Result:
             seq=int(row.get("seq", 0)),
             latency_ns=int(row.get("latency_ns", 0)),
             model=str(row.get("model", "")),
+            quality=row.get("quality", "good"),
         )
 
 

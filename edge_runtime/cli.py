@@ -11,6 +11,7 @@ import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from edge_runtime import __version__
 
@@ -21,8 +22,12 @@ EPILOG = "Docs: README.md and docs/ in the source tree. Logs are key=value lines
 
 def _cmd_validate(args: argparse.Namespace) -> int:
     from edge_runtime.config import validate_file
+    from edge_runtime.yamlsrc import SourceError
 
-    deployment, errors = validate_file(args.config)
+    warnings: list[SourceError] = []
+    deployment, errors = validate_file(args.config, warnings)
+    for warning in warnings:
+        print(warning, file=sys.stderr)
     if deployment is None:
         for err in errors:
             print(err)
@@ -68,7 +73,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         return 2
     setup_logging(deployment.service.log_level)
     state = os.environ.get("STATE_DIRECTORY", "").split(":")[0]
-    service = Service(deployment, base_dir=Path(state) if state else Path.cwd())
+    service = Service(deployment, base_dir=Path(state) if state else Path.cwd(), config_dir=Path(args.config).parent)
     try:
         service.load()
     except ModelError as exc:
@@ -103,15 +108,24 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     if not data.is_dir():
         print(f"edge-runtime evaluate: --data {data}: not a directory", file=sys.stderr)
         return 2
-    options = {"declared": args.declared} if args.declared else {}
+    options: dict[str, Any] = {"declared": args.declared} if args.declared else {}
+    compensate = args.compensation == "on" or (args.compensation is None and args.calibration is not None)
+    if compensate:
+        from edge_runtime.tools.evaluate.cold import compensation_for
+
+        if args.calibration is None:
+            print("edge-runtime evaluate: --compensation on needs --calibration FILE", file=sys.stderr)
+            return 2
+        options["compensate"] = compensation_for(args.model, Path(args.calibration), args.ambient_c)
     report = evaluator(args.model)(data, variant=args.variant, **options)
+    report["compensation"] = {"applied": compensate, "calibration": args.calibration, "ambient_c": args.ambient_c}
     if args.json:
         from adapters.base import dumps
 
         print(dumps(report))  # JSON has no NaN: an undefined ratio is written as null
     else:
         for key, value in report.items():
-            if key not in ("confusion", "per_class"):
+            if key not in ("confusion", "per_class", "per_recording"):
                 print(f"{key}: {value}")
         print("per_class:")
         for label, row in report.get("per_class", {}).items():
@@ -122,6 +136,55 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
             print("  " + " ".join(f"{c[:10]:>10}" for c in confusion["labels"]))
             for label, row in zip(confusion["labels"], confusion["matrix"], strict=False):
                 print(f"  {label[:10]:>10} " + " ".join(f"{v:>10}" for v in row))
+    return 0
+
+
+def _cmd_calibrate(args: argparse.Namespace) -> int:
+    from edge_runtime.tools import calibrate
+
+    out = Path(args.out)
+    valid = tuple(args.valid_c) if args.valid_c else None
+    if args.what == "optics":
+        parts = [float(v) for v in args.reference.split(",")] if args.reference else None
+        if parts is not None and len(parts) != 4:
+            print("edge-runtime calibrate: --reference takes x,y,w,h (fractions of the frame)", file=sys.stderr)
+            return 2
+        ref = None if parts is None else (parts[0], parts[1], parts[2], parts[3])
+        path = calibrate.calibrate_optics(
+            Path(args.data),
+            out,
+            reference_c=args.reference_c if args.reference_c is not None else 20.0,
+            valid_c=valid or (-40.0, 40.0),
+            reference=ref,
+            max_frames=args.max_frames,
+        )
+    elif args.what == "sensor":
+        missing = [
+            flag
+            for flag, value in (
+                ("--stream", args.stream),
+                ("--reference-c", args.reference_c),
+                ("--sensitivity-tc-pct-per-k", args.sensitivity_tc_pct_per_k),
+                ("--offset-mg-per-k", args.offset_mg_per_k),
+            )
+            if value is None
+        ]
+        if missing:
+            print(f"edge-runtime calibrate sensor: needs {', '.join(missing)}", file=sys.stderr)
+            return 2
+        path = calibrate.calibrate_sensor(
+            args.stream,
+            out,
+            reference_c=args.reference_c,
+            sensitivity_tc_pct_per_k=args.sensitivity_tc_pct_per_k,
+            offset_mg_per_k=args.offset_mg_per_k,
+            valid_c=valid or (-40.0, 60.0),
+        )
+    else:
+        path = calibrate.calibrate_baseline(
+            Path(args.data), out, ambient_c=args.reference_c if args.reference_c is not None else 20.0
+        )
+    print(f"wrote {path}")
     return 0
 
 
@@ -190,7 +253,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--variant", default="fp32", help="model variant: fp32 (default) or int8 where shipped")
     p.add_argument("--declared", default=None, help="rice_sorter: the lot's declared variety (eject precision/recall)")
     p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    p.add_argument("--ambient-c", type=float, default=None, help="the temperature tag's value while --data was taken")
+    p.add_argument("--calibration", default=None, help="calibration file (from `calibrate`) for the compensation")
+    p.add_argument(
+        "--compensation",
+        choices=["on", "off"],
+        default=None,
+        help="apply the compensation layers (default: on when --calibration is given)",
+    )
     p.set_defaults(fn=_cmd_evaluate)
+
+    p = sub.add_parser("calibrate", help="fit a calibration file (optics, sensor, baseline) for cold compensation")
+    p.add_argument("what", choices=["optics", "sensor", "baseline"], help="which calibration")
+    p.add_argument("--out", required=True, help="calibration YAML to write")
+    p.add_argument("--data", default=None, help="optics: commissioning images; baseline: healthy recordings")
+    p.add_argument("--stream", default=None, help="sensor: stream glob the entry applies to, e.g. 'line1.*.vib'")
+    p.add_argument(
+        "--reference-c",
+        type=float,
+        default=None,
+        help="sensor: the datasheet's reference temperature; optics: the commissioning temperature (default 20); "
+        "baseline: the recordings' ambient temperature when labels.csv has no ambient_c column",
+    )
+    p.add_argument("--sensitivity-tc-pct-per-k", type=float, default=None, help="sensor: sensitivity change, %%/K")
+    p.add_argument("--offset-mg-per-k", type=float, default=None, help="sensor: DC offset change, mg/K")
+    p.add_argument("--valid-c", type=float, nargs=2, default=None, metavar=("LO", "HI"), help="valid range, degC")
+    p.add_argument("--reference", default=None, help="optics: x,y,w,h of a region of known colour (fractions)")
+    p.add_argument("--max-frames", type=int, default=1500, help="optics: frames sampled from --data")
+    p.set_defaults(fn=_cmd_calibrate)
 
     p = sub.add_parser("simulate", help="serve a device profile as a simulated machine on loopback")
     p.add_argument("profile", help="device profile YAML (configs/devices/*.yaml)")

@@ -1,15 +1,508 @@
-"""Low-temperature compensation in the pipeline: between windowing and the task, each pipeline runs the layers its
-config lists (`compensation:`), each a thin wrapper around a pure-math layer of `calibration/` and its calibration
-file. `calibration/` raises plain `ValueError`s (it imports nothing of the runtime); they surface here as
-`CalibrationError`, which names the pipeline, the layer and the file.
+"""Low-temperature compensation in the pipeline: the layers a pipeline's `compensation:` lists, between windowing
+and the task.
+
+Each layer is a thin wrapper around a pure-math layer of `calibration/` and its calibration file:
+
+- `lens_fog` (frames): removes the condensation veil blindly (`calibration.lens_fog`), publishes the estimated lens
+  transmission on every result (`lens_transmission`), raises `lens_fog` below the file's alarm threshold and, when
+  `heater: true`, switches a `lens_heater` field with hysteresis (map it to a coil with a `modbus-write` action);
+- `led_drift` (frames): corrects LED channel-gain drift (`calibration.illumination`) from a reference region, the
+  product's commissioning chroma and the temperature prior;
+- `sensor_drift` (waveform windows): divides by the accelerometer's sensitivity at the time-aligned temperature and
+  removes its offset (`calibration.sensor_drift`);
+- `cold_start` (vibration results): judges the anomaly score against the healthy baseline at that temperature and
+  time since the machine started (`calibration.cold_start`), so a cold start does not raise a false alarm;
+- `weld_thermal` (weld results): heat input and cooling time t8/5 from the weld cell's own tags (EN 1011-2,
+  `calibration.weld_thermal`), `preheat_required` when t8/5 leaves the procedure's band.
+
+Temperatures and process tags are side inputs: the service routes the scalar readings a layer names to its
+pipeline (`SideInputs`), and each window or frame is compensated with the reading at its own time. A temperature
+outside the calibration's valid range marks the result `quality=uncertain` (the correction is still applied, never
+silently clamped); a missing temperature does too. `calibration/` raises plain `ValueError`s (it imports nothing of
+the runtime); a calibration that does not fit its pipeline surfaces as `CalibrationError`.
 """
 
 from __future__ import annotations
 
-from adapters.base import EdgeRuntimeError
+import collections
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol
 
-__all__ = ["CalibrationError"]
+import numpy as np
+from pydantic import Field, ValidationError, model_validator
+
+from adapters.base import EdgeRuntimeError, Frame, Reading, Result, Scalar, StrictModel
+
+if TYPE_CHECKING:
+    from calibration.files import BaselineCalibration, OpticsCalibration, SensorCalibration
+    from edge_runtime.tasks.base import Window
+
+__all__ = [
+    "CalibrationError",
+    "CompensationConfig",
+    "Layer",
+    "Note",
+    "SideInputs",
+    "build_layers",
+    "load_calibration_file",
+]
 
 
 class CalibrationError(EdgeRuntimeError):
-    """A calibration file does not fit its pipeline (wrong kind, unknown stream, missing temperature tag)."""
+    """A calibration file is invalid or does not fit its pipeline (wrong kind, unknown stream)."""
+
+
+# --------------------------------------------------------------------------------------------------- config
+
+
+class _LayerConfig(StrictModel):
+    calibration: str = Field(
+        description="Calibration file (YAML, from `edge-runtime calibrate`); relative to the deployment file."
+    )
+    temperature: str | None = Field(
+        default=None,
+        description="Stream of the ambient temperature tag (degC) from any device, e.g. `plc1.hall_temp`; "
+        "each input is compensated with the reading at its own time.",
+    )
+
+
+class LensFogLayerConfig(_LayerConfig):
+    """Blind removal of lens condensation; lens health on every result."""
+
+    kind: Literal["lens_fog"] = Field(description="Layer kind.")
+    heater: bool = Field(
+        default=False,
+        description="Publish `lens_heater` (true/false with the calibration's hysteresis) on every result, for a "
+        "`modbus-write` action `{field: lens_heater, table: coil, mode: value}` driving the lens heater.",
+    )
+
+
+class LedDriftLayerConfig(_LayerConfig):
+    """LED channel-gain drift of the illumination."""
+
+    kind: Literal["led_drift"] = Field(description="Layer kind.")
+
+
+class SensorDriftLayerConfig(_LayerConfig):
+    """Accelerometer sensitivity and offset versus temperature."""
+
+    kind: Literal["sensor_drift"] = Field(description="Layer kind.")
+    temperature: str | None = Field(description="Stream of the temperature tag at the sensor (degC); required.")
+
+    @model_validator(mode="after")
+    def _needs_temperature(self) -> SensorDriftLayerConfig:
+        if not self.temperature:
+            raise ValueError("sensor_drift needs a `temperature` stream")
+        return self
+
+
+class ColdStartLayerConfig(_LayerConfig):
+    """Anomaly alarms judged against the healthy baseline at the temperature and time since start."""
+
+    kind: Literal["cold_start"] = Field(description="Layer kind.")
+    temperature: str | None = Field(description="Stream of the ambient temperature tag (degC); required.")
+    idle_rms_g: float = Field(
+        default=0.02,
+        ge=0.0,
+        le=100.0,
+        description="A window below this RMS (g) means the machine stands still; the next one above it is a start.",
+    )
+
+    @model_validator(mode="after")
+    def _needs_temperature(self) -> ColdStartLayerConfig:
+        if not self.temperature:
+            raise ValueError("cold_start needs a `temperature` stream")
+        return self
+
+
+class WeldThermalLayerConfig(StrictModel):
+    """Cooling time t8/5 of each weld from the cell's tags (EN 1011-2), beside the visual verdict."""
+
+    kind: Literal["weld_thermal"] = Field(description="Layer kind.")
+    current: str = Field(description="Stream of the welding current (A).")
+    voltage: str = Field(description="Stream of the arc voltage (V).")
+    travel_speed: str = Field(description="Stream of the travel speed (mm/s).")
+    temperature: str = Field(description="Stream of the preheat or ambient temperature of the plate (degC).")
+    thickness_mm: float = Field(gt=0.0, le=500.0, description="Plate thickness (mm), from the welding procedure.")
+    efficiency: float = Field(
+        default=0.8, gt=0.0, le=1.0, description="Thermal efficiency k of the process (EN 1011-2: MAG 0.8)."
+    )
+    joint_factor_2d: float = Field(default=0.9, gt=0.0, le=2.0, description="Shape factor F2 (2-D heat flow).")
+    joint_factor_3d: float = Field(default=0.9, gt=0.0, le=2.0, description="Shape factor F3 (3-D heat flow).")
+    t85_min_s: float = Field(gt=0.0, le=1000.0, description="Shortest t8/5 the procedure allows (s).")
+    t85_max_s: float = Field(gt=0.0, le=1000.0, description="Longest t8/5 the procedure allows (s).")
+
+    @model_validator(mode="after")
+    def _band(self) -> WeldThermalLayerConfig:
+        if self.t85_min_s >= self.t85_max_s:
+            raise ValueError("t85_min_s must be below t85_max_s")
+        return self
+
+
+CompensationConfig = Annotated[
+    LensFogLayerConfig | LedDriftLayerConfig | SensorDriftLayerConfig | ColdStartLayerConfig | WeldThermalLayerConfig,
+    Field(discriminator="kind"),
+]
+
+_NEEDS: dict[str, Literal["frames", "windows"]] = {
+    "lens_fog": "frames",
+    "led_drift": "frames",
+    "sensor_drift": "windows",
+    "cold_start": "windows",
+    "weld_thermal": "frames",
+}
+_CAL_KIND = {"lens_fog": "optics", "led_drift": "optics", "sensor_drift": "sensor", "cold_start": "baseline"}
+
+
+def load_calibration_file(path: Path, expect: str | None = None) -> Any:
+    """A calibration file, validated like a config (`FILE:LINE: path: why` errors in `ConfigError`)."""
+    from calibration.files import parse_calibration
+    from edge_runtime.config import ConfigError, errors_from
+    from edge_runtime.yamlsrc import SourceError, load_located
+
+    located, errors = load_located(path)
+    if errors:
+        raise ConfigError(errors)
+    try:
+        cal = parse_calibration(located.data)
+    except ValidationError as exc:
+        raise ConfigError(errors_from(exc, located)) from exc
+    if expect is not None and cal.kind != expect:
+        raise ConfigError([SourceError(path, 1, "kind", f"a {expect} calibration is needed here, not {cal.kind}")])
+    return cal
+
+
+# --------------------------------------------------------------------------------------------------- side inputs
+
+
+class SideInputs:
+    """The recent history of the scalar tags the layers read, so each input is compensated with the value at its
+    own time (the latest reading at or before it, or the first after it when none is older). Bounded per stream."""
+
+    def __init__(self, streams: Sequence[str], depth: int = 512) -> None:
+        self.streams = tuple(dict.fromkeys(streams))
+        self._history: dict[str, collections.deque[tuple[int, float]]] = {
+            s: collections.deque(maxlen=depth) for s in self.streams
+        }
+
+    def wants(self, stream: str) -> bool:
+        return stream in self._history
+
+    def push(self, reading: Reading) -> None:
+        history = self._history.get(reading.stream)
+        if history is None or reading.quality == "bad" or reading.value.ndim != 0:
+            return
+        try:
+            value = float(reading.value)
+        except (TypeError, ValueError):
+            return
+        if math.isfinite(value):
+            history.append((reading.t_ns, value))
+
+    def at(self, stream: str | None, t_ns: int) -> float | None:
+        if stream is None:
+            return None
+        history = self._history.get(stream)
+        if not history:
+            return None
+        best = None
+        for t, v in reversed(history):
+            best = v
+            if t <= t_ns:
+                break
+        return best
+
+
+# --------------------------------------------------------------------------------------------------- layers
+
+
+@dataclass(slots=True)
+class Note:
+    """What the layers did to one input: scalar estimates for `Result.values`, the layers applied, the quality."""
+
+    values: dict[str, Scalar] = field(default_factory=dict)
+    applied: list[str] = field(default_factory=list)
+    uncertain: list[str] = field(default_factory=list)  # why the result is only `uncertain`
+
+
+class Layer(Protocol):
+    kind: str
+
+    def streams(self) -> list[str]: ...
+
+    def before(self, items: list[Any], notes: list[Note], side: SideInputs) -> list[Any]: ...
+
+    def after(self, items: Sequence[Any], results: list[Result], notes: list[Note], side: SideInputs) -> None: ...
+
+
+def _check_range(note: Note, kind: str, provenance: Any, temp: float | None) -> None:
+    if temp is None:
+        note.uncertain.append(f"{kind}: no temperature reading")
+    elif not provenance.covers(temp):
+        lo, hi = provenance.valid_c
+        note.uncertain.append(f"{kind}: {temp:.1f} degC outside the calibration's {lo:g}..{hi:g} degC")
+
+
+class _OpticsLayer:
+    def __init__(self, config: LensFogLayerConfig | LedDriftLayerConfig, calibration: OpticsCalibration) -> None:
+        self.kind: str = config.kind
+        self.config = config
+        self.calibration = calibration
+
+    def streams(self) -> list[str]:
+        return [self.config.temperature] if self.config.temperature else []
+
+    def after(self, items: Sequence[Any], results: list[Result], notes: list[Note], side: SideInputs) -> None:
+        return None
+
+
+class LensFogLayer(_OpticsLayer):
+    def __init__(self, config: LensFogLayerConfig, calibration: OpticsCalibration) -> None:
+        from calibration.lens_fog import LensFogCompensation
+
+        super().__init__(config, calibration)
+        self.heater_config = config.heater
+        self._fog = LensFogCompensation(calibration)
+        self.heater_on = False
+
+    def before(self, items: list[Frame], notes: list[Note], side: SideInputs) -> list[Frame]:
+        out = []
+        fog = self.calibration.fog
+        for frame, note in zip(items, notes, strict=True):
+            result = self._fog.apply(frame.image)
+            t = result.estimate.transmission_mean
+            if t < fog.heater_on_below:
+                self.heater_on = True
+            elif t > fog.heater_off_above:
+                self.heater_on = False
+            note.values["lens_transmission"] = round(t, 4)
+            note.values["lens_fog"] = t < fog.alarm_below
+            if self.heater_config:
+                note.values["lens_heater"] = self.heater_on
+            note.applied.append(self.kind)
+            if self.config.temperature:
+                temp = side.at(self.config.temperature, frame.t_ns)
+                if temp is not None and not self.calibration.provenance.covers(temp):
+                    _check_range(note, self.kind, self.calibration.provenance, temp)
+            out.append(Frame(frame.stream, frame.t_ns, result.image, frame.meta))
+        return out
+
+
+class LedDriftLayer(_OpticsLayer):
+    def __init__(self, config: LedDriftLayerConfig, calibration: OpticsCalibration) -> None:
+        from calibration.illumination import IlluminationDrift
+
+        super().__init__(config, calibration)
+        self._led = IlluminationDrift(calibration)
+
+    def before(self, items: list[Frame], notes: list[Note], side: SideInputs) -> list[Frame]:
+        out = []
+        for frame, note in zip(items, notes, strict=True):
+            temp = side.at(self.config.temperature, frame.t_ns)
+            result = self._led.apply(frame.image, temp)
+            b, g, r = result.estimate.gains_bgr
+            note.values.update({"led_gain_b": round(b, 4), "led_gain_g": round(g, 4), "led_gain_r": round(r, 4)})
+            note.applied.append(self.kind)
+            if self.config.temperature:
+                _check_range(note, self.kind, self.calibration.provenance, temp)
+            out.append(Frame(frame.stream, frame.t_ns, result.image, frame.meta))
+        return out
+
+
+class SensorDriftLayer:
+    def __init__(self, config: SensorDriftLayerConfig, calibration: SensorCalibration) -> None:
+        from calibration.sensor_drift import SensitivityDrift
+
+        self.kind: str = config.kind
+        self.config = config
+        self.calibration = calibration
+        self._drift = SensitivityDrift(calibration)
+
+    def streams(self) -> list[str]:
+        return [self.config.temperature] if self.config.temperature else []
+
+    def before(self, items: list[Window], notes: list[Note], side: SideInputs) -> list[Window]:
+        from edge_runtime.tasks.base import Window
+
+        out = []
+        for w, note in zip(items, notes, strict=True):
+            temp = side.at(self.config.temperature, w.t_ns)
+            _check_range(note, self.kind, self.calibration.provenance, temp)
+            if temp is None or self._drift.entry_for(w.stream) is None:
+                out.append(w)
+                continue
+            drift = self._drift.apply(w.samples, temp, w.stream)
+            note.values["sensor_temperature_c"] = round(temp, 2)
+            note.values["sensor_sensitivity"] = round(drift.sensitivity, 5)
+            note.applied.append(self.kind)
+            out.append(Window(w.stream, w.t_ns, drift.samples, w.source_rate_hz))
+        return out
+
+    def after(self, items: Sequence[Any], results: list[Result], notes: list[Note], side: SideInputs) -> None:
+        return None
+
+
+class ColdStartLayer:
+    def __init__(self, config: ColdStartLayerConfig, calibration: BaselineCalibration) -> None:
+        from calibration.cold_start import ColdStartBaseline
+
+        self.kind: str = config.kind
+        self.config = config
+        self.calibration = calibration
+        self._baseline = ColdStartBaseline(calibration)
+        self._started: dict[str, int] = {}  # per stream: t_ns of the first running window after standing still
+        self.max_streams = 10_000
+
+    def streams(self) -> list[str]:
+        return [self.config.temperature] if self.config.temperature else []
+
+    def before(self, items: list[Window], notes: list[Note], side: SideInputs) -> list[Window]:
+        for w in items:
+            x = w.samples - float(np.mean(w.samples))
+            running = float(np.sqrt(np.mean(x * x))) >= self.config.idle_rms_g
+            if not running:
+                self._started.pop(w.stream, None)
+            elif w.stream not in self._started:
+                if len(self._started) >= self.max_streams:
+                    self._started.pop(next(iter(self._started)))
+                self._started[w.stream] = w.t_ns
+        return items
+
+    def after(self, items: Sequence[Window], results: list[Result], notes: list[Note], side: SideInputs) -> None:
+        for i, (w, note) in enumerate(zip(items, notes, strict=True)):
+            r = results[i]
+            score = r.values.get("anomaly_score")
+            threshold = r.values.get("anomaly_threshold")
+            if not isinstance(score, float) or not isinstance(threshold, float) or r.decision not in ("ok", "alarm"):
+                continue
+            temp = side.at(self.config.temperature, w.t_ns)
+            _check_range(note, self.kind, self.calibration.provenance, temp)
+            if temp is None:
+                continue
+            start = self._started.get(w.stream, w.t_ns)
+            minutes = (w.t_ns - start) / 60e9
+            bar = self._baseline.threshold(temp, minutes, threshold)
+            note.values["anomaly_threshold"] = round(bar, 4)
+            note.values["minutes_since_start"] = round(minutes, 2)
+            note.applied.append(self.kind)
+            if r.decision == "alarm" and score < bar:
+                results[i] = r.with_(decision="ok")
+
+
+class WeldThermalLayer:
+    def __init__(self, config: WeldThermalLayerConfig) -> None:
+        self.kind: str = config.kind
+        self.config = config
+
+    def streams(self) -> list[str]:
+        c = self.config
+        return [c.current, c.voltage, c.travel_speed, c.temperature]
+
+    def before(self, items: list[Frame], notes: list[Note], side: SideInputs) -> list[Frame]:
+        return items
+
+    def after(self, items: Sequence[Frame], results: list[Result], notes: list[Note], side: SideInputs) -> None:
+        from calibration import weld_thermal as wt
+
+        c = self.config
+        for frame, note in zip(items, notes, strict=True):
+            values = [side.at(s, frame.t_ns) for s in (c.current, c.voltage, c.travel_speed, c.temperature)]
+            if any(v is None for v in values):
+                note.uncertain.append("weld_thermal: a weld tag has no reading yet")
+                continue
+            current, voltage, speed, temp = (float(v) for v in values if v is not None)
+            if speed <= 0 or current <= 0 or voltage <= 0:
+                continue  # the arc is off: no bead to judge
+            q = wt.heat_input_kj_mm(voltage, current, speed * 60.0, c.efficiency)
+            t85, regime = wt.t85_s(q, temp, c.thickness_mm, f2=c.joint_factor_2d, f3=c.joint_factor_3d)
+            verdict = wt.judge_t85(
+                t85,
+                (c.t85_min_s, c.t85_max_s),
+                regime=regime,
+                q_kj_mm=q,
+                thickness_mm=c.thickness_mm,
+                f2=c.joint_factor_2d,
+                f3=c.joint_factor_3d,
+            )
+            note.values.update(
+                {
+                    "heat_input_kj_mm": round(q, 4),
+                    "t85_s": round(t85, 2),
+                    "heat_flow": regime,
+                    "preheat_required": verdict.preheat_required,
+                    "preheat_to_c": None if verdict.preheat_to_c is None else round(verdict.preheat_to_c, 1),
+                    "thermal_ok": not (verdict.preheat_required or verdict.too_slow),
+                }
+            )
+            note.applied.append(self.kind)
+
+
+def build_layers(configs: Sequence[Any], base_dir: Path, pipeline: str, waveform: bool) -> list[Layer]:
+    """Layers of one pipeline, calibration files loaded and checked (raises ConfigError / CalibrationError)."""
+    layers: list[Layer] = []
+    for i, cfg in enumerate(configs):
+        where = f"pipeline {pipeline}: compensation.{i} ({cfg.kind})"
+        if (_NEEDS[cfg.kind] == "windows") != waveform:
+            raise CalibrationError(f"{where}: works on {_NEEDS[cfg.kind]}, not on this pipeline's inputs")
+        if isinstance(cfg, WeldThermalLayerConfig):
+            layers.append(WeldThermalLayer(cfg))
+            continue
+        path = Path(cfg.calibration)
+        cal = load_calibration_file(path if path.is_absolute() else base_dir / path, _CAL_KIND[cfg.kind])
+        if isinstance(cfg, LensFogLayerConfig):
+            layers.append(LensFogLayer(cfg, cal))
+        elif isinstance(cfg, LedDriftLayerConfig):
+            layers.append(LedDriftLayer(cfg, cal))
+        elif isinstance(cfg, SensorDriftLayerConfig):
+            layers.append(SensorDriftLayer(cfg, cal))
+        elif isinstance(cfg, ColdStartLayerConfig):
+            layers.append(ColdStartLayer(cfg, cal))
+    return layers
+
+
+class Compensator:
+    """Runs a pipeline's layers around its task, in the pipeline's worker thread."""
+
+    def __init__(self, layers: Sequence[Layer]) -> None:
+        self.layers = list(layers)
+        self.side = SideInputs([s for layer in self.layers for s in layer.streams()])
+        self.seconds = 0.0  # time spent in the layers (metrics)
+
+    def wants(self, stream: str) -> bool:
+        return self.side.wants(stream)
+
+    def push(self, reading: Reading) -> None:
+        self.side.push(reading)
+
+    def run(self, task_process: Any, items: list[Any]) -> list[Result]:
+        if not self.layers:
+            results: list[Result] = task_process(items)
+            return results
+        t0 = time.perf_counter()
+        notes = [Note() for _ in items]
+        for layer in self.layers:
+            items = layer.before(items, notes, self.side)
+        t1 = time.perf_counter()
+        results = list(task_process(items))
+        t2 = time.perf_counter()
+        if len(results) == len(items):
+            for layer in self.layers:
+                layer.after(items, results, notes, self.side)
+            results = [_annotate(r, n) for r, n in zip(results, notes, strict=True)]
+        self.seconds += (t1 - t0) + (time.perf_counter() - t2)
+        return results
+
+
+def _annotate(result: Result, note: Note) -> Result:
+    values = {**result.values, **note.values}
+    detail: Mapping[str, Any] = result.detail
+    if note.applied:
+        detail = {**detail, "compensation": note.applied}
+    if note.uncertain:
+        detail = {**detail, "uncertain": note.uncertain}
+    quality = "uncertain" if note.uncertain and result.quality == "good" else result.quality
+    return result.with_(values=values, detail=detail, quality=quality)

@@ -17,6 +17,7 @@ from pydantic import Field, ValidationError, ValidationInfo, field_validator, mo
 
 from adapters import registry
 from adapters.base import DeviceConfigBase, EdgeRuntimeError, SinkConfigBase, StrictModel
+from edge_runtime.compensation import CompensationConfig
 from edge_runtime.paths import configs_dir
 from edge_runtime.tasks import task_union
 from edge_runtime.tasks.base import TaskConfigBase
@@ -90,6 +91,11 @@ class ServiceConfig(StrictModel):
     inference_workers: int = Field(
         default=1, ge=1, le=64, description="Worker threads for task pre/post-processing and inference."
     )
+    site_temperature_c: tuple[float, float] | None = Field(
+        default=None,
+        description="Ambient range [lo, hi] degC the site sees over a year (e.g. [-35, 35]); `validate` warns when "
+        "a compensation layer's calibration is not valid over all of it.",
+    )
 
 
 class ModelRef(StrictModel):
@@ -120,6 +126,11 @@ class PipelineConfig(StrictModel):
     model: ModelRef = Field(description="The ONNX model under models/ and how to run it.")
     batching: BatchingConfig = Field(default_factory=BatchingConfig, description="Micro-batching per model.")
     outputs: list[str] = Field(default_factory=list, description="Sink ids that receive every result.")
+    compensation: list[CompensationConfig] = Field(
+        default_factory=list,
+        description="Low-temperature compensation layers, run in order between windowing and the task "
+        "(`lens_fog`, `led_drift`, `sensor_drift`, `cold_start`, `weld_thermal`; see docs/cold.md).",
+    )
 
 
 class Deployment(StrictModel):
@@ -223,7 +234,7 @@ def profile_dirs() -> tuple[Path, ...]:
     return (configs_dir(),)
 
 
-def _errors_from(exc: ValidationError, located: Located) -> list[SourceError]:
+def errors_from(exc: ValidationError, located: Located) -> list[SourceError]:
     out = []
     for err in exc.errors(include_input=False, include_url=False):
         loc = _data_loc(tuple(err["loc"]), located.data)
@@ -252,8 +263,73 @@ def _data_loc(loc: tuple[str | int, ...], data: Any) -> tuple[str | int, ...]:
     return tuple(out)
 
 
-def validate_file(path: Path | str) -> tuple[Deployment | None, list[SourceError]]:
-    """Parse and validate; returns the deployment or every error found (never raises for bad content)."""
+_WINDOW_TASKS = frozenset({"vibration_anomaly"})  # tasks fed waveform windows; the others take frames
+
+
+def _known_stream(d: Deployment, stream: str) -> bool:
+    for dev in d.devices:
+        names = dev.stream_names()
+        if names is not None and stream in names:
+            return True
+        if names is None and any(fnmatch.fnmatchcase(stream.split(".", 1)[0], p) for p in dev.stream_prefixes()):
+            return True
+    return False
+
+
+def check_compensation(
+    d: Deployment, base_dir: Path
+) -> tuple[list[tuple[tuple[str | int, ...], str]], list[SourceError], list[tuple[tuple[str | int, ...], str]]]:
+    """Compensation layers: calibration files load and are of the right kind, layers fit their pipeline's inputs,
+    the tags they name exist. Returns (problems at deployment paths, errors inside calibration files, warnings)."""
+    from edge_runtime.compensation import _CAL_KIND, _NEEDS, load_calibration_file
+
+    problems: list[tuple[tuple[str | int, ...], str]] = []
+    file_errors: list[SourceError] = []
+    warnings: list[tuple[tuple[str | int, ...], str]] = []
+    site = d.service.site_temperature_c
+    for i, p in enumerate(d.pipelines):
+        waveform = p.task.kind in _WINDOW_TASKS
+        for j, layer in enumerate(p.compensation):
+            at: tuple[str | int, ...] = ("pipelines", i, "compensation", j)
+            if (_NEEDS[layer.kind] == "windows") != waveform:
+                problems.append((
+                    (*at, "kind"),
+                    f"{layer.kind} works on {_NEEDS[layer.kind]}, but task {p.task.kind} takes "
+                    f"{'windows' if waveform else 'frames'}",
+                ))  # fmt: skip
+            for key in ("temperature", "current", "voltage", "travel_speed"):
+                stream = getattr(layer, key, None)
+                if stream and not _known_stream(d, stream):
+                    problems.append(((*at, key), f"stream '{stream}' is not produced by any device"))
+            cal_path = getattr(layer, "calibration", None)
+            if cal_path is None:
+                continue
+            path = Path(cal_path) if Path(cal_path).is_absolute() else base_dir / cal_path
+            if not path.is_file():
+                problems.append(
+                    ((*at, "calibration"), f"no calibration file {path} (make one: edge-runtime calibrate)")
+                )
+                continue
+            try:
+                cal = load_calibration_file(path, _CAL_KIND[layer.kind])
+            except ConfigError as exc:
+                file_errors.extend(exc.errors)
+                continue
+            lo, hi = cal.provenance.valid_c
+            if site is not None and not (lo <= site[0] and site[1] <= hi):
+                warnings.append((
+                    (*at, "calibration"),
+                    f"{path.name} is valid for {lo:g}..{hi:g} degC, the site sees {site[0]:g}..{site[1]:g} degC: "
+                    "results outside it are marked uncertain",
+                ))  # fmt: skip
+    return problems, file_errors, warnings
+
+
+def validate_file(
+    path: Path | str, warnings: list[SourceError] | None = None
+) -> tuple[Deployment | None, list[SourceError]]:
+    """Parse and validate; returns the deployment or every error found (never raises for bad content).
+    Warnings (valid but worth a look) are appended to `warnings` when given."""
     file = Path(path)
     located, errors = load_located(file, profile_dirs=profile_dirs())
     if errors:
@@ -263,11 +339,16 @@ def validate_file(path: Path | str) -> tuple[Deployment | None, list[SourceError
     try:
         deployment = Deployment.model_validate(located.data, context={"cross_checks": "deferred"})
     except ValidationError as exc:
-        return None, _errors_from(exc, located)
-    problems = cross_check(deployment) + check_models(deployment)
-    if problems:
+        return None, errors_from(exc, located)
+    comp_problems, file_errors, comp_warnings = check_compensation(deployment, file.parent)
+    problems = cross_check(deployment) + check_models(deployment) + comp_problems
+    if warnings is not None:
+        warnings.extend(
+            SourceError(*located.locate(loc), ".".join(map(str, loc)), f"warning: {why}") for loc, why in comp_warnings
+        )
+    if problems or file_errors:
         errors = [SourceError(*located.locate(loc), ".".join(map(str, loc)), why) for loc, why in problems]
-        return None, sorted(errors, key=lambda e: (str(e.file), e.line))
+        return None, sorted(errors + file_errors, key=lambda e: (str(e.file), e.line))
     return deployment, []
 
 
@@ -297,4 +378,4 @@ def load_device_profile(path: Path | str) -> DeviceConfigBase:
         device: DeviceConfigBase = TypeAdapter(DeviceConfig).validate_python(data)
         return device
     except ValidationError as exc:
-        raise ConfigError(_errors_from(exc, located)) from exc
+        raise ConfigError(errors_from(exc, located)) from exc

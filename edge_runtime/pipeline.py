@@ -22,7 +22,8 @@ from typing import Any, Generic, Literal, TypeVar
 import numpy as np
 import numpy.typing as npt
 
-from adapters.base import Frame, Result, Sample, Stats
+from adapters.base import Frame, Reading, Result, Sample, Stats
+from edge_runtime.compensation import Compensator
 from edge_runtime.dsp import cut_windows, source_window_length
 from edge_runtime.tasks.base import Task, Window
 
@@ -173,6 +174,7 @@ class Pipeline:
         when_full: Literal["block", "drop_oldest"] | None,
         executor: Executor,
         on_result: ResultHandler,
+        compensator: Compensator | None = None,
     ) -> None:
         self.id = pipeline_id
         self.patterns = list(inputs)
@@ -192,6 +194,7 @@ class Pipeline:
         self._buffers: dict[str, WindowBuffer] = {}
         self._executor = executor
         self._on_result = on_result
+        self.compensator = compensator or Compensator([])
         self.latencies_ns: collections.deque[int] = collections.deque(maxlen=10_000)
         self._warned: set[str] = set()
         self._in_flight = 0  # inputs taken from the queue whose results are not stored yet
@@ -204,6 +207,13 @@ class Pipeline:
 
     def matches(self, stream: str) -> bool:
         return any(fnmatch.fnmatchcase(stream, p) for p in self.patterns)
+
+    def wants_side_input(self, stream: str) -> bool:
+        """A tag one of the compensation layers reads (a temperature, a weld current)."""
+        return self.compensator.wants(stream)
+
+    def side_input(self, reading: Reading) -> None:
+        self.compensator.push(reading)
 
     async def feed(self, sample: Sample) -> None:
         now = time.time_ns()
@@ -249,7 +259,7 @@ class Pipeline:
     async def _process(self, loop: asyncio.AbstractEventLoop, batch: list[Pipelined]) -> None:
         items = [p.item for p in batch]
         try:
-            outcomes = await loop.run_in_executor(self._executor, self.task.process, items)
+            outcomes = await loop.run_in_executor(self._executor, self.compensator.run, self.task.process, items)
             if len(outcomes) != len(items):
                 raise ValueError(f"task returned {len(outcomes)} results for {len(items)} inputs")
         except Exception as exc:  # one bad batch must not stop the line; logged once per burst

@@ -21,6 +21,7 @@ from typing import Any
 from adapters.base import Reading, Result, Sample, Sink, Source, Stats
 from adapters.registry import make_sink, make_source
 from adapters.supervise import Backoff, OutageLog, close_quietly, supervise
+from edge_runtime.compensation import Compensator, build_layers
 from edge_runtime.config import Deployment
 from edge_runtime.inference import ModelRunner, load_model
 from edge_runtime.metrics import MetricsServer
@@ -66,16 +67,17 @@ class _Notifier:
 
 
 class Service:
-    def __init__(self, deployment: Deployment, *, base_dir: Path | None = None) -> None:
+    def __init__(self, deployment: Deployment, *, base_dir: Path | None = None, config_dir: Path | None = None) -> None:
         self.deployment = deployment
         self.base_dir = base_dir or Path.cwd()
+        self.config_dir = config_dir or Path.cwd()  # calibration files are relative to the deployment file
         self.sources: list[Source] = []
         self.sinks: dict[str, Sink] = {}
         self.pipelines: list[Pipeline] = []
         self.stats = Stats()
         self.result_observers: list[ResultObserver] = []
         self.sample_observers: list[SampleObserver] = []
-        self._routes: dict[str, list[Pipeline]] = {}
+        self._routes: dict[str, tuple[list[Pipeline], list[Pipeline]]] = {}  # stream -> (inputs to, side inputs to)
         # Latest scalar reading per stream: exported as metrics, so tags without a model are still visible.
         self.latest: dict[str, Reading] = {}
         self._outputs: dict[str, list[str]] = {}
@@ -110,6 +112,11 @@ class Service:
                     when_full=p.batching.when_full,
                     executor=self._executor,
                     on_result=self._store_results,
+                    compensator=Compensator(
+                        build_layers(
+                            p.compensation, self.config_dir, p.id, waveform="window" in runner.manifest.preprocessing
+                        )
+                    ),
                 )
             )
             self._outputs[p.id] = list(p.outputs)
@@ -134,10 +141,17 @@ class Service:
             self.latest[sample.stream] = sample
         for observer in self.sample_observers:
             observer(sample)
-        targets = self._routes.get(sample.stream)
-        if targets is None:
-            targets = [p for p in self.pipelines if p.matches(sample.stream)]
-            self._routes[sample.stream] = targets
+        routes = self._routes.get(sample.stream)
+        if routes is None:
+            routes = (
+                [p for p in self.pipelines if p.matches(sample.stream)],
+                [p for p in self.pipelines if p.wants_side_input(sample.stream)],
+            )
+            self._routes[sample.stream] = routes
+        targets, sides = routes
+        if sides and isinstance(sample, Reading):
+            for pipeline in sides:
+                pipeline.side_input(sample)
         for pipeline in targets:
             await pipeline.feed(sample)
 
@@ -168,7 +182,8 @@ class Service:
 
     def connected(self) -> bool:
         """Every source and sink has opened at least once (start-up is over; it may have failed since)."""
-        return all(c.stats["opened"] for c in [*self.sources, *self.sinks.values()])
+        components: list[Source | Sink] = [*self.sources, *self.sinks.values()]
+        return all(c.stats["opened"] for c in components)
 
     def drained(self) -> bool:
         """Every input taken so far has its result stored, and every stored result is delivered."""

@@ -5,8 +5,14 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import settings
 
 from tests.helpers.mosquitto import Mosquitto
+
+# Property tests run on a shared, loaded 2-core machine: a per-example time limit would fail them for the machine's
+# load, not for the code. They stay bounded by their example counts.
+settings.register_profile("shared-machine", deadline=None)
+settings.load_profile("shared-machine")
 
 
 @pytest.fixture

@@ -185,6 +185,9 @@ class ModbusDeviceBase(DeviceConfigBase):
     def slaves(self) -> list[Slave]:
         """Every slave this config polls (one for TCP, one or more on an RTU line)."""
 
+    def stream_names(self) -> list[str]:
+        return [f"{slave.prefix}.{tag.name}" for slave in self.slaves() for tag in slave.tags]
+
 
 class ModbusTcpConfig(ModbusDeviceBase):
     """A Modbus TCP device (PLC, gateway); one unit id."""

@@ -120,6 +120,9 @@ class OpcuaConfig(_Security, DeviceConfigBase):
     )
     nodes: list[OpcuaNode] = Field(min_length=1, description="Variables to read.")
 
+    def stream_names(self) -> list[str]:
+        return [f"{self.id}.{n.name}" for n in self.nodes]
+
     @model_validator(mode="after")
     def _check(self) -> OpcuaConfig:
         names = [n.name for n in self.nodes]

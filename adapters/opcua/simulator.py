@@ -47,6 +47,14 @@ class SimulatedServer:
     server: Any
     endpoint: str
     nodes: dict[str, Any] = field(default_factory=dict)  # node name -> asyncua Node
+    held: dict[str, float] = field(default_factory=dict)  # node name -> value the animation keeps (a scenario)
+
+    def hold(self, name: str, value: float | None) -> None:
+        """Keep an animated node at `value` (a cold snap's hall temperature); None hands it back to the animation."""
+        if value is None:
+            self.held.pop(name, None)
+        else:
+            self.held[name] = float(value)
 
     async def write(self, name: str, value: Any, *, status: str = "Good", source_t_ns: int | None = None) -> None:
         """Set a node's value with a status code name (e.g. `UncertainLastUsableValue`) and a source time."""
@@ -86,6 +94,8 @@ def _sim_value(node: OpcuaNode, t: float, rng: np.random.Generator) -> float | l
         return (24.0 + 0.6 * math.sin(2 * math.pi * 3.0 * t) + float(rng.normal(0, 0.2))) if arc_on else 0.0
     if "wire" in key or "m/min" in key:
         return (8.5 + float(rng.normal(0, 0.05))) if arc_on else 0.0
+    if "travel" in key or "mm/s" in key:
+        return (6.0 + float(rng.normal(0, 0.05))) if arc_on else 0.0
     if "temp" in key or "degc" in key or "°c" in key:
         base = 45.0 if "torch" in key or "cool" in key else -18.0  # unheated hall in winter
         return base + 3.0 * math.sin(2 * math.pi * t / 120.0) + float(rng.normal(0, 0.1))
@@ -173,9 +183,8 @@ async def _animate(sim: SimulatedServer, config: OpcuaConfig) -> None:
         t = time.monotonic() - t0
         ts = datetime.now(UTC)
         for n in config.nodes:
-            dv = ua.DataValue(
-                ua.Variant(_sim_value(n, t, rng), ua.VariantType.Double), SourceTimestamp=ts, ServerTimestamp=ts
-            )
+            value = sim.held.get(n.name, _sim_value(n, t, rng))
+            dv = ua.DataValue(ua.Variant(value, ua.VariantType.Double), SourceTimestamp=ts, ServerTimestamp=ts)
             await sim.server.write_attribute_value(sim.nodes[n.name].nodeid, dv)
         await asyncio.sleep(interval_s)
 

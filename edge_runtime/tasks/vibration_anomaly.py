@@ -16,6 +16,7 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from adapters.base import EdgeRuntimeError, Result, Stats
+from calibration.severity import ZONE_LIMITS, velocity_spectrum_rms, zone
 from edge_runtime.inference import ModelRunner
 from edge_runtime.tasks.base import InvalidInputs, TaskConfigBase, Window
 
@@ -48,12 +49,27 @@ class VibrationAnomalyConfig(TaskConfigBase):
         "forklift passing should not stop a line.",
     )
     alarm_n: int = Field(default=1, ge=1, le=1000, description="Debounce window length, in windows per stream.")
+    machine_class: Literal["I", "II", "III", "IV"] = Field(
+        default="II",
+        description="ISO 10816-1 / 20816-1 machine class for the severity zone: I small (< 15 kW), II medium "
+        "(15-75 kW, or up to 300 kW on special foundations), III large on rigid foundations, IV large on soft ones.",
+    )
+    zone_limits_mm_s: tuple[float, float, float] | None = Field(
+        default=None,
+        description="Velocity RMS limits A/B, B/C, C/D in mm/s; overrides the machine class's limits.",
+    )
 
     @model_validator(mode="after")
     def _debounce(self) -> VibrationAnomalyConfig:
         if self.alarm_k > self.alarm_n:
             raise ValueError(f"alarm_k ({self.alarm_k}) cannot exceed alarm_n ({self.alarm_n})")
+        limits = self.zone_limits_mm_s
+        if limits is not None and not 0 < limits[0] < limits[1] < limits[2]:
+            raise ValueError("zone_limits_mm_s must be increasing positive A/B, B/C, C/D limits")
         return self
+
+    def zone_limits(self) -> tuple[float, float, float]:
+        return self.zone_limits_mm_s or ZONE_LIMITS[self.machine_class]
 
 
 class VibrationAnomalyTask:
@@ -67,6 +83,8 @@ class VibrationAnomalyTask:
         self.stats = Stats()
         self.labels = list(manifest.labels)
         self.window = int(manifest.preprocessing["window"])
+        self.rate_hz = float(manifest.preprocessing["rate_hz"])
+        self.zones = config.zone_limits()
         self.input_name = manifest.inputs[0].name
         if config.anomaly_threshold is not None:
             self.threshold = config.anomaly_threshold
@@ -99,6 +117,7 @@ class VibrationAnomalyTask:
         probs, anomaly = out["probs"], out["anomaly"]
         centred = batch[:, 0] - batch[:, 0].mean(axis=1, keepdims=True)
         idle = np.sqrt((centred * centred).mean(axis=1)) < self.config.min_rms_g
+        velocity = velocity_spectrum_rms(batch[:, 0], self.rate_hz)
         top = probs.argmax(axis=1)
         results: list[Result] = []
         for i, w in enumerate(items):
@@ -125,7 +144,12 @@ class VibrationAnomalyTask:
                     decision=decision,
                     label=self.labels[top[i]],
                     score=float(probs[i, top[i]]),
-                    values={"anomaly_score": float(anomaly[i])},
+                    values={
+                        "anomaly_score": float(anomaly[i]),
+                        "anomaly_threshold": float(self.threshold),
+                        "velocity_rms_mm_s": round(float(velocity[i]), 4),
+                        "severity_zone": zone(float(velocity[i]), self.zones),
+                    },
                     detail={"scores": {lab: float(p) for lab, p in zip(self.labels, probs[i], strict=True)}},
                 )
             )

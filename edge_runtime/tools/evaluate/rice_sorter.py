@@ -26,12 +26,14 @@ def evaluate(
     variant: str = "fp32",
     declared: str | None = None,
     degrade: Callable[[npt.NDArray[np.uint8]], npt.NDArray[np.uint8]] | None = None,
+    compensate: Callable[[npt.NDArray[np.uint8]], npt.NDArray[np.uint8]] | None = None,
     model_dir: Path | None = None,
     batch_size: int = 256,
 ) -> dict[str, Any]:
     """Variety accuracy of the shipped model on a class-folder directory of single-grain photographs.
 
     Each photograph goes through `segment` like a live frame (optionally after `degrade`, e.g. a cold-weather
+    model, then `compensate`, the pipeline's compensation layers
     model) and its largest grain is classified; a photograph where no grain is found counts as wrong
     (`n_unsegmented`). With `declared`, the purity sorter's view: off-type grains are the positives and a grain is
     ejected by the task's off-type rule (declared probability below `min_confidence`); `eject_precision` and
@@ -67,7 +69,8 @@ def evaluate(
                 log.warning("event=unreadable_image file=%s", path)
                 continue
             img = np.asarray(raw, dtype=np.uint8)
-            grains = segment(img if degrade is None else degrade(img), params)
+            img = img if degrade is None else degrade(img)
+            grains = segment(img if compensate is None else compensate(img), params)
             if len(grains):
                 i = int(np.argmax(grains.area_px))
                 crops[j], lengths[j], found[j] = grains.crops[i], grains.length_px[i], True

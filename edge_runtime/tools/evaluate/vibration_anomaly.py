@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from calibration.severity import velocity_spectrum_rms
 from edge_runtime.dsp import windows_of
 from edge_runtime.tasks.vibration_anomaly import MODEL_NAME, VibrationAnomalyConfig, VibrationAnomalyTask
 from edge_runtime.tools.datasets import DataSetError, read_recordings
@@ -23,6 +24,7 @@ def evaluate(
     variant: str = "fp32",
     hop: int | None = None,
     degrade: Callable[[npt.NDArray[np.float32], float], npt.NDArray[np.float32]] | None = None,
+    compensate: Callable[[npt.NDArray[np.float32], float], npt.NDArray[np.float32]] | None = None,
     batch_size: int = 256,
 ) -> dict[str, Any]:
     """Per-window accuracy of the shipped model on a labelled directory in the cwru_bearing layout.
@@ -30,7 +32,9 @@ def evaluate(
     `degrade(signal, fs_hz)` is applied to each raw recording before windowing (a cold-weather sensor model, for
     instance). Classes absent from the directory get `n: 0`; recordings with a label the model does not know are
     an error. Returns `accuracy` (fault type), `detection_accuracy` (normal vs any fault, by the alarm threshold),
-    `n`, `per_class`, `confusion`, `per_load` and `per_rate`.
+    `n`, `per_class`, `confusion`, `per_load` and `per_rate`, and the severity: `velocity_rms_mm_s` (mean over
+    windows, 10-1000 Hz) and per recording (`per_recording`). `compensate(signal, fs_hz)` (the pipeline's sensor
+    compensation) runs after `degrade`.
     """
     from edge_runtime.inference import load_model
 
@@ -43,9 +47,16 @@ def evaluate(
         raise DataSetError(f"{data_dir}: faults {unknown} are not among the model's labels {labels}")
     pre = runner.manifest.preprocessing
     truth_parts, pred_parts, alarm_parts, load_parts, rate_parts = [], [], [], [], []
+    velocity_parts: list[npt.NDArray[np.float64]] = []
+    per_recording: dict[str, dict[str, Any]] = {}
     for rec in recordings:
         signal = rec.signal if degrade is None else degrade(rec.signal, rec.fs_hz)
+        if compensate is not None:
+            signal = compensate(signal, rec.fs_hz)
         x = windows_of(signal, rec.fs_hz, pre, hop)
+        v = velocity_spectrum_rms(x, float(pre["rate_hz"])) if len(x) else np.zeros(0)
+        velocity_parts.append(v)
+        per_recording[rec.source] = {"fault": rec.fault, "windows": len(x), "velocity_rms_mm_s": float(v.mean())}
         for start in range(0, len(x), batch_size):
             chunk = x[start : start + batch_size]
             out = runner.run({task.input_name: chunk[:, None, :]})
@@ -79,6 +90,8 @@ def evaluate(
         "accuracy": everything["accuracy"],
         "detection_accuracy": everything["detection_accuracy"],
         "anomaly_threshold": task.threshold,
+        "velocity_rms_mm_s": float(np.concatenate(velocity_parts).mean()) if velocity_parts else float("nan"),
+        "per_recording": per_recording,
         "per_class": per_class_metrics(labels, matrix),
         "confusion": {"labels": labels, "matrix": matrix.tolist()},
         "per_load": {("unknown" if k < 0 else str(k)): _acc(loads == k) for k in sorted(set(loads.tolist()))},

@@ -111,11 +111,13 @@ def evaluate(
     model: str | Path = "weld_inspector",
     config: WeldInspectorConfig | None = None,
     degrade: Callable[[npt.NDArray[np.uint8]], npt.NDArray[np.uint8]] | None = None,
+    compensate: Callable[[npt.NDArray[np.uint8]], npt.NDArray[np.uint8]] | None = None,
     batch_size: int = 16,
 ) -> dict[str, Any]:
     """Box and frame accuracy on a YOLO-layout directory (`images/`, `labels/`, optional `data.yaml`).
 
-    `degrade` is applied to every image before the model (e.g. a cold-weather degradation). Returns `n`,
+    `degrade` is applied to every image before the model (e.g. a cold-weather degradation), then `compensate`
+    (the pipeline's compensation layers). Returns `n`,
     `n_frames`, `n_boxes`, `box_accuracy`, `frame_accuracy`, `per_class`, `confusion` (rows: true labels;
     columns: the labels then `missed`), `frame_confusion` and the thresholds used.
     """
@@ -147,7 +149,8 @@ def evaluate(
             img = cast("npt.NDArray[np.uint8] | None", cv2.imread(str(p), cv2.IMREAD_COLOR))
             if img is None:
                 raise DataSetError(f"{p}: cannot decode image")
-            images.append(degrade(img) if degrade is not None else img)
+            img = degrade(img) if degrade is not None else img
+            images.append(compensate(img) if compensate is not None else img)
         probs, frame = task.infer(images)
         for j, (p, pr) in enumerate(zip(chunk, probs, strict=True)):
             gt = read_yolo_labels(data_dir / "labels" / (p.stem + ".txt"))

@@ -61,6 +61,7 @@ async def test_payload_is_strict_json_with_plain_values(mosquitto: Mosquitto) ->
         "model": "",
         "stream": "gw.m3.vib",
         "decision": "ok",
+        "quality": "good",
         "label": None,
         "score": None,
         "anomaly_score": 0.5,
