@@ -142,12 +142,15 @@ class LensFogCompensation:
         t = np.clip(t, cal.min_transmission, 1.0).astype(np.float32)
         return veil, t, airlight.astype(np.float32)
 
-    def apply(self, image: U8) -> FogResult:
-        """Invert the veil and sharpen mildly where fogged; returns the frame and the estimates."""
+    def apply(self, image: U8, estimate: tuple[F32, F32, npt.NDArray[np.float32]] | None = None) -> FogResult:
+        """Invert the veil and sharpen mildly where fogged; returns the frame and the estimates.
+
+        `estimate` (from `estimate()` on an earlier frame of the same camera) skips the estimation: a veil changes
+        over minutes, so a line re-estimates it every second or so and inverts every frame with it."""
         import cv2
 
         cal = self.calibration
-        veil, t, airlight = self.estimate(image)
+        veil, t, airlight = self.estimate(image) if estimate is None else estimate
         img = np.asarray(image, dtype=np.float32)
         clipped = img >= CLIP_LEVEL * cal.full_scale / 255.0
         out = (img - veil) / t[..., None]

@@ -74,6 +74,13 @@ class LensFogLayerConfig(_LayerConfig):
     """Blind removal of lens condensation; lens health on every result."""
 
     kind: Literal["lens_fog"] = Field(description="Layer kind.")
+    estimate_every_s: float = Field(
+        default=1.0,
+        ge=0.0,
+        le=3600.0,
+        description="Re-estimate the veil at most this often (s); frames in between are inverted with the last "
+        "estimate. Condensation changes over minutes; 0 estimates on every frame.",
+    )
     heater: bool = Field(
         default=False,
         description="Publish `lens_heater` (true/false with the calibration's hysteresis) on every result, for a "
@@ -135,6 +142,13 @@ class WeldThermalLayerConfig(StrictModel):
     joint_factor_3d: float = Field(default=0.9, gt=0.0, le=2.0, description="Shape factor F3 (3-D heat flow).")
     t85_min_s: float = Field(gt=0.0, le=1000.0, description="Shortest t8/5 the procedure allows (s).")
     t85_max_s: float = Field(gt=0.0, le=1000.0, description="Longest t8/5 the procedure allows (s).")
+    average_s: float = Field(
+        default=4.0,
+        gt=0.0,
+        le=600.0,
+        description="Current, voltage and travel speed are averaged over the arc-on readings of this many seconds "
+        "before each frame (about one bead).",
+    )
 
     @model_validator(mode="after")
     def _band(self) -> WeldThermalLayerConfig:
@@ -203,6 +217,17 @@ class SideInputs:
         if math.isfinite(value):
             history.append((reading.t_ns, value))
 
+    def mean_active(self, stream: str, t_ns: int, span_ns: int) -> float | None:
+        """Mean of the positive readings in (t_ns - span_ns, t_ns]: the arc-on average of a welding current,
+        voltage or travel speed over the last bead (a bead's heat input is its mean arc power, not an instant)."""
+        history = self._history.get(stream)
+        if not history:
+            return None
+        inside = [(t, v) for t, v in history if t_ns - span_ns < t <= t_ns and v > 0]
+        if not inside or inside[-1][0] - inside[0][0] < span_ns // 2:
+            return None  # less than half a bead seen: an average of a few samples would mislead
+        return sum(v for _, v in inside) / len(inside)
+
     def at(self, stream: str | None, t_ns: int) -> float | None:
         if stream is None:
             return None
@@ -268,12 +293,20 @@ class LensFogLayer(_OpticsLayer):
         self.heater_config = config.heater
         self._fog = LensFogCompensation(calibration)
         self.heater_on = False
+        self.every_ns = int(config.estimate_every_s * 1e9)
+        self._estimate: dict[str, tuple[int, tuple[int, ...], Any]] = {}  # stream -> (t_ns, shape, estimate)
 
     def before(self, items: list[Frame], notes: list[Note], side: SideInputs) -> list[Frame]:
         out = []
         fog = self.calibration.fog
         for frame, note in zip(items, notes, strict=True):
-            result = self._fog.apply(frame.image)
+            last = self._estimate.get(frame.stream)
+            if last is None or last[1] != frame.image.shape or abs(frame.t_ns - last[0]) >= self.every_ns:
+                if len(self._estimate) >= 256:  # bounded: cameras, not topics
+                    self._estimate.pop(next(iter(self._estimate)))
+                last = (frame.t_ns, frame.image.shape, self._fog.estimate(frame.image))
+                self._estimate[frame.stream] = last
+            result = self._fog.apply(frame.image, last[2])
             t = result.estimate.transmission_mean
             if t < fog.heater_on_below:
                 self.heater_on = True
@@ -410,13 +443,15 @@ class WeldThermalLayer:
 
         c = self.config
         for frame, note in zip(items, notes, strict=True):
-            values = [side.at(s, frame.t_ns) for s in (c.current, c.voltage, c.travel_speed, c.temperature)]
-            if any(v is None for v in values):
-                note.uncertain.append("weld_thermal: a weld tag has no reading yet")
+            span = int(c.average_s * 1e9)
+            arc = [side.mean_active(s, frame.t_ns, span) for s in (c.current, c.voltage, c.travel_speed)]
+            temp = side.at(c.temperature, frame.t_ns)
+            if temp is None:
+                note.uncertain.append("weld_thermal: no plate temperature reading yet")
                 continue
-            current, voltage, speed, temp = (float(v) for v in values if v is not None)
-            if speed <= 0 or current <= 0 or voltage <= 0:
-                continue  # the arc is off: no bead to judge
+            if any(v is None for v in arc):
+                continue  # no arc in the last bead's time: nothing to judge
+            current, voltage, speed = (float(v) for v in arc if v is not None)
             q = wt.heat_input_kj_mm(voltage, current, speed * 60.0, c.efficiency)
             t85, regime = wt.t85_s(q, temp, c.thickness_mm, f2=c.joint_factor_2d, f3=c.joint_factor_3d)
             verdict = wt.judge_t85(

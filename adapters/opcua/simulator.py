@@ -153,15 +153,19 @@ async def running_simulator(
     private_key: Path | None = None,
     trust_list: Sequence[Path] = (),
     users: Mapping[str, str] | None = None,
+    hold: Mapping[str, float] | None = None,
 ) -> AsyncIterator[SimulatedServer]:
     """A simulated machine serving `config.nodes` on loopback (a free port unless given), stopped on exit.
 
-    `animate` updates the values continuously as `simulate` does; otherwise tests set them with `write`.
+    `animate` updates the values continuously as `simulate` does; otherwise tests set them with `write`. `hold`
+    keeps animated nodes at given values from the first tick (a scenario; change them later with `sim.hold`).
     Security arguments make the server require a policy, trust only `trust_list` and check `users`' passwords.
     """
     if port is None:
         port = free_port()
     sim = await _start_simulator(config, port, security_mode, certificate, private_key, trust_list, users)
+    for name, value in (hold or {}).items():
+        sim.hold(name, value)
     task = asyncio.create_task(_animate(sim, config)) if animate else None
     try:
         yield sim

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from adapters.base import Frame, Reading, Result, Sample
 from adapters.loopback import free_port
@@ -75,6 +76,14 @@ class Board:
     weld_truth: dict[int, str] = field(default_factory=dict)  # frame t_ns -> decision from the label file
     weld_labels: Path | None = None
     weld_last: str = "-"
+    hall_c: float | None = None  # the cold snap's hall temperature, as the weld cell reports it
+    lens: float | None = None  # latest estimated lens transmission of the chute camera
+    lens_min: float = 1.0
+    heater: bool = False
+    heater_on_at_c: float | None = None  # hall temperature when the lens heater first switched on
+    t85: float | None = None
+    preheat: bool = False
+    preheat_at_c: float | None = None  # hall temperature when the weld cell first called for preheat
     readings: dict[str, str] = field(default_factory=dict)
     chute_truth: dict[int, str] = field(default_factory=dict)
     chute_frames: dict[str, str] = field(default_factory=dict)  # rendered chute frame file -> its truth (json)
@@ -92,6 +101,8 @@ class Board:
                     classes = {line.split()[0] for line in label.read_text().splitlines() if line.strip()}
                     self.weld_truth[sample.t_ns] = "reject" if classes & {"0", "2"} else "accept"
         elif isinstance(sample, Reading) and sample.value.ndim == 0:
+            if sample.stream.endswith(".hall_temp"):
+                self.hall_c = float(sample.value)
             value = sample.value.item()
             text = f"{value:.1f}" if isinstance(value, float) else str(value)
             self.readings[sample.stream] = f"{text}{sample.unit}" if sample.quality == "good" else sample.quality
@@ -108,6 +119,12 @@ class Board:
             self.vib_last[stream] = r
         elif task == "rice_sorter":
             self._score_rice(r)
+            if isinstance(r.get("lens_transmission"), float):
+                self.lens = float(r["lens_transmission"])
+                self.lens_min = min(self.lens_min, self.lens)
+                self.heater = bool(r.get("lens_heater"))
+                if self.heater and self.heater_on_at_c is None:
+                    self.heater_on_at_c = self.hall_c
         elif task == "weld_inspector":
             self.weld_frames += 1
             self.weld_rejects += int(r.get("decision") == "reject")
@@ -118,6 +135,11 @@ class Board:
             boxes = r.get("boxes") or []
             labels = ",".join(sorted({str(b.get("label")) for b in boxes})) or "no weld found"
             self.weld_last = f"{r.get('decision')} ({labels})"
+            if isinstance(r.get("t85_s"), float):
+                self.t85 = float(r["t85_s"])
+                self.preheat = bool(r.get("preheat_required"))
+                if self.preheat and self.preheat_at_c is None:
+                    self.preheat_at_c = self.hall_c
 
     def _score_rice(self, r: dict[str, Any]) -> None:
         self.rice_frames += 1
@@ -156,6 +178,13 @@ class Board:
             print(
                 f"weld      seam cam  {self.weld_frames} frames, {self.weld_rejects} rejected; last: {self.weld_last}"
             )
+        if self.hall_c is not None:
+            lens = "-" if self.lens is None else f"{self.lens:.2f}"
+            t85 = "-" if self.t85 is None else f"{self.t85:.1f} s"
+            print(
+                f"cold snap hall {self.hall_c:+5.1f} degC; chute lens transmission {lens}, heater "
+                f"{'ON' if self.heater else 'off'}; weld t8/5 {t85}{'  PREHEAT REQUIRED' if self.preheat else ''}"
+            )
         shown = [f"{k.split('.', 1)[1]}={v}" for k, v in sorted(self.readings.items()) if _SHOW.search(k)]
         if shown:
             print("machines  " + "  ".join(shown))
@@ -186,17 +215,57 @@ def _weld_images(target: Path) -> int:
     return min(len(images), 60)
 
 
-def _chute_frames(target: Path, n: int = 100) -> dict[str, str]:
-    """Render the simulated rice chute (real grain photographs on a plate) into `target`, for the chute camera to
-    play in a loop; returns each frame file's truth, so the board can score the ejector decisions."""
+COLD_START_C, COLD_END_C = 5.0, -30.0  # the demo's cold snap: the hall's temperature over the run
+
+
+def hall_temperature(fraction: float) -> float:
+    """The cold snap's hall temperature `fraction` (0..1) of the way through the demo."""
+    return COLD_START_C + (COLD_END_C - COLD_START_C) * min(max(fraction, 0.0), 1.0)
+
+
+def cold_view(image: npt.NDArray[np.uint8], ambient_c: float, rng: np.random.Generator) -> npt.NDArray[np.uint8]:
+    """The chute as a cold camera sees it (docs/cold.md): LED red up to +30 % and a condensation veil whose
+    transmission falls to ~0.55 at -30 degC, varying across the window, with a slight droplet blur."""
+    import cv2
+
+    s = float(np.clip((20.0 - ambient_c) / 50.0, 0.0, 1.0))
+    img = image.astype(np.float32) * np.array([1.0 + 0.03 * s, 1.0 + 0.05 * s, 1.0 + 0.30 * s], np.float32)
+    h, w = img.shape[:2]
+    t_lo = 1.0 - 0.45 * s * float(rng.uniform(0.9, 1.0))
+    across = np.linspace(0.0, 1.0, w, dtype=np.float32)[None, :]
+    down = np.linspace(0.0, 1.0, h, dtype=np.float32)[:, None]
+    t = (t_lo + (1.0 - t_lo) * (0.6 * across + 0.4 * down))[..., None]
+    out = np.asarray(img * t + 0.85 * 255.0 * (1.0 - t), dtype=np.float32)
+    if s > 0.2:
+        out = np.asarray(cv2.GaussianBlur(out, (0, 0), 1.2 * s), dtype=np.float32)
+    return np.asarray(np.clip(out + 0.5, 0, 255), dtype=np.uint8)
+
+
+def _chute_frames(target: Path, n: int, calibration: Path) -> dict[str, str]:
+    """Render the simulated rice chute (real grain photographs on a plate) for the chute camera to play: first
+    commissioning frames at normal temperature, fitted into the optics calibration (`calibrate optics`), then the
+    run's frames as the cold snap degrades them. Returns each frame file's truth, so the board scores the ejectors."""
+    import cv2
+
     from adapters.camera.simulator import ChuteSimulator, ChuteSimulatorConfig, truth_json
+    from edge_runtime.tools.calibrate import calibrate_optics
 
     data = shared_dataset("rice_grains")
     if data is None:
         return {}
     sim = ChuteSimulator(ChuteSimulatorConfig(data_dir=str(data), fps=10.0))
-    truths = sim.write_frames(target, n, suffix=".jpg")
-    return {f"frame_{i:06d}.jpg": truth_json(t) for i, t in enumerate(truths)}
+    commissioning = target.parent / "commissioning"
+    sim.write_frames(commissioning, 16, suffix=".png")
+    calibrate_optics(commissioning, calibration, reference_c=COLD_START_C + 15.0)
+    target.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(7)
+    truths: dict[str, str] = {}
+    for i in range(n):
+        image, truth = sim.next_frame()
+        name = f"frame_{i:06d}.jpg"
+        cv2.imwrite(str(target / name), cold_view(image, hall_temperature(i / max(n - 1, 1)), rng))
+        truths[name] = truth_json(truth)
+    return truths
 
 
 def run_demo(*, seconds: float = 30.0, data_dir: str | None = None) -> int:
@@ -216,16 +285,10 @@ def run_demo(*, seconds: float = 30.0, data_dir: str | None = None) -> int:
         weld_dir = Path(tmp) / "weld_images"
         n_weld = _weld_images(weld_dir)
         chute_dir = Path(tmp) / "chute_frames"
-        chute_frames = _chute_frames(chute_dir)
+        chute_frames = _chute_frames(chute_dir, max(20, min(400, round(seconds * 10))), Path(tmp) / "optics.yaml")
         serial = _serial_line(Path(tmp))
         rtu = {"DEMO_RTU_PORT": str(Path(tmp) / "drive_client")}
         folders = {"DEMO_WELD_IMAGES": str(weld_dir), "DEMO_CHUTE_FRAMES": str(chute_dir)}
-        with _env(DEMO_MQTT_PORT=str(broker.port), DEMO_DIR=tmp, **folders, **ports, **rtu):
-            try:
-                deployment = load_deployment(DEMO_CONFIG)
-            except ConfigError as exc:
-                print(f"demo: the embedded deployment is invalid:\n{exc}", file=sys.stderr)
-                return 2
         leave_out = set()
         if serial is None:
             print("note: socat is not installed (`make demo` installs it): the RS-485 drive is left out")
@@ -236,12 +299,12 @@ def run_demo(*, seconds: float = 30.0, data_dir: str | None = None) -> int:
         if n_weld == 0:
             print("note: ../shared/datasets/weld_photos is not here: the weld camera is left out")
             leave_out |= {"weldcam", "weld"}
-        deployment = deployment.model_copy(
-            update={
-                "devices": [d for d in deployment.devices if d.id not in leave_out],
-                "pipelines": [p for p in deployment.pipelines if p.id not in leave_out],
-            }
-        )
+        with _env(DEMO_MQTT_PORT=str(broker.port), DEMO_DIR=tmp, **folders, **ports, **rtu):
+            try:
+                deployment = load_deployment(_without(DEMO_CONFIG, leave_out, Path(tmp)))
+            except ConfigError as exc:
+                print(f"demo: the embedded deployment is invalid:\n{exc}", file=sys.stderr)
+                return 2
         board = Board(truth, task_of={p.id: p.task.kind for p in deployment.pipelines}, chute_frames=chute_frames)
         weld_data = shared_dataset("weld_photos")
         board.weld_labels = weld_data / "labels" if weld_data else None
@@ -266,6 +329,21 @@ def run_demo(*, seconds: float = 30.0, data_dir: str | None = None) -> int:
                 serial.wait(10)
         _summary(board, service, elapsed)
     return 0
+
+
+def _without(config: Path, leave_out: set[str], tmp: Path) -> Path:
+    """The embedded deployment without the parts whose data is absent, validated like any file (a left-out
+    pipeline's calibration file does not exist, so it must go before validation, not after)."""
+    if not leave_out:
+        return config
+    import yaml
+
+    data = yaml.safe_load(config.read_text(encoding="utf-8"))
+    for section in ("devices", "pipelines"):
+        data[section] = [item for item in data.get(section, []) if item.get("id") not in leave_out]
+    out = tmp / config.name
+    out.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    return out
 
 
 def _serial_line(tmp: Path) -> subprocess.Popen[bytes] | None:
@@ -333,8 +411,13 @@ async def _run(
             drive = SimulatedMachine(drive_cfg, vary=True)
             await drive.start(str(base_dir / "drive_dev"))
             stack.push_async_callback(drive.stop)
-        await stack.enter_async_context(
-            running_simulator(weld_cell, port=int(ports["DEMO_WELD_OPCUA_PORT"]), animate=True)
+        cell = await stack.enter_async_context(
+            running_simulator(
+                weld_cell,
+                port=int(ports["DEMO_WELD_OPCUA_PORT"]),
+                animate=True,
+                hold={"hall_temp": hall_temperature(0.0)},
+            )
         )
         await gateway.open()
         stack.push_async_callback(gateway.close)
@@ -347,9 +430,13 @@ async def _run(
         while not service.connected() and loop.time() < deadline:  # noqa: ASYNC110 (many components' counters)
             await asyncio.sleep(0.05)
         t0 = loop.time()
+        next_board = 3.0
         while (elapsed := loop.time() - t0) < seconds:
-            await asyncio.sleep(min(3.0, seconds - elapsed))
-            board.print_board(loop.time() - t0, service)
+            cell.hold("hall_temp", hall_temperature(elapsed / seconds))
+            await asyncio.sleep(min(0.5, seconds - elapsed))
+            if loop.time() - t0 >= next_board:
+                next_board += 3.0
+                board.print_board(loop.time() - t0, service)
         elapsed = loop.time() - t0
         feeder.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -384,6 +471,13 @@ def _summary(board: Board, service: Any, elapsed: float) -> None:
         print(
             f"weld:      {board.weld_frames} frames, {board.weld_rejects} rejected; reject/accept agrees with the "
             f"photos' labels on {board.weld_agree}/{board.weld_labelled}"
+        )
+    if board.hall_c is not None:
+        heater = "never" if board.heater_on_at_c is None else f"at {board.heater_on_at_c:+.1f} degC"
+        preheat = "never" if board.preheat_at_c is None else f"at {board.preheat_at_c:+.1f} degC"
+        print(
+            f"cold snap: hall down to {board.hall_c:+.1f} degC; lowest lens transmission {board.lens_min:.2f}, "
+            f"lens heater switched on {heater}; weld preheat called for {preheat}"
         )
     for pipeline, values in board.latency_ms.items():
         print(f"latency {pipeline:<9} p50 {_pct(values, 50):6.1f} ms   p99 {_pct(values, 99):6.1f} ms")

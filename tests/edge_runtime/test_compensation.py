@@ -75,7 +75,7 @@ def test_lens_fog_layer_sees_the_fog_and_switches_the_heater_with_hysteresis(
     from edge_runtime.compensation import load_calibration_file
 
     layer = LensFogLayer(
-        LensFogLayerConfig(kind="lens_fog", calibration=str(optics_file), heater=True),
+        LensFogLayerConfig(kind="lens_fog", calibration=str(optics_file), heater=True, estimate_every_s=0),
         load_calibration_file(optics_file, "optics"),
     )
     comp = Compensator([layer])
@@ -96,6 +96,24 @@ def test_lens_fog_layer_sees_the_fog_and_switches_the_heater_with_hysteresis(
     assert layer.calibration.fog.heater_on_below <= num(light, "lens_transmission")
     assert light.values["lens_heater"] is True
     assert run(chute_frames[22]).values["lens_heater"] is False
+
+
+def test_the_veil_is_estimated_once_a_second_and_every_frame_inverted_with_it(
+    chute_frames: list[U8], optics_file: Path
+) -> None:
+    from edge_runtime.compensation import load_calibration_file
+
+    cal = load_calibration_file(optics_file, "optics")
+    comp = Compensator([LensFogLayer(LensFogLayerConfig(kind="lens_fog", calibration=str(optics_file)), cal)])
+
+    def transmission(image: U8, t_ns: int) -> float:
+        task = lambda items: [Result("", f.stream, f.t_ns, "keep") for f in items]  # noqa: E731
+        (result,) = comp.run(task, [Frame("c", t_ns, image)])
+        return num(result, "lens_transmission")
+
+    assert transmission(chute_frames[20], 0) > 0.93
+    assert transmission(fog(chute_frames[20]), 500_000_000) > 0.93  # within the second: the clean estimate holds
+    assert transmission(fog(chute_frames[20]), 1_000_000_000) < 0.85  # a second later the fog is seen
 
 
 def test_side_inputs_give_each_input_the_reading_at_its_time() -> None:
@@ -394,3 +412,78 @@ async def test_a_cold_accelerometer_is_corrected_to_the_nominal_velocity(tmp_pat
     served = float(np.mean([num(r, "velocity_rms_mm_s") for r in good]))
     assert abs(served - nominal) / nominal < 0.02, (served, nominal, raw)
     assert num(good[0], "sensor_sensitivity") == pytest.approx(s, abs=1e-4)
+
+
+async def test_the_weld_cell_calls_for_preheat_in_a_cold_hall_and_not_in_a_warm_one(tmp_path: Path) -> None:
+    """The simulated weld cell at -30 degC, then +20 degC: t8/5 from its own tags, preheat flagged only cold."""
+    import shutil
+
+    from adapters.opcua.config import OpcuaConfig
+    from adapters.opcua.simulator import running_simulator
+    from edge_runtime.config import load_device_profile, profile_dirs
+
+    photos = shared_dataset("weld_photos")
+    assert photos is not None, "../shared/datasets/weld_photos is needed (the CI checkout has it beside the repo)"
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for path in sorted((photos / "images").glob("*.jpg"))[:2]:
+        shutil.copy(path, frames / path.name)
+    port = free_port()
+    cell = load_device_profile(profile_dirs()[0] / "devices" / "weld_cell_opcua.yaml")
+    assert isinstance(cell, OpcuaConfig)
+    data = {
+        "service": {"metrics_listen": None, "outbox": {"path": "o.sqlite"}},
+        "devices": [
+            {"id": "cam", "kind": "camera", "source": str(frames), "fps": 5, "loop": True},
+            {"id": "weld1", "profile": "devices/weld_cell_opcua.yaml", "endpoint": f"opc.tcp://127.0.0.1:{port}"},
+        ],
+        "pipelines": [
+            {
+                "id": "weld",
+                "inputs": ["cam.*"],
+                "task": {"kind": "weld_inspector"},
+                "model": {"name": "weld_inspector"},
+                "batching": {"max_batch": 1, "queue_size": 2},
+                "compensation": [
+                    {
+                        "kind": "weld_thermal",
+                        "current": "weld1.current",
+                        "voltage": "weld1.voltage",
+                        "travel_speed": "weld1.travel_speed",
+                        "temperature": "weld1.hall_temp",
+                        "thickness_mm": 6,
+                        "t85_min_s": 8.2,
+                        "t85_max_s": 25,
+                    }
+                ],
+            }
+        ],
+    }
+    cfg = tmp_path / "site.yaml"
+    cfg.write_text(yaml.safe_dump(data, sort_keys=False))
+    deployment, errors = validate_file(cfg)
+    assert deployment is not None, errors
+    service = Service(deployment, base_dir=tmp_path, config_dir=tmp_path)
+    seen: list[Result] = []
+    service.result_observers.append(seen.append)
+    stop = asyncio.Event()
+
+    async with running_simulator(cell, port=port, animate=True, hold={"hall_temp": -30.0}) as sim:
+        runner = asyncio.create_task(service.run(stop))
+        try:
+            await until(lambda: any("t85_s" in r.values for r in seen), what="a weld judged at -30 degC")
+            cold = next(r for r in seen if "t85_s" in r.values)
+            sim.hold("hall_temp", 20.0)
+            n = len(seen)
+            await until(
+                lambda: any("t85_s" in r.values and num(r, "t85_s") > num(cold, "t85_s") + 0.5 for r in seen[n:]),
+                what="a weld judged at +20 degC (the hall temperature is polled every 5 s)",
+            )
+            warm = next(r for r in seen[n:] if "t85_s" in r.values and num(r, "t85_s") > num(cold, "t85_s") + 0.5)
+        finally:
+            stop.set()
+            await runner
+    assert cold.values["preheat_required"] is True and num(cold, "t85_s") < 8.2, cold.values
+    assert warm.values["preheat_required"] is False and 8.2 <= num(warm, "t85_s") <= 25
+    assert 0.4 < num(cold, "heat_input_kj_mm") < 0.8  # ~24 V x 180 A at 6 mm/s, k 0.8
+    assert cold.decision in ("accept", "reject")  # the visual verdict stands beside the thermal one

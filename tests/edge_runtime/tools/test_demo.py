@@ -27,6 +27,9 @@ def test_demo_runs_every_line_and_delivers_everything(capsys: pytest.CaptureFixt
     assert re.search(r"plc1|line_speed=", out), "the Modbus PLC's readings are shown"
     assert "current=" in out, "the OPC UA weld cell's readings are shown"
     assert "heatsink_temp=" in out, "the RS-485 drive's readings (Modbus RTU over a pty pair) are shown"
+    snap = re.search(r"cold snap: hall down to ([-+\d.]+) degC; lowest lens transmission ([\d.]+)", out)
+    assert snap is not None, out[-3000:]
+    assert float(snap.group(1)) < 0 and float(snap.group(2)) < 0.9, "the chute camera fogged in the cold snap"
 
 
 def test_demo_without_the_shared_data_replays_the_bundled_excerpt(
