@@ -264,6 +264,9 @@ class Layer(Protocol):
     def after(self, items: Sequence[Any], results: list[Result], notes: list[Note], side: SideInputs) -> None: ...
 
 
+Gauge = tuple[str, dict[str, str], float]  # metric name, labels, value
+
+
 def _check_range(note: Note, kind: str, provenance: Any, temp: float | None) -> None:
     if temp is None:
         note.uncertain.append(f"{kind}: no temperature reading")
@@ -294,6 +297,7 @@ class LensFogLayer(_OpticsLayer):
         self._fog = LensFogCompensation(calibration)
         self.heater_on = False
         self.every_ns = int(config.estimate_every_s * 1e9)
+        self.transmission: dict[str, float] = {}  # stream -> latest estimate, for /metrics
         self._estimate: dict[str, tuple[int, tuple[int, ...], Any]] = {}  # stream -> (t_ns, shape, estimate)
 
     def before(self, items: list[Frame], notes: list[Note], side: SideInputs) -> list[Frame]:
@@ -308,6 +312,7 @@ class LensFogLayer(_OpticsLayer):
                 self._estimate[frame.stream] = last
             result = self._fog.apply(frame.image, last[2])
             t = result.estimate.transmission_mean
+            self.transmission[frame.stream] = t
             if t < fog.heater_on_below:
                 self.heater_on = True
             elif t > fog.heater_off_above:
@@ -509,6 +514,19 @@ class Compensator:
 
     def wants(self, stream: str) -> bool:
         return self.side.wants(stream)
+
+    def gauges(self) -> list[Gauge]:
+        """Lens health for /metrics: transmission per camera stream, the heater's state, the alarm."""
+        out: list[Gauge] = []
+        for layer in self.layers:
+            if isinstance(layer, LensFogLayer):
+                alarm = layer.calibration.fog.alarm_below
+                for stream, t in layer.transmission.items():
+                    out.append(("lens_transmission", {"stream": stream}, t))
+                    out.append(("lens_fog", {"stream": stream}, float(t < alarm)))
+                if layer.heater_config:
+                    out.append(("lens_heater_on", {}, float(layer.heater_on)))
+        return out
 
     def push(self, reading: Reading) -> None:
         self.side.push(reading)
