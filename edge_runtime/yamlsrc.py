@@ -16,6 +16,7 @@ from __future__ import annotations
 import gc
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,7 @@ _SCALAR_TAGS = {f"tag:yaml.org,2002:{name}" for name in ("null", "bool", "int", 
 _MAP_TAG = "tag:yaml.org,2002:map"
 _SEQ_TAG = "tag:yaml.org,2002:seq"
 _MERGE_TAG = "tag:yaml.org,2002:merge"
+_TOKEN_EDGE = "A-Za-z0-9"
 
 
 @dataclass
@@ -58,11 +60,38 @@ class Located:
     where: dict[Loc, tuple[Path, int]] = field(default_factory=dict)
     file: Path = Path("<config>")
     secrets: set[str] = field(default_factory=set)  # values substituted from ${...}: redacted from every message
+    substituted: dict[Loc, tuple[str, str]] = field(default_factory=dict)  # loc -> (value, value with *** for refs)
 
-    def redact(self, text: str) -> str:
-        for secret in sorted(self.secrets, key=len, reverse=True):
-            if len(secret) >= 3:
-                text = text.replace(secret, "***")
+    def redact(self, text: str, loc: Loc | None = None) -> str:
+        """`text` without any value that came from `${...}`.
+
+        Whole substituted values (as validators quote them back) become their redacted form, e.g.
+        `rtsp://admin:***@cam`; secrets of 3 characters or more are replaced wherever they occur. A shorter secret
+        would mangle ordinary words if replaced as a substring, so it is replaced where it stands quoted (`'ab'`,
+        as pydantic and `repr` quote input values) anywhere, and as a whole token in the message of an error at
+        `loc` when it was substituted at or under `loc` (everywhere when `loc` is None).
+        """
+        if not self.secrets:
+            return text
+        pairs: list[tuple[str, str]] = []
+        for value, shown in self.substituted.values():
+            pairs += [(value, shown), (_repr_inner(value), _repr_inner(shown))]
+        for secret in self.secrets:
+            pairs += [(secret, "***"), (_repr_inner(secret), "***")]
+        short: set[str] = set()
+        for needle, replacement in sorted(set(pairs), key=lambda p: len(p[0]), reverse=True):
+            if not needle or needle == replacement:
+                continue
+            if len(needle) >= 3:
+                text = text.replace(needle, replacement)
+            else:
+                text = re.sub(f"(['\"]){re.escape(needle)}\\1", _quoted(replacement), text)
+        for where, (value, _) in self.substituted.items():
+            if loc is None or where[: len(loc)] == loc:
+                short.update(s for s in self.secrets if 0 < len(s) < 3 and s in value)
+        for secret in sorted(short, key=len, reverse=True):
+            for form in {secret, _repr_inner(secret)}:
+                text = re.sub(f"(?<![{_TOKEN_EDGE}]){re.escape(form)}(?![{_TOKEN_EDGE}])", "***", text)
         return text
 
     def locate(self, loc: Loc) -> tuple[Path, int]:
@@ -76,6 +105,14 @@ class Located:
 
 def _mark(mark: Any) -> Any:
     return mark  # libyaml's Mark and PyYAML's have the same line and column
+
+
+def _quoted(replacement: str) -> Callable[[re.Match[str]], str]:
+    return lambda m: f"{m[1]}{replacement}{m[1]}"
+
+
+def _repr_inner(text: str) -> str:
+    return repr(text)[1:-1]
 
 
 def _printable(text: str) -> str:
@@ -312,7 +349,10 @@ class _Converter:
             self.located.secrets.add(value)
             return value
 
-        return _REF.sub(value_of, text)
+        value = _REF.sub(value_of, text)
+        if value != text:
+            self.located.substituted[loc] = (value, _REF.sub("***", text))
+        return value
 
 
 def _secret_lookup(name: str) -> tuple[str | None, str]:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
@@ -224,3 +225,43 @@ def test_control_characters_in_keys_cannot_forge_output_lines(tmp_path: Path) ->
     f.write_text('service:\n  "x\\nd.yaml:1: forged\\u001b[2J": 1\n')
     [line] = _validate(f)
     assert line == f"{f}:2: service.x\\nd.yaml:1: forged\\x1b[2J: Extra inputs are not permitted"
+
+
+@pytest.mark.parametrize("secret", ["Z", "ab", "a'", "q7"])
+def test_short_secrets_are_redacted_too(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, secret: str) -> None:
+    monkeypatch.setenv("S", secret)
+    token = re.compile(f"(?<![A-Za-z0-9]){re.escape(secret)}(?![A-Za-z0-9])")
+    f = tmp_path / "d.yaml"
+    f.write_text(  # pydantic's errors: a validator quotes a whole value back; an error next to a secret
+        "devices:\n"
+        "  - id: gw1\n    kind: mqtt\n    subscriptions:\n      - topic: plant/+/vib\n"
+        '        stream: "{id}.${S}{"\n'
+        "  - id: m1\n    kind: modbus-tcp\n    host: ${S}\n    port: 0\n"
+    )
+    got = "\n".join(_validate(f))
+    assert token.search(got) is None, got
+    assert (
+        "bad stream template " in got and "{id}.***{" in got and "Input should be greater than or equal to 1" in got
+    ), got
+    f.write_text(  # the cross-checks' errors quote ids back
+        "devices:\n"
+        "  - {id: '${S}', kind: mqtt, subscriptions: [{topic: a, stream: x}]}\n"
+        "  - {id: '${S}', kind: mqtt, subscriptions: [{topic: b, stream: y}]}\n"
+        "pipelines:\n"
+        "  - {id: p, inputs: ['${S}.*'], task: {kind: vibration_anomaly},\n"
+        "     model: {name: vibration_anomaly}, outputs: ['${S}']}\n"
+    )
+    got = "\n".join(_validate(f))
+    assert token.search(got) is None, got
+    assert "duplicate id '***'" in got and "unknown sink '***' (sinks: [])" in got, got
+
+
+def test_a_short_secret_does_not_mangle_other_messages(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("S", "a")
+    f = tmp_path / "d.yaml"
+    f.write_text("service:\n  name: ${S}\n  log_level: loud\n")
+    assert _validate(f) == [f"{f}:3: service.log_level: Input should be 'debug', 'info', 'warning' or 'error'"]
+    located, _ = load_located(f)
+    assert located.redact("a name like a") == "*** name like ***"  # with no location: every token
+    assert located.redact("a name like a", ("service", "log_level")) == "a name like a"
+    assert located.redact("a name like a", ("service", "name")) == "*** name like ***"
