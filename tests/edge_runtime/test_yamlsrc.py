@@ -5,7 +5,9 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
+from edge_runtime import yamlsrc
 from edge_runtime.config import validate_file
 from edge_runtime.yamlsrc import MAX_DEPTH, MAX_FILE_BYTES, MAX_VALUES, load_located
 
@@ -265,3 +267,21 @@ def test_a_short_secret_does_not_mangle_other_messages(tmp_path: Path, monkeypat
     assert located.redact("a name like a") == "*** name like ***"  # with no location: every token
     assert located.redact("a name like a", ("service", "log_level")) == "a name like a"
     assert located.redact("a name like a", ("service", "name")) == "*** name like ***"
+
+
+@pytest.mark.timeout(30)
+def test_without_libyaml_the_same_limits_hold(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """PyYAML built without libyaml falls back to its Python parser: slower, but bounded the same way."""
+    monkeypatch.setattr(yamlsrc, "_LOADER", yaml.SafeLoader)
+    f = tmp_path / "d.yaml"
+    for text, why in [
+        ("a: " + "[" * 200 + "]" * 200 + "\n", f"<yaml>: nested deeper than {MAX_DEPTH} levels"),
+        ("pipelines: &r [*r]\n", "<yaml>: alias *r is inside its own anchor (a recursive anchor)"),
+        ("a: b\x07\n", "<file>: control character U+0007 at column 5: remove it"),
+        (_bomb(), f"more than {MAX_VALUES} values (a value reached through an alias counts at each use)"),
+    ]:
+        f.write_text(text)
+        [line] = _validate(f)
+        assert line.endswith(why), line
+    f.write_text("service: {name: a}\n")
+    assert validate_file(f)[1] == []
