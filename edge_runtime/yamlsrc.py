@@ -242,7 +242,7 @@ def _compose(text: str, file: Path) -> yaml.Node | None:
         mark = exc.problem_mark or exc.context_mark
         raise _Abort(SourceError(file, (mark.line + 1) if mark else 1, "<yaml>", str(exc.problem))) from exc
     except yaml.YAMLError as exc:  # e.g. a ReaderError the check in _read_text did not foresee
-        raise _Abort(SourceError(file, 1, "<yaml>", str(exc).splitlines()[0])) from exc
+        raise _Abort(SourceError(file, 1, "<yaml>", (str(exc).splitlines() or ["unreadable YAML"])[0])) from exc
     return root
 
 
@@ -329,9 +329,9 @@ class _Converter:
             return self._unsupported(node, loc)
         try:
             return _CONSTRUCTOR.yaml_constructors[node.tag](_CONSTRUCTOR, node)
-        except (yaml.YAMLError, ValueError, TypeError, AttributeError, OverflowError) as exc:
-            # e.g. `2024-13-45` (implicitly a date), `!!int x`, an integer of 5,000 digits, bad `!!binary`
-            problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        except Exception as exc:  # PyYAML's constructors fail in many ways on values they do not expect:
+            # `2024-13-45` (implicitly a date), `!!int x`, `!!int` with no value, 5,000 digits, bad `!!binary`
+            problem = getattr(exc, "problem", None) or (str(exc).splitlines() or [type(exc).__name__])[0]
             short = node.tag.rsplit(":", 1)[-1]
             self.errors.append(
                 SourceError(

@@ -212,6 +212,7 @@ def test_a_credential_that_is_not_utf8_is_an_error(tmp_path: Path, monkeypatch: 
         ("2024-13-45", "cannot read this value as timestamp: month must be in 1..12"),
         ("!!int x", "cannot read this value as int: invalid literal for int() with base 10: 'x'"),
         ("!!float x", "cannot read this value as float: could not convert string to float: 'x'"),
+        ("!!int", "cannot read this value as int: string index out of range"),
         ("1" * 5000, "cannot read this value as int: Exceeds the limit (4300 digits) for integer string conversion"),
     ],
 )
