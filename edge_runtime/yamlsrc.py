@@ -240,7 +240,8 @@ def _compose(text: str, file: Path) -> yaml.Node | None:
                 add(node)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
-        raise _Abort(SourceError(file, (mark.line + 1) if mark else 1, "<yaml>", str(exc.problem))) from exc
+        why = exc.problem or exc.context or "not valid YAML"
+        raise _Abort(SourceError(file, (mark.line + 1) if mark else 1, "<yaml>", why)) from exc
     except yaml.YAMLError as exc:  # e.g. a ReaderError the check in _read_text did not foresee
         raise _Abort(SourceError(file, 1, "<yaml>", (str(exc).splitlines() or ["unreadable YAML"])[0])) from exc
     return root
