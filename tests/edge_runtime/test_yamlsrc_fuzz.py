@@ -1,10 +1,10 @@
 """Fuzzing `edge-runtime validate`: random bytes, YAML-ish text and random nested configs, in a deployment file and
 in a device profile. Whatever the input, validate exits 0 or 2 and prints only `FILE:LINE: path: why` lines (no
-traceback, no hang), and a value substituted from `${...}` never shows. Bounded for CI: a few seconds in all."""
+traceback, no hang), and a value substituted from `${...}` never shows. (`run` loads through the same
+validate_file and raises ConfigError with these errors.) Bounded for CI: about 5 s of CPU in all."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import tempfile
@@ -19,11 +19,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from edge_runtime.cli import main
-from edge_runtime.config import ConfigError, load_deployment
 
 FUZZ = settings(
-    max_examples=120,
-    deadline=timedelta(seconds=3),  # one example takes milliseconds; a hang or a slow path fails here
+    max_examples=80,
+    # an example takes milliseconds (a capped alias bomb 0.3 s of CPU); a hang or a slow path fails here, with
+    # room for a machine that gives this test a fraction of a core
+    deadline=timedelta(seconds=6),
     # capsys is read (and so emptied) by every example; the environment fixture is the same for all of them
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
@@ -93,8 +94,6 @@ def _check(deploy: Path, capsys: pytest.CaptureFixture[str], secret: str | None 
                 message = line.split(": ", 2)[-1]
                 assert re.search(rf"(?<![A-Za-z0-9]){re.escape(secret)}(?![A-Za-z0-9])", message) is None, line
                 assert len(secret) < 3 or secret not in message, line  # 3+ characters: not even inside a word
-        with contextlib.suppress(ConfigError):
-            load_deployment(deploy)  # `run`'s path: only ConfigError may come out
     finally:
         os.environ.pop("S", None)
 
@@ -138,7 +137,7 @@ def test_random_nested_configs(
     _check(deploy, capsys, secret)
 
 
-@settings(FUZZ, max_examples=30)  # the big cases cost the whole value budget: ~0.1 s each
+@settings(FUZZ, max_examples=20)  # the big cases cost the whole value budget: 0.1-0.3 s each
 @given(
     section=st.sampled_from(["", "service", "devices", "pipelines"]),
     depth=st.integers(1, 3000),
