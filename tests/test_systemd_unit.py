@@ -53,6 +53,8 @@ def test_the_unit_is_sandboxed() -> None:
     )
     found = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", result.stdout)
     assert found, f"no exposure score (exit {result.returncode}):\n{result.stdout}\n{result.stderr}"
+    # a misspelt directive or a bad value is only warned about, and silently loosens the sandbox
+    assert "ignoring" not in result.stderr, result.stderr
     exposed = "\n".join(line for line in result.stdout.splitlines() if line.startswith("✗"))
     assert float(found[1]) <= MAX_EXPOSURE, f"exposure {found[1]} > {MAX_EXPOSURE}; open:\n{exposed}"
 
