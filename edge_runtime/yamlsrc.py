@@ -23,7 +23,7 @@ from typing import Any
 
 import yaml
 
-__all__ = ["MAX_DEPTH", "MAX_FILE_BYTES", "MAX_VALUES", "Located", "SourceError", "load_located"]
+__all__ = ["MAX_DEPTH", "MAX_FILE_BYTES", "MAX_TOTAL_VALUES", "MAX_VALUES", "Located", "SourceError", "load_located"]
 
 MAX_FILE_BYTES = 1024 * 1024
 """Largest deployment file or device profile read (a real one is a few kB; a profile of 5,000 registers ~ 500 kB)."""
@@ -32,6 +32,9 @@ MAX_DEPTH = 64
 MAX_VALUES = 100_000
 """Most values (scalars, mappings, lists) one file may produce, counting a value reached through an alias at every
 use (a profile of 5,000 registers has about 30,000)."""
+MAX_TOTAL_VALUES = 500_000
+"""Most values a deployment and all the device profiles it merges may produce together (a profile used by many
+devices counts once per device; 50 devices with 1,000-tag profiles come to about 300,000)."""
 MAX_CREDENTIAL_BYTES = 64 * 1024
 """Largest file read from `$CREDENTIALS_DIRECTORY` (a password, token or key)."""
 
@@ -248,18 +251,31 @@ def _compose(text: str, file: Path) -> yaml.Node | None:
 
 
 @dataclass
+class _Load:
+    """What one load_located() shares between the deployment and its profiles: each profile file is read and
+    parsed once however many devices use it, and all values count against MAX_TOTAL_VALUES."""
+
+    located: Located
+    errors: list[SourceError]
+    values: int = 0
+    profiles: dict[Path, yaml.Node | None] = field(default_factory=dict)
+    unreadable: set[Path] = field(default_factory=set)  # profiles whose error is already reported
+
+
+@dataclass
 class _Converter:
-    """Nodes to plain data, recording each value's line; counts values (aliases at every use) against MAX_VALUES."""
+    """Nodes to plain data, recording each value's line; counts values (aliases at every use) against MAX_VALUES
+    for this file and MAX_TOTAL_VALUES for the whole load."""
 
     file: Path
     where: dict[Loc, tuple[Path, int]]
-    errors: list[SourceError]
-    located: Located
+    load: _Load
     values: int = 0
 
     def convert(self, node: yaml.Node, loc: Loc) -> Any:
         line = node.start_mark.line + 1
         self.values += 1
+        self.load.values += 1
         if self.values > MAX_VALUES:
             raise _Abort(
                 SourceError(
@@ -267,6 +283,16 @@ class _Converter:
                     line,
                     _path(loc),
                     f"more than {MAX_VALUES} values (a value reached through an alias counts at each use)",
+                )
+            )
+        if self.load.values > MAX_TOTAL_VALUES:
+            raise _Abort(
+                SourceError(
+                    self.file,
+                    line,
+                    _path(loc),
+                    f"more than {MAX_TOTAL_VALUES} values in the deployment and its profiles together "
+                    "(a profile counts once per device that uses it)",
                 )
             )
         if len(loc) > MAX_DEPTH:
@@ -280,14 +306,14 @@ class _Converter:
             for key_node, value_node in node.value:
                 key_line = key_node.start_mark.line + 1
                 if key_node.tag == _MERGE_TAG:
-                    self.errors.append(
+                    self.load.errors.append(
                         SourceError(
                             self.file, key_line, _path(loc), "YAML merge keys (<<) are not supported: write keys out"
                         )
                     )
                     continue
                 if not isinstance(key_node, yaml.ScalarNode):
-                    self.errors.append(
+                    self.load.errors.append(
                         SourceError(
                             self.file, key_line, _path(loc), "a key must be a plain value, not a list or mapping"
                         )
@@ -296,7 +322,7 @@ class _Converter:
                 key = self._scalar(key_node, loc)
                 key = key if isinstance(key, str) else str(key)
                 if key in first:
-                    self.errors.append(
+                    self.load.errors.append(
                         SourceError(
                             self.file, key_line, _path((*loc, key)), f"duplicate key (first at line {first[key]})"
                         )
@@ -315,7 +341,7 @@ class _Converter:
         return value
 
     def _unsupported(self, node: yaml.Node, loc: Loc) -> None:
-        self.errors.append(
+        self.load.errors.append(
             SourceError(
                 self.file,
                 node.start_mark.line + 1,
@@ -334,7 +360,7 @@ class _Converter:
             # `2024-13-45` (implicitly a date), `!!int x`, `!!int` with no value, 5,000 digits, bad `!!binary`
             problem = getattr(exc, "problem", None) or (str(exc).splitlines() or [type(exc).__name__])[0]
             short = node.tag.rsplit(":", 1)[-1]
-            self.errors.append(
+            self.load.errors.append(
                 SourceError(
                     self.file, node.start_mark.line + 1, _path(loc), f"cannot read this value as {short}: {problem}"
                 )
@@ -345,14 +371,14 @@ class _Converter:
         def value_of(match: re.Match[str]) -> str:
             value, why = _secret_lookup(match.group(1))
             if value is None:
-                self.errors.append(SourceError(self.file, line, _path(loc), why))
+                self.load.errors.append(SourceError(self.file, line, _path(loc), why))
                 return ""
-            self.located.secrets.add(value)
+            self.load.located.secrets.add(value)
             return value
 
         value = _REF.sub(value_of, text)
         if value != text:
-            self.located.substituted[loc] = (value, _REF.sub("***", text))
+            self.load.located.substituted[loc] = (value, _REF.sub("***", text))
         return value
 
 
@@ -379,18 +405,21 @@ def _secret_lookup(name: str) -> tuple[str | None, str]:
     return None, f"${{{name}}} is neither an environment variable nor a file in $CREDENTIALS_DIRECTORY"
 
 
-def _load(
-    file: Path, prefix: Loc, where: dict[Loc, tuple[Path, int]], located: Located, errors: list[SourceError]
-) -> Any:
-    """Read, parse and convert one file (raises _Abort for a problem that ends it)."""
-    text = _read_text(file)
+def _load(file: Path, prefix: Loc, where: dict[Loc, tuple[Path, int]], load: _Load, *, cached: bool = False) -> Any:
+    """Read, parse and convert one file (raises _Abort for a problem that ends it). `cached`: parse a profile once
+    per load, however many devices name it."""
     # the node graph has no cycles, and the cyclic collector, run again and again over a growing heap of nodes,
     # would take two thirds of the time of a large file
     collecting = gc.isenabled()
     gc.disable()
     try:
-        node = _compose(text, file)
-        return None if node is None else _Converter(file, where, errors, located).convert(node, prefix)
+        if cached and file in load.profiles:
+            node = load.profiles[file]
+        else:
+            node = _compose(_read_text(file), file)
+            if cached:
+                load.profiles[file] = node
+        return None if node is None else _Converter(file, where, load).convert(node, prefix)
     finally:
         if collecting:
             gc.enable()
@@ -398,21 +427,24 @@ def _load(
 
 def load_located(file: Path, *, profile_dirs: tuple[Path, ...] = ()) -> tuple[Located, list[SourceError]]:
     """Read a deployment file. Device entries with `profile:` get the profile's keys merged under them."""
-    errors: list[SourceError] = []
     located = Located(data=None, file=file)
+    load = _Load(located, [])
     try:
-        located.data = _load(file, (), located.where, located, errors)
+        located.data = _load(file, (), located.where, load)
     except _Abort as exc:
         located.data = None
         return located, [exc.error]
-    if located.data is None and not errors and not located.where:
+    if located.data is None and not load.errors and not located.where:
         return located, [SourceError(file, 1, "<file>", "the file is empty")]
     devices = located.data.get("devices") if isinstance(located.data, dict) else None
     if isinstance(devices, list):
         for i, entry in enumerate(devices):
             if isinstance(entry, dict) and "profile" in entry:
-                _merge_profile(located, i, entry, file, profile_dirs, errors)
-    return located, errors
+                try:
+                    _merge_profile(load, i, entry, file, profile_dirs)
+                except _Abort as exc:  # the whole load is over budget: one error, not one per device
+                    return located, [*load.errors, exc.error]
+    return located, load.errors
 
 
 def resolve_profile(name: str, base: Path, profile_dirs: tuple[Path, ...]) -> Path | None:
@@ -426,14 +458,8 @@ def resolve_profile(name: str, base: Path, profile_dirs: tuple[Path, ...]) -> Pa
     return None
 
 
-def _merge_profile(
-    located: Located,
-    index: int,
-    entry: dict[str, Any],
-    file: Path,
-    profile_dirs: tuple[Path, ...],
-    errors: list[SourceError],
-) -> None:
+def _merge_profile(load: _Load, index: int, entry: dict[str, Any], file: Path, profile_dirs: tuple[Path, ...]) -> None:
+    located, errors = load.located, load.errors
     loc: Loc = ("devices", index, "profile")
     line = located.where[loc][1]
     name = entry.pop("profile")
@@ -441,13 +467,19 @@ def _merge_profile(
     if path is None:
         errors.append(SourceError(file, line, f"devices.{index}.profile", f"device profile '{name}' not found"))
         return
+    if path in load.unreadable:
+        return  # reported at the first device that uses it
     prof_where: dict[Loc, tuple[Path, int]] = {}
     try:
-        profile = _load(path, ("devices", index), prof_where, located, errors)
+        profile = _load(path, ("devices", index), prof_where, load, cached=True)
     except _Abort as exc:
+        if load.values > MAX_TOTAL_VALUES:
+            raise
+        load.unreadable.add(path)
         errors.append(exc.error)
         return
     if not isinstance(profile, dict):
+        load.unreadable.add(path)
         errors.append(SourceError(path, 1, "<profile>", "a device profile must be a mapping"))
         return
     for key, value in profile.items():

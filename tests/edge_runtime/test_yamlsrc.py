@@ -9,7 +9,7 @@ import yaml
 
 from edge_runtime import yamlsrc
 from edge_runtime.config import validate_file
-from edge_runtime.yamlsrc import MAX_DEPTH, MAX_FILE_BYTES, MAX_VALUES, load_located
+from edge_runtime.yamlsrc import MAX_DEPTH, MAX_FILE_BYTES, MAX_TOTAL_VALUES, MAX_VALUES, load_located
 
 
 def test_every_value_knows_its_line(tmp_path: Path) -> None:
@@ -288,3 +288,36 @@ def test_without_libyaml_the_same_limits_hold(tmp_path: Path, monkeypatch: pytes
         assert line.endswith(why), line
     f.write_text("service: {name: a}\n")
     assert validate_file(f)[1] == []
+
+
+@pytest.mark.timeout(30)
+def test_a_profile_multiplied_by_aliases_fails_fast(tmp_path: Path) -> None:
+    """Each device entry merges its own copy of the profile, so 3,000 aliases of one entry would build 3,000
+    copies (an anchor bomb through `profile:`, which hung validate); all files of a load share one budget."""
+    (tmp_path / "p.yaml").write_text(
+        "kind: modbus-tcp\ntags:\n" + "".join(f"  - {{name: t{i}, table: holding, address: {i}}}\n" for i in range(400))
+    )
+    f = tmp_path / "d.yaml"
+    f.write_text("x: &d {id: m, profile: p.yaml}\ndevices: [" + ", ".join(["*d"] * 3000) + "]\n")
+    started = time.monotonic()
+    [line] = _validate(f)
+    assert time.monotonic() - started < 10
+    assert line.startswith(f"{tmp_path / 'p.yaml'}:") and line.endswith(
+        f"more than {MAX_TOTAL_VALUES} values in the deployment and its profiles together "
+        "(a profile counts once per device that uses it)"
+    )
+
+
+def test_a_broken_profile_used_by_many_devices_is_reported_once(tmp_path: Path) -> None:
+    (tmp_path / "p.yaml").write_text("kind: [modbus-tcp\n")
+    (tmp_path / "list.yaml").write_text("- kind: modbus-tcp\n")
+    f = tmp_path / "d.yaml"
+    f.write_text(
+        "devices:\n"
+        + "".join(f"  - {{id: m{i}, profile: p.yaml}}\n" for i in range(5))
+        + "".join(f"  - {{id: n{i}, profile: list.yaml}}\n" for i in range(5))
+    )
+    assert [line.split(": ", 1)[0] for line in _validate(f)] == [
+        f"{tmp_path / 'p.yaml'}:2",
+        f"{tmp_path / 'list.yaml'}:1",
+    ]
