@@ -64,6 +64,7 @@ class Located:
     file: Path = Path("<config>")
     secrets: set[str] = field(default_factory=set)  # values substituted from ${...}: redacted from every message
     substituted: dict[Loc, tuple[str, str]] = field(default_factory=dict)  # loc -> (value, value with *** for refs)
+    _redactor: _Redactor | None = field(default=None, repr=False, compare=False)
 
     def redact(self, text: str, loc: Loc | None = None) -> str:
         """`text` without any value that came from `${...}`.
@@ -76,26 +77,10 @@ class Located:
         """
         if not self.secrets:
             return text
-        pairs: list[tuple[str, str]] = []
-        for value, shown in self.substituted.values():
-            pairs += [(value, shown), (_repr_inner(value), _repr_inner(shown))]
-        for secret in self.secrets:
-            pairs += [(secret, "***"), (_repr_inner(secret), "***")]
-        short: set[str] = set()
-        for needle, replacement in sorted(set(pairs), key=lambda p: len(p[0]), reverse=True):
-            if not needle or needle == replacement:
-                continue
-            if len(needle) >= 3:
-                text = text.replace(needle, replacement)
-            else:
-                text = re.sub(f"(['\"]){re.escape(needle)}\\1", _quoted(replacement), text)
-        for where, (value, _) in self.substituted.items():
-            if loc is None or where[: len(loc)] == loc:
-                short.update(s for s in self.secrets if 0 < len(s) < 3 and s in value)
-        for secret in sorted(short, key=len, reverse=True):
-            for form in {secret, _repr_inner(secret)}:
-                text = re.sub(f"(?<![{_TOKEN_EDGE}]){re.escape(form)}(?![{_TOKEN_EDGE}])", "***", text)
-        return text
+        key = (len(self.secrets), len(self.substituted))
+        if self._redactor is None or self._redactor.key != key:
+            self._redactor = _Redactor.build(self, key)
+        return self._redactor.apply(text, loc)
 
     def locate(self, loc: Loc) -> tuple[Path, int]:
         """The nearest recorded position for `loc` (walking up to the parent when a key is missing)."""
@@ -104,6 +89,59 @@ class Located:
             if hit is not None:
                 return hit
         return (self.file, 1)
+
+
+@dataclass
+class _Redactor:
+    """Located.redact's tables, built once per load: an error list can be long (one error per list item) and so
+    can the list of substitutions (an alias of a `${...}` value substitutes at every use)."""
+
+    key: tuple[int, int]
+    everywhere: list[tuple[str, str]]  # needles of 3+ characters, longest first
+    quoted: list[tuple[re.Pattern[str], Callable[[re.Match[str]], str]]]  # shorter needles, where quoted
+    tokens: dict[str, re.Pattern[str]]  # short secret -> its whole-token pattern
+    under: dict[str, set[Loc]]  # short secret -> every loc at or above a place it was substituted
+
+    @classmethod
+    def build(cls, located: Located, key: tuple[int, int]) -> _Redactor:
+        pairs: set[tuple[str, str]] = set()
+        for value, shown in set(located.substituted.values()):
+            pairs |= {(value, shown), (_repr_inner(value), _repr_inner(shown))}
+        for secret in located.secrets:
+            pairs |= {(secret, "***"), (_repr_inner(secret), "***")}
+        ordered = sorted((p for p in pairs if p[0] and p[0] != p[1]), key=lambda p: len(p[0]), reverse=True)
+        short = {s for s in located.secrets if 0 < len(s) < 3}
+        under: dict[str, set[Loc]] = {s: set() for s in short}
+        for where, (value, _) in located.substituted.items():
+            for secret in short:
+                if secret in value:
+                    under[secret].update(where[:end] for end in range(len(where) + 1))
+        return cls(
+            key=key,
+            everywhere=[p for p in ordered if len(p[0]) >= 3],
+            quoted=[
+                (re.compile(f"(['\"]){re.escape(needle)}\\1"), _quoted(replacement))
+                for needle, replacement in ordered
+                if len(needle) < 3
+            ],
+            tokens={
+                s: re.compile(
+                    "|".join(f"(?<![{_TOKEN_EDGE}]){re.escape(f)}(?![{_TOKEN_EDGE}])" for f in {s, _repr_inner(s)})
+                )
+                for s in sorted(short, key=len, reverse=True)
+            },
+            under=under,
+        )
+
+    def apply(self, text: str, loc: Loc | None) -> str:
+        for needle, replacement in self.everywhere:
+            text = text.replace(needle, replacement)
+        for pattern, replace in self.quoted:
+            text = pattern.sub(replace, text)
+        for secret, pattern in self.tokens.items():
+            if loc is None or loc in self.under[secret]:
+                text = pattern.sub("***", text)
+        return text
 
 
 def _mark(mark: Any) -> Any:
