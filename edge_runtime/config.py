@@ -242,7 +242,7 @@ def errors_from(exc: ValidationError, located: Located) -> list[SourceError]:
             loc = (*loc, "kind")
         file, line = located.locate(loc)
         path = ".".join(str(p) for p in loc) or "<root>"
-        out.append(SourceError(file, line, path, located.redact(err["msg"])))
+        out.append(SourceError(file, line, path, located.redact(err["msg"], loc)))
     return out
 
 
@@ -347,7 +347,10 @@ def validate_file(
             SourceError(*located.locate(loc), ".".join(map(str, loc)), f"warning: {why}") for loc, why in comp_warnings
         )
     if problems or file_errors:
-        errors = [SourceError(*located.locate(loc), ".".join(map(str, loc)), why) for loc, why in problems]
+        errors = [
+            SourceError(*located.locate(loc), ".".join(map(str, loc)), located.redact(why, loc))
+            for loc, why in problems
+        ]
         return None, sorted(errors + file_errors, key=lambda e: (str(e.file), e.line))
     return deployment, []
 
