@@ -22,9 +22,9 @@ EPILOG = "Docs: README.md and docs/ in the source tree. Logs are key=value lines
 
 def _cmd_validate(args: argparse.Namespace) -> int:
     from edge_runtime.config import validate_file
-    from edge_runtime.yamlsrc import SourceError
+    from edge_runtime.yamlsrc import Problem
 
-    warnings: list[SourceError] = []
+    warnings: list[Problem] = []
     deployment, errors = validate_file(args.config, warnings)
     for warning in warnings:
         print(warning, file=sys.stderr)

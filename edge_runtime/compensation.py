@@ -176,7 +176,7 @@ def load_calibration_file(path: Path, expect: str | None = None) -> Any:
     """A calibration file, validated like a config (`FILE:LINE: path: why` errors in `ConfigError`)."""
     from calibration.files import parse_calibration
     from edge_runtime.config import ConfigError, errors_from
-    from edge_runtime.yamlsrc import SourceError, load_located
+    from edge_runtime.yamlsrc import Problem, load_located
 
     located, errors = load_located(path)
     if errors:
@@ -186,7 +186,7 @@ def load_calibration_file(path: Path, expect: str | None = None) -> Any:
     except ValidationError as exc:
         raise ConfigError(errors_from(exc, located)) from exc
     if expect is not None and cal.kind != expect:
-        raise ConfigError([SourceError(path, 1, "kind", f"a {expect} calibration is needed here, not {cal.kind}")])
+        raise ConfigError([Problem(path, 1, "kind", f"a {expect} calibration is needed here, not {cal.kind}")])
     return cal
 
 

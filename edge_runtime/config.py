@@ -21,7 +21,7 @@ from edge_runtime.compensation import CompensationConfig
 from edge_runtime.paths import configs_dir
 from edge_runtime.tasks import task_union
 from edge_runtime.tasks.base import TaskConfigBase
-from edge_runtime.yamlsrc import Located, SourceError, load_located
+from edge_runtime.yamlsrc import Located, Problem, load_located
 
 __all__ = [
     "BatchingConfig",
@@ -51,7 +51,7 @@ else:
 class ConfigError(EdgeRuntimeError):
     """A deployment file is invalid; `errors` holds every problem as `FILE:LINE: path: why`."""
 
-    def __init__(self, errors: list[SourceError]) -> None:
+    def __init__(self, errors: list[Problem]) -> None:
         super().__init__("\n".join(str(e) for e in errors))
         self.errors = errors
 
@@ -234,7 +234,7 @@ def profile_dirs() -> tuple[Path, ...]:
     return (configs_dir(),)
 
 
-def errors_from(exc: ValidationError, located: Located) -> list[SourceError]:
+def errors_from(exc: ValidationError, located: Located) -> list[Problem]:
     out = []
     for err in exc.errors(include_input=False, include_url=False):
         loc = _data_loc(tuple(err["loc"]), located.data)
@@ -242,7 +242,7 @@ def errors_from(exc: ValidationError, located: Located) -> list[SourceError]:
             loc = (*loc, "kind")
         file, line = located.locate(loc)
         path = ".".join(str(p) for p in loc) or "<root>"
-        out.append(SourceError(file, line, path, located.redact(err["msg"], loc)))
+        out.append(Problem(file, line, path, located.redact(err["msg"], loc)))
     return out
 
 
@@ -278,13 +278,13 @@ def _known_stream(d: Deployment, stream: str) -> bool:
 
 def check_compensation(
     d: Deployment, base_dir: Path
-) -> tuple[list[tuple[tuple[str | int, ...], str]], list[SourceError], list[tuple[tuple[str | int, ...], str]]]:
+) -> tuple[list[tuple[tuple[str | int, ...], str]], list[Problem], list[tuple[tuple[str | int, ...], str]]]:
     """Compensation layers: calibration files load and are of the right kind, layers fit their pipeline's inputs,
     the tags they name exist. Returns (problems at deployment paths, errors inside calibration files, warnings)."""
     from edge_runtime.compensation import _CAL_KIND, _NEEDS, load_calibration_file
 
     problems: list[tuple[tuple[str | int, ...], str]] = []
-    file_errors: list[SourceError] = []
+    file_errors: list[Problem] = []
     warnings: list[tuple[tuple[str | int, ...], str]] = []
     site = d.service.site_temperature_c
     for i, p in enumerate(d.pipelines):
@@ -325,9 +325,7 @@ def check_compensation(
     return problems, file_errors, warnings
 
 
-def validate_file(
-    path: Path | str, warnings: list[SourceError] | None = None
-) -> tuple[Deployment | None, list[SourceError]]:
+def validate_file(path: Path | str, warnings: list[Problem] | None = None) -> tuple[Deployment | None, list[Problem]]:
     """Parse and validate; returns the deployment or every error found (never raises for bad content).
     Warnings (valid but worth a look) are appended to `warnings` when given."""
     file = Path(path)
@@ -335,7 +333,7 @@ def validate_file(
     if errors:
         return None, errors
     if not isinstance(located.data, dict):
-        return None, [SourceError(file, 1, "<root>", "a deployment file must be a mapping")]
+        return None, [Problem(file, 1, "<root>", "a deployment file must be a mapping")]
     try:
         deployment = Deployment.model_validate(located.data, context={"cross_checks": "deferred"})
     except ValidationError as exc:
@@ -344,12 +342,11 @@ def validate_file(
     problems = cross_check(deployment) + check_models(deployment) + comp_problems
     if warnings is not None:
         warnings.extend(
-            SourceError(*located.locate(loc), ".".join(map(str, loc)), f"warning: {why}") for loc, why in comp_warnings
+            Problem(*located.locate(loc), ".".join(map(str, loc)), f"warning: {why}") for loc, why in comp_warnings
         )
     if problems or file_errors:
         errors = [
-            SourceError(*located.locate(loc), ".".join(map(str, loc)), located.redact(why, loc))
-            for loc, why in problems
+            Problem(*located.locate(loc), ".".join(map(str, loc)), located.redact(why, loc)) for loc, why in problems
         ]
         return None, sorted(errors + file_errors, key=lambda e: (str(e.file), e.line))
     return deployment, []

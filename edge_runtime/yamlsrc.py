@@ -8,7 +8,7 @@ A config file is input from outside, so loading is bounded: at most `MAX_FILE_BY
 `MAX_DEPTH` deep, and at most `MAX_VALUES` values are produced, where a value reached through an alias (`*name`)
 counts again at every use (so an anchor "bomb" stops after a few milliseconds instead of eating the machine). Events
 come from libyaml's C parser when PyYAML has it; nodes are composed here, without recursion, so no input can reach
-Python's recursion limit. Every problem becomes a `SourceError`, never an exception.
+Python's recursion limit. Every problem becomes a `Problem`, never an exception.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from typing import Any
 
 import yaml
 
-__all__ = ["MAX_DEPTH", "MAX_FILE_BYTES", "MAX_TOTAL_VALUES", "MAX_VALUES", "Located", "SourceError", "load_located"]
+__all__ = ["MAX_DEPTH", "MAX_FILE_BYTES", "MAX_TOTAL_VALUES", "MAX_VALUES", "Located", "Problem", "load_located"]
 
 MAX_FILE_BYTES = 1024 * 1024
 """Largest deployment file or device profile read (a real one is a few kB; a profile of 5,000 registers ~ 500 kB)."""
@@ -161,7 +161,10 @@ def _printable(text: str) -> str:
 
 
 @dataclass
-class SourceError:
+class Problem:
+    """One thing wrong with a file, located: printed as `FILE:LINE: path: why` (a value, not an exception;
+    `ConfigError` carries a list of them)."""
+
     file: Path
     line: int
     path: str
@@ -174,7 +177,7 @@ class SourceError:
 class _Abort(Exception):
     """The file cannot be read further (too big, too deep, an alias bomb, broken YAML): one error ends it."""
 
-    def __init__(self, error: SourceError) -> None:
+    def __init__(self, error: Problem) -> None:
         super().__init__(str(error))
         self.error = error
 
@@ -188,23 +191,21 @@ def _read_text(file: Path) -> str:
         with file.open("rb") as fh:
             raw = fh.read(MAX_FILE_BYTES + 1)
     except OSError as exc:
-        raise _Abort(SourceError(file, 1, "<file>", f"cannot read: {exc.strerror or exc}")) from exc
+        raise _Abort(Problem(file, 1, "<file>", f"cannot read: {exc.strerror or exc}")) from exc
     if len(raw) > MAX_FILE_BYTES:
-        raise _Abort(
-            SourceError(file, 1, "<file>", f"larger than {MAX_FILE_BYTES // 1024**2} MiB: is this a config file?")
-        )
+        raise _Abort(Problem(file, 1, "<file>", f"larger than {MAX_FILE_BYTES // 1024**2} MiB: is this a config file?"))
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = raw.count(b"\n", 0, exc.start) + 1
-        raise _Abort(SourceError(file, line, "<file>", "not UTF-8 text: save the file as UTF-8")) from exc
+        raise _Abort(Problem(file, line, "<file>", "not UTF-8 text: save the file as UTF-8")) from exc
     text = text.removeprefix("\ufeff")
     bad = _NOT_PRINTABLE.search(text)
     if bad:
         line = text.count("\n", 0, bad.start()) + 1
         column = bad.start() - (text.rfind("\n", 0, bad.start()) + 1) + 1
         raise _Abort(
-            SourceError(file, line, "<file>", f"control character U+{ord(bad[0]):04X} at column {column}: remove it")
+            Problem(file, line, "<file>", f"control character U+{ord(bad[0]):04X} at column {column}: remove it")
         )
     return text
 
@@ -219,7 +220,7 @@ def _compose(text: str, file: Path) -> yaml.Node | None:
     documents = 0
 
     def fail(event: Any, why: str) -> _Abort:
-        return _Abort(SourceError(file, event.start_mark.line + 1, "<yaml>", why))
+        return _Abort(Problem(file, event.start_mark.line + 1, "<yaml>", why))
 
     def add(node: yaml.Node) -> None:
         nonlocal root
@@ -282,9 +283,9 @@ def _compose(text: str, file: Path) -> yaml.Node | None:
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         why = exc.problem or exc.context or "not valid YAML"
-        raise _Abort(SourceError(file, (mark.line + 1) if mark else 1, "<yaml>", why)) from exc
+        raise _Abort(Problem(file, (mark.line + 1) if mark else 1, "<yaml>", why)) from exc
     except yaml.YAMLError as exc:  # e.g. a ReaderError the check in _read_text did not foresee
-        raise _Abort(SourceError(file, 1, "<yaml>", (str(exc).splitlines() or ["unreadable YAML"])[0])) from exc
+        raise _Abort(Problem(file, 1, "<yaml>", (str(exc).splitlines() or ["unreadable YAML"])[0])) from exc
     return root
 
 
@@ -294,7 +295,7 @@ class _Load:
     parsed once however many devices use it, and all values count against MAX_TOTAL_VALUES."""
 
     located: Located
-    errors: list[SourceError]
+    errors: list[Problem]
     values: int = 0
     profiles: dict[Path, yaml.Node | None] = field(default_factory=dict)
     unreadable: set[Path] = field(default_factory=set)  # profiles whose error is already reported
@@ -316,7 +317,7 @@ class _Converter:
         self.load.values += 1
         if self.values > MAX_VALUES:
             raise _Abort(
-                SourceError(
+                Problem(
                     self.file,
                     line,
                     _path(loc),
@@ -325,7 +326,7 @@ class _Converter:
             )
         if self.load.values > MAX_TOTAL_VALUES:
             raise _Abort(
-                SourceError(
+                Problem(
                     self.file,
                     line,
                     _path(loc),
@@ -334,7 +335,7 @@ class _Converter:
                 )
             )
         if len(loc) > MAX_DEPTH:
-            raise _Abort(SourceError(self.file, line, _path(loc), f"nested deeper than {MAX_DEPTH} levels"))
+            raise _Abort(Problem(self.file, line, _path(loc), f"nested deeper than {MAX_DEPTH} levels"))
         self.where[loc] = (self.file, line)
         if isinstance(node, yaml.MappingNode):
             if node.tag != _MAP_TAG:
@@ -345,25 +346,21 @@ class _Converter:
                 key_line = key_node.start_mark.line + 1
                 if key_node.tag == _MERGE_TAG:
                     self.load.errors.append(
-                        SourceError(
+                        Problem(
                             self.file, key_line, _path(loc), "YAML merge keys (<<) are not supported: write keys out"
                         )
                     )
                     continue
                 if not isinstance(key_node, yaml.ScalarNode):
                     self.load.errors.append(
-                        SourceError(
-                            self.file, key_line, _path(loc), "a key must be a plain value, not a list or mapping"
-                        )
+                        Problem(self.file, key_line, _path(loc), "a key must be a plain value, not a list or mapping")
                     )
                     continue
                 key = self._scalar(key_node, loc)
                 key = key if isinstance(key, str) else str(key)
                 if key in first:
                     self.load.errors.append(
-                        SourceError(
-                            self.file, key_line, _path((*loc, key)), f"duplicate key (first at line {first[key]})"
-                        )
+                        Problem(self.file, key_line, _path((*loc, key)), f"duplicate key (first at line {first[key]})")
                     )
                     continue
                 first[key] = key_line
@@ -380,7 +377,7 @@ class _Converter:
 
     def _unsupported(self, node: yaml.Node, loc: Loc) -> None:
         self.load.errors.append(
-            SourceError(
+            Problem(
                 self.file,
                 node.start_mark.line + 1,
                 _path(loc),
@@ -399,7 +396,7 @@ class _Converter:
             problem = getattr(exc, "problem", None) or (str(exc).splitlines() or [type(exc).__name__])[0]
             short = node.tag.rsplit(":", 1)[-1]
             self.load.errors.append(
-                SourceError(
+                Problem(
                     self.file, node.start_mark.line + 1, _path(loc), f"cannot read this value as {short}: {problem}"
                 )
             )
@@ -409,7 +406,7 @@ class _Converter:
         def value_of(match: re.Match[str]) -> str:
             value, why = _secret_lookup(match.group(1))
             if value is None:
-                self.load.errors.append(SourceError(self.file, line, _path(loc), why))
+                self.load.errors.append(Problem(self.file, line, _path(loc), why))
                 return ""
             self.load.located.secrets.add(value)
             return value
@@ -463,7 +460,7 @@ def _load(file: Path, prefix: Loc, where: dict[Loc, tuple[Path, int]], load: _Lo
             gc.enable()
 
 
-def load_located(file: Path, *, profile_dirs: tuple[Path, ...] = ()) -> tuple[Located, list[SourceError]]:
+def load_located(file: Path, *, profile_dirs: tuple[Path, ...] = ()) -> tuple[Located, list[Problem]]:
     """Read a deployment file. Device entries with `profile:` get the profile's keys merged under them."""
     located = Located(data=None, file=file)
     load = _Load(located, [])
@@ -473,7 +470,7 @@ def load_located(file: Path, *, profile_dirs: tuple[Path, ...] = ()) -> tuple[Lo
         located.data = None
         return located, [exc.error]
     if located.data is None and not load.errors and not located.where:
-        return located, [SourceError(file, 1, "<file>", "the file is empty")]
+        return located, [Problem(file, 1, "<file>", "the file is empty")]
     devices = located.data.get("devices") if isinstance(located.data, dict) else None
     if isinstance(devices, list):
         for i, entry in enumerate(devices):
@@ -503,7 +500,7 @@ def _merge_profile(load: _Load, index: int, entry: dict[str, Any], file: Path, p
     name = entry.pop("profile")
     path = resolve_profile(name, file.parent, profile_dirs) if isinstance(name, str) else None
     if path is None:
-        errors.append(SourceError(file, line, f"devices.{index}.profile", f"device profile '{name}' not found"))
+        errors.append(Problem(file, line, f"devices.{index}.profile", f"device profile '{name}' not found"))
         return
     if path in load.unreadable:
         return  # reported at the first device that uses it
@@ -518,7 +515,7 @@ def _merge_profile(load: _Load, index: int, entry: dict[str, Any], file: Path, p
         return
     if not isinstance(profile, dict):
         load.unreadable.add(path)
-        errors.append(SourceError(path, 1, "<profile>", "a device profile must be a mapping"))
+        errors.append(Problem(path, 1, "<profile>", "a device profile must be a mapping"))
         return
     for key, value in profile.items():
         if key not in entry:

@@ -21,7 +21,7 @@ from edge_runtime.config import validate_file
 from edge_runtime.paths import shared_dataset
 from edge_runtime.service import Service
 from edge_runtime.tools import calibrate
-from edge_runtime.yamlsrc import SourceError
+from edge_runtime.yamlsrc import Problem
 from tests import helpers
 
 until = partial(helpers.until, timeout_s=90.0)
@@ -250,7 +250,7 @@ def test_validate_checks_calibration_files_and_tags(optics_file: Path, tmp_path:
     data = _deployment(tmp_path, optics_file, ports, "weld1.hall_temp")
     data["service"]["site_temperature_c"] = [-45, 35]
     cfg.write_text(yaml.safe_dump(data, sort_keys=False))
-    warnings: list[SourceError] = []
+    warnings: list[Problem] = []
     deployment, errors = validate_file(cfg, warnings)
     assert deployment is not None and errors == []
     assert warnings and "site sees -45..35" in warnings[0].message
