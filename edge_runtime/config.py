@@ -173,13 +173,22 @@ def cross_check(d: Deployment) -> list[tuple[tuple[str | int, ...], str]]:
     device_ids = {dev.id for dev in d.devices}
     # a device may name streams outside its id (an MQTT subscription's `line1.{topic_leaf}`)
     produced = sorted({prefix for dev in d.devices for prefix in dev.stream_prefixes()})
+    exact = set(produced)
+    matched: dict[str, bool] = {}  # prefix -> matches a device (thousands of inputs share a few prefixes)
+
+    def matches(prefix: str) -> bool:
+        if prefix not in matched:
+            matched[prefix] = (
+                prefix in exact or "*" in exact or any(fnmatch.fnmatchcase(name, prefix) for name in produced)
+            )
+        return matched[prefix]
+
     for i, p in enumerate(d.pipelines):
         for j, out in enumerate(p.outputs):
             if out not in sink_ids:
                 problems.append((("pipelines", i, "outputs", j), f"unknown sink '{out}' (sinks: {sorted(sink_ids)})"))
         for j, pattern in enumerate(p.inputs):
-            prefix = pattern.split(".", 1)[0]
-            if not any(fnmatch.fnmatchcase(name, prefix) or name == "*" for name in produced):
+            if not matches(pattern.split(".", 1)[0]):
                 problems.append(
                     (("pipelines", i, "inputs", j), f"'{pattern}' matches no device id (devices: {sorted(device_ids)})")
                 )
