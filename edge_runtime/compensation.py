@@ -94,36 +94,28 @@ class LedDriftLayerConfig(_LayerConfig):
     kind: Literal["led_drift"] = Field(description="Layer kind.")
 
 
-class SensorDriftLayerConfig(_LayerConfig):
-    """Accelerometer sensitivity and offset versus temperature."""
+class _TemperatureLayerConfig(_LayerConfig):
+    temperature: str = Field(  # required here, optional for the optics layers
+        min_length=1, description="Stream of the temperature tag (degC) the correction depends on; required."
+    )
+
+
+class SensorDriftLayerConfig(_TemperatureLayerConfig):
+    """Accelerometer sensitivity and offset versus temperature (at the sensor)."""
 
     kind: Literal["sensor_drift"] = Field(description="Layer kind.")
-    temperature: str | None = Field(description="Stream of the temperature tag at the sensor (degC); required.")
-
-    @model_validator(mode="after")
-    def _needs_temperature(self) -> SensorDriftLayerConfig:
-        if not self.temperature:
-            raise ValueError("sensor_drift needs a `temperature` stream")
-        return self
 
 
-class ColdStartLayerConfig(_LayerConfig):
-    """Anomaly alarms judged against the healthy baseline at the temperature and time since start."""
+class ColdStartLayerConfig(_TemperatureLayerConfig):
+    """Anomaly alarms judged against the healthy baseline at the ambient temperature and time since start."""
 
     kind: Literal["cold_start"] = Field(description="Layer kind.")
-    temperature: str | None = Field(description="Stream of the ambient temperature tag (degC); required.")
     idle_rms_g: float = Field(
         default=0.02,
         ge=0.0,
         le=100.0,
         description="A window below this RMS (g) means the machine stands still; the next one above it is a start.",
     )
-
-    @model_validator(mode="after")
-    def _needs_temperature(self) -> ColdStartLayerConfig:
-        if not self.temperature:
-            raise ValueError("cold_start needs a `temperature` stream")
-        return self
 
 
 class WeldThermalLayerConfig(StrictModel):

@@ -23,6 +23,7 @@ from edge_runtime.service import Service
 from edge_runtime.tools import calibrate
 from edge_runtime.yamlsrc import Problem
 from tests import helpers
+from tests.helpers import serving
 
 until = partial(helpers.until, timeout_s=90.0)
 U8 = npt.NDArray[np.uint8]
@@ -196,19 +197,13 @@ async def test_a_fogged_chute_is_compensated_and_its_heater_switched_on_through_
     deployment, errors = validate_file(cfg)
     assert deployment is not None, errors
     service = Service(deployment, base_dir=tmp_path, config_dir=tmp_path)
-    seen: list[Result] = []
-    service.result_observers.append(seen.append)
-    stop = asyncio.Event()
-    async with running_simulator(cell, port=ports["ua"], animate=True):
-        runner = asyncio.create_task(service.run(stop))
-        try:
+    try:
+        async with running_simulator(cell, port=ports["ua"], animate=True), serving(service) as seen:
             await until(lambda: any(r.quality == "good" for r in seen), what="a result with the hall temperature")
             await until(lambda: service.sinks["plc"].stats["acknowledged"] > 0, what="heater write")
             heater = await plc.read("coil", 200)
-        finally:
-            stop.set()
-            await runner
-            await plc.stop()
+    finally:
+        await plc.stop()
     good = next(r for r in seen if r.quality == "good")
     assert good.detail["compensation"] == ["lens_fog", "led_drift"]
     assert num(good, "lens_transmission") < 0.85 and good.values["lens_fog"] is True
@@ -383,8 +378,6 @@ async def test_a_cold_accelerometer_is_corrected_to_the_nominal_velocity(tmp_pat
         deployment, errors = validate_file(cfg)
         assert deployment is not None, errors
         service = Service(deployment, base_dir=tmp_path, config_dir=tmp_path)
-        seen: list[Result] = []
-        service.result_observers.append(seen.append)
         publisher = paho.Client(CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5)
         publisher.connect("127.0.0.1", broker.port)
         publisher.loop_start()
@@ -393,18 +386,14 @@ async def test_a_cold_accelerometer_is_corrected_to_the_nominal_velocity(tmp_pat
             VibrationGatewayConfig(id="gw-sim", port=broker.port, streams=[GatewayStream(stream="m1")]),
             {"m1": Waveform(cold, rec.fs_hz)},
         )
-        stop = asyncio.Event()
-        runner = asyncio.create_task(service.run(stop))
         try:
-            await service.started.wait()
-            await until(service.connected, what="the gateway subscription")
-            await gateway.open()
-            feeder = asyncio.create_task(gateway.run())
-            await until(lambda: sum(r.quality == "good" for r in seen) >= 12, what="a dozen compensated windows")
-            feeder.cancel()
+            async with serving(service) as seen:
+                await until(service.connected, what="the gateway subscription")
+                await gateway.open()
+                feeder = asyncio.create_task(gateway.run())
+                await until(lambda: sum(r.quality == "good" for r in seen) >= 12, what="a dozen compensated windows")
+                feeder.cancel()
         finally:
-            stop.set()
-            await runner
             await gateway.close()
             publisher.loop_stop()
     good = [r for r in seen if r.quality == "good"]
@@ -464,25 +453,17 @@ async def test_the_weld_cell_calls_for_preheat_in_a_cold_hall_and_not_in_a_warm_
     deployment, errors = validate_file(cfg)
     assert deployment is not None, errors
     service = Service(deployment, base_dir=tmp_path, config_dir=tmp_path)
-    seen: list[Result] = []
-    service.result_observers.append(seen.append)
-    stop = asyncio.Event()
-
-    async with running_simulator(cell, port=port, animate=True, hold={"hall_temp": -30.0}) as sim:
-        runner = asyncio.create_task(service.run(stop))
-        try:
-            await until(lambda: any("t85_s" in r.values for r in seen), what="a weld judged at -30 degC")
-            cold = next(r for r in seen if "t85_s" in r.values)
-            sim.hold("hall_temp", 20.0)
-            n = len(seen)
-            await until(
-                lambda: any("t85_s" in r.values and num(r, "t85_s") > num(cold, "t85_s") + 0.5 for r in seen[n:]),
-                what="a weld judged at +20 degC (the hall temperature is polled every 5 s)",
-            )
-            warm = next(r for r in seen[n:] if "t85_s" in r.values and num(r, "t85_s") > num(cold, "t85_s") + 0.5)
-        finally:
-            stop.set()
-            await runner
+    hold = {"hall_temp": -30.0}
+    async with running_simulator(cell, port=port, animate=True, hold=hold) as sim, serving(service) as seen:
+        await until(lambda: any("t85_s" in r.values for r in seen), what="a weld judged at -30 degC")
+        cold = next(r for r in seen if "t85_s" in r.values)
+        sim.hold("hall_temp", 20.0)
+        n = len(seen)
+        await until(
+            lambda: any("t85_s" in r.values and num(r, "t85_s") > num(cold, "t85_s") + 0.5 for r in seen[n:]),
+            what="a weld judged at +20 degC (the hall temperature is polled every 5 s)",
+        )
+        warm = next(r for r in seen[n:] if "t85_s" in r.values and num(r, "t85_s") > num(cold, "t85_s") + 0.5)
     assert cold.values["preheat_required"] is True and num(cold, "t85_s") < 8.2, cold.values
     assert warm.values["preheat_required"] is False and 8.2 <= num(warm, "t85_s") <= 25
     assert 0.4 < num(cold, "heat_input_kj_mm") < 0.8  # ~24 V x 180 A at 6 mm/s, k 0.8

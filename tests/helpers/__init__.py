@@ -3,13 +3,29 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import contextlib
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from adapters.base import Result
 from adapters.loopback import free_port
 
-__all__ = ["eventually", "free_port", "until", "wire"]
+__all__ = ["eventually", "free_port", "serving", "until", "wire"]
+
+
+@contextlib.asynccontextmanager
+async def serving(service: Any) -> AsyncIterator[list[Result]]:
+    """Run a `Service` for the duration of the block; yields the results it stores, in order (its observer)."""
+    seen: list[Result] = []
+    service.result_observers.append(seen.append)
+    stop = asyncio.Event()
+    runner = asyncio.create_task(service.run(stop))
+    try:
+        await service.started.wait()
+        yield seen
+    finally:
+        stop.set()
+        await runner
 
 
 def wire(results: list[Result]) -> list[dict[str, Any]]:
