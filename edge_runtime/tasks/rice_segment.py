@@ -84,25 +84,22 @@ class Grains:
         )
 
 
-def _solidity(labels: npt.NDArray[np.int32], box: npt.NDArray[np.int32], label: int) -> float:
+def _solidity(contour: npt.NDArray[np.int32]) -> float:
     """Area over convex-hull area of one blob: a single grain is convex, touching grains leave notches."""
     import cv2
 
-    x, y, w, h = (int(v) for v in box)
-    blob = (labels[y : y + h, x : x + w] == label).astype(np.uint8)
-    contours, _ = cv2.findContours(blob, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-    contour = max(contours, key=cv2.contourArea)
     hull = float(cv2.contourArea(cv2.convexHull(contour)))
     return float(cv2.contourArea(contour)) / hull if hull > 0 else 1.0
 
 
 def _split_blob(
     labels: npt.NDArray[np.int32], box: npt.NDArray[np.int32], label: int, next_id: int, expected_area: float
-) -> list[int]:
-    """Split one blob of touching grains at the necks of its distance transform; returns the new label ids.
+) -> list[tuple[int, int, int, int, int, int]]:
+    """Split one blob of touching grains at the necks of its distance transform; returns the pieces.
 
     Seeds are the cores of the distance map above a fraction of its maximum; the fraction giving the seed count
     closest to area / expected area is used. Returns [] when no fraction gives two seeds (the blob stays merged).
+    Each piece is (new label, x, y, w, h, area) in frame pixels.
     """
     import cv2
 
@@ -124,35 +121,56 @@ def _split_blob(
     dists = np.stack([cv2.distanceTransform((seeds != k + 1).astype(np.uint8), cv2.DIST_L2, 5) for k in range(n_seeds)])
     owner = dists.argmin(axis=0)
     inside = blob.astype(bool)
-    new_ids = []
+    pieces = []
     for k in range(n_seeds):
         piece = inside & (owner == k)
         if piece.any():
             roi[piece] = next_id + k
-            new_ids.append(next_id + k)
-    return new_ids
+            ys, xs = np.nonzero(piece)
+            x0, y0 = int(xs.min()), int(ys.min())
+            pieces.append((next_id + k, x + x0, y + y0, int(xs.max()) - x0 + 1, int(ys.max()) - y0 + 1, len(xs)))
+    return pieces
 
 
 def segment(frame_bgr: npt.NDArray[np.uint8], params: SegmentParams) -> Grains:
-    """Find the grains of one BGR frame on a dark plate and cut them into one model-ready batch."""
+    """Find the grains of one BGR frame on a dark plate and cut them into one model-ready batch.
+
+    Hot path (one call per frame): one labelling pass with stats and one outer-contour pass serve every blob;
+    Python touches each grain only to fit its rectangle, and only touching grains are traced one by one.
+    """
     import cv2
 
     gray = cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2GRAY)
     if params.threshold is None:
-        otsu, _ = cv2.threshold(gray, 0, 255, cv2.THRESH_BINARY | cv2.THRESH_OTSU)
+        otsu, mask = cv2.threshold(gray, 0, 255, cv2.THRESH_BINARY | cv2.THRESH_OTSU)
         thr = max(float(otsu), float(params.min_threshold))
+        if thr != otsu:
+            _, mask = cv2.threshold(gray, thr, 255, cv2.THRESH_BINARY)
     else:
         thr = float(params.threshold)
-    _, mask = cv2.threshold(gray, thr, 255, cv2.THRESH_BINARY)
+        _, mask = cv2.threshold(gray, thr, 255, cv2.THRESH_BINARY)
     if params.open_px > 1:
         kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (params.open_px, params.open_px))
         mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, kernel)
-    n, cc_labels, cc_stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8, ltype=cv2.CV_32S)
+    # Grana's block-based scan gives the same labels and stats (raster order) as the default (Spaghetti) at 40 %
+    # of its CPU time when stats are wanted (OpenCV 5.0, 640x480 chute frames)
+    n, cc_labels, cc_stats, _ = cv2.connectedComponentsWithStatsWithAlgorithm(mask, 8, cv2.CV_32S, cv2.CCL_GRANA)
     labels = np.asarray(cc_labels, dtype=np.int32)
     stats = np.asarray(cc_stats, dtype=np.int32)
     area = stats[:, cv2.CC_STAT_AREA]
-    ids = [int(i) for i in np.flatnonzero(area >= params.min_area_px) if i > 0]
+    keep = area >= params.min_area_px
+    keep[0] = False
+    ids: list[int] = np.flatnonzero(keep).tolist()
+    if not ids:
+        return Grains.empty(params.crop_size, thr)
+    # every blob's outer contour in one pass, before splitting relabels anything; a blob's label is the label of
+    # its contour's first point (blobs are 8-connected components, so each has exactly one outer contour)
+    contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    firsts = np.array([c[0, 0] for c in contours], dtype=np.int64).reshape(-1, 2)
+    contour_of: dict[int, Any] = dict(zip(labels[firsts[:, 1], firsts[:, 0]].tolist(), contours, strict=True))
     merged_ids: set[int] = set()
+    next_label = n
+    pieces: dict[int, tuple[int, int, int, int, int]] = {}
     if params.expected_area_px:
         limit = params.split_area_ratio * params.expected_area_px
         next_id = n
@@ -160,25 +178,27 @@ def segment(frame_bgr: npt.NDArray[np.uint8], params: SegmentParams) -> Grains:
         clumps = [
             i
             for i in ids
-            if area[i] > limit and (area[i] > 2 * limit or _solidity(labels, stats[i, :4], i) < params.single_solidity)
+            if area[i] > limit and (area[i] > 2 * limit or _solidity(contour_of[i]) < params.single_solidity)
         ]
         for label in clumps:
             new = _split_blob(labels, stats[label, :4], label, next_id, params.expected_area_px)
-            next_id = max(new, default=next_id) + 1
+            next_id = max((p[0] for p in new), default=next_id) + 1
+            next_label = next_id
             if not new:
                 merged_ids.add(label)
                 continue
             ids.remove(label)
-            for piece in new:
-                piece_area = int((labels == piece).sum())
-                if piece_area >= params.min_area_px:
+            for piece, *box_area in new:
+                if box_area[4] >= params.min_area_px:
                     ids.append(piece)
-                    if piece_area > limit:
+                    pieces[piece] = (box_area[0], box_area[1], box_area[2], box_area[3], box_area[4])
+                    if box_area[4] > limit:
                         merged_ids.add(piece)
     if not ids:
         return Grains.empty(params.crop_size, thr)
-    geo = _geometry(labels, stats, np.asarray(ids, dtype=np.int64), n)
-    crops = _crop(frame_bgr, labels, np.asarray(ids, dtype=np.int64), geo, params)
+    id_array = np.asarray(ids, dtype=np.int64)
+    geo = _geometry(labels, stats, id_array, n, contour_of, pieces)
+    crops = _crop(frame_bgr, labels, id_array, geo, params, max(n, next_label))
     return Grains(
         crops=crops,
         boxes=geo[:, 0:4].astype(np.int32),
@@ -186,34 +206,49 @@ def segment(frame_bgr: npt.NDArray[np.uint8], params: SegmentParams) -> Grains:
         length_px=geo[:, 7].astype(np.float32),
         width_px=geo[:, 8].astype(np.float32),
         area_px=geo[:, 4].astype(np.int32),
-        merged=np.array([i in merged_ids for i in ids], dtype=bool),
+        merged=np.isin(id_array, list(merged_ids)),
         threshold=thr,
     )
 
 
 def _geometry(
-    labels: npt.NDArray[np.int32], stats: npt.NDArray[np.int32], ids: npt.NDArray[np.int64], n_orig: int
+    labels: npt.NDArray[np.int32],
+    stats: npt.NDArray[np.int32],
+    ids: npt.NDArray[np.int64],
+    n_orig: int,
+    contour_of: Mapping[int, Any],
+    pieces: Mapping[int, tuple[int, int, int, int, int]],
 ) -> npt.NDArray[np.float64]:
-    """Per grain: bbox x, y, w, h, area, centre x, y, length, width, long-axis angle (rad), from its contour."""
+    """Per grain: bbox x, y, w, h, area, centre x, y, length, width, long-axis angle (rad), from its contour.
+
+    A blob found by the labelling takes its box and area from the stats and its contour from the frame's one
+    `findContours` pass; only the pieces of a split blob are traced one by one, inside their own box. The long
+    axis follows `cv2.boxPoints`' corner order (edge 0 = corner 1 - corner 0), vectorised: edge 0 is
+    h x (sin a, -cos a), edge 1 is w x (cos a, sin a), and of two equal sides edge 0 counts as the long one.
+    """
     import cv2
 
     out = np.zeros((len(ids), 10), dtype=np.float64)
-    for row, label in enumerate(ids):
+    rects = np.zeros((len(ids), 5), dtype=np.float64)  # cx, cy, w, h, angle (deg) of the minimum-area rectangle
+    original = ids < n_orig
+    out[original, :5] = stats[ids[original], :5]
+    for row, label in enumerate(ids.tolist()):
         if label < n_orig:
-            x, y, w, h = (int(v) for v in stats[label, :4])
-        else:  # a piece of a split blob: its box lies inside its parent's, find it from the pixels
-            ys, xs = np.nonzero(labels == label)
-            x, y, w, h = int(xs.min()), int(ys.min()), int(np.ptp(xs)) + 1, int(np.ptp(ys)) + 1
-        blob = (labels[y : y + h, x : x + w] == label).astype(np.uint8)
-        contours, _ = cv2.findContours(blob, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
-        contour = max(contours, key=cv2.contourArea)
-        (cx, cy), _, _ = rect = cv2.minAreaRect(contour)
-        corners = cv2.boxPoints(rect)
-        edges = np.diff(np.vstack([corners, corners[:1]]), axis=0)[:2]
-        lengths = np.hypot(edges[:, 0], edges[:, 1])
-        long = int(np.argmax(lengths))
-        angle = float(np.arctan2(edges[long, 1], edges[long, 0]))
-        out[row] = (x, y, w, h, blob.sum(), cx + x, cy + y, lengths.max(), lengths.min(), angle)
+            contour = contour_of[label]
+        else:
+            x, y, w, h, area = pieces[label]
+            out[row, :5] = (x, y, w, h, area)
+            blob = (labels[y : y + h, x : x + w] == label).astype(np.uint8)
+            found, _ = cv2.findContours(blob, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE, offset=(x, y))
+            contour = max(found, key=cv2.contourArea)
+        (cx, cy), (side_w, side_h), angle = cv2.minAreaRect(contour)
+        rects[row] = (cx, cy, side_w, side_h, angle)
+    a = np.deg2rad(rects[:, 4])
+    width, height = rects[:, 2], rects[:, 3]
+    out[:, 5:7] = rects[:, 0:2]
+    out[:, 7] = np.maximum(width, height)
+    out[:, 8] = np.minimum(width, height)
+    out[:, 9] = np.where(height >= width, np.arctan2(-np.cos(a), np.sin(a)), np.arctan2(np.sin(a), np.cos(a)))
     return out
 
 
@@ -223,6 +258,7 @@ def _crop(
     ids: npt.NDArray[np.int64],
     geo: npt.NDArray[np.float64],
     params: SegmentParams,
+    n_labels: int,
 ) -> npt.NDArray[np.uint8]:
     """Rotated, masked square crops of every grain in one `cv2.remap` call per chunk of a frame's grains.
 
@@ -239,34 +275,39 @@ def _crop(
     src = frame
     for _ in range(levels):
         src = np.asarray(cv2.pyrDown(src), dtype=np.uint8)
-    t = (np.arange(s, dtype=np.float64) + 0.5) / s - 0.5
-    u = t[None, None, :] * side[:, None, None]  # along the long axis: columns
-    v = t[None, :, None] * side[:, None, None]  # across: rows
-    cos = np.cos(geo[:, 9])[:, None, None]
-    sin = np.sin(geo[:, 9])[:, None, None]
-    map_x = geo[:, 5, None, None] + u * cos - v * sin
-    map_y = geo[:, 6, None, None] + u * sin + v * cos
-    scale = 2.0**-levels
-    # a grain's own label, grown by one pixel so the dim rim the threshold cut off stays in its crop
-    grown = cv2.dilate(labels.astype(np.float32), np.ones((3, 3), np.uint8))
+    # sampling maps in float32, the precision cv2.remap takes them in (1e-5 px from the float64 sums at 640 px)
+    t = (np.arange(s, dtype=np.float32) + 0.5) / s - 0.5
+    side32 = side.astype(np.float32)[:, None, None]
+    u = t[None, None, :] * side32  # along the long axis: columns
+    v = t[None, :, None] * side32  # across: rows
+    cos = np.cos(geo[:, 9]).astype(np.float32)[:, None, None]
+    sin = np.sin(geo[:, 9]).astype(np.float32)[:, None, None]
+    map_x = geo[:, 5, None, None].astype(np.float32) + u * cos - v * sin
+    map_y = geo[:, 6, None, None].astype(np.float32) + u * sin + v * cos
+    scale = np.float32(2.0**-levels)
+    # a grain's own label, grown by one pixel so the dim rim the threshold cut off stays in its crop; uint16 labels
+    # dilate in half the time of float32 ones, float32 still holds any label a frame up to 8192x8192 can have
+    label_type = np.uint16 if n_labels <= 2**16 else np.float32
+    grown = cv2.dilate(labels.astype(label_type), np.ones((3, 3), np.uint8))
     n = len(ids)
     crops = np.empty((n, s, s, 3), dtype=np.uint8)
-    owner = np.empty((n, s, s), dtype=np.float32)
+    owner = np.empty((n, s, s), dtype=label_type)
     step = max(1, _MAX_MAP_ROWS // s)
     for a in range(0, n, step):
         b = min(n, a + step)
-        mx = map_x[a:b].reshape(-1, s).astype(np.float32)
-        my = map_y[a:b].reshape(-1, s).astype(np.float32)
+        mx = map_x[a:b].reshape(-1, s)
+        my = map_y[a:b].reshape(-1, s)
+        if levels:
+            sx, sy = (mx + 0.5) * scale - 0.5, (my + 0.5) * scale - 0.5
+        else:
+            sx, sy = mx, my
         crops[a:b] = cv2.remap(
-            src,
-            (mx + 0.5) * scale - 0.5,
-            (my + 0.5) * scale - 0.5,
-            cv2.INTER_LINEAR,
-            borderMode=cv2.BORDER_CONSTANT,
-            borderValue=(0, 0, 0),
+            src, sx, sy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0)
         ).reshape(b - a, s, s, 3)
         owner[a:b] = cv2.remap(grown, mx, my, cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT, borderValue=0).reshape(
             b - a, s, s
         )
-    crops *= (owner == ids[:, None, None].astype(np.float32))[..., None]
-    return np.ascontiguousarray(crops.transpose(0, 3, 1, 2))
+    # mask and transpose to (N, 3, S, S) in one pass
+    out = np.empty((n, 3, s, s), dtype=np.uint8)
+    np.multiply(crops.transpose(0, 3, 1, 2), (owner == ids[:, None, None].astype(label_type))[:, None], out=out)
+    return out

@@ -169,22 +169,34 @@ class RiceSorterTask:
         top = probs.argmax(axis=1)
         _, broken, eject = self.decide(grains, probs)
         counts = np.bincount(top, minlength=len(self.labels))
+        # one tolist() per column instead of a numpy scalar conversion per grain and field
+        labels = self.labels
         rows = [
             {
-                "x": int(b[0]),
-                "y": int(b[1]),
-                "w": int(b[2]),
-                "h": int(b[3]),
-                "variety": self.labels[t],
-                "score": round(float(probs[i, t]), 4),
-                "declared_score": round(float(probs[i, self.declared]), 4),
-                "length_px": round(float(grains.length_px[i]), 1),
-                "broken": bool(broken[i]),
-                "merged": bool(grains.merged[i]),
-                "eject": bool(eject[i]),
-                "channel": int(channel[i]),
+                "x": b[0],
+                "y": b[1],
+                "w": b[2],
+                "h": b[3],
+                "variety": labels[t],
+                "score": round(p[t], 4),
+                "declared_score": round(p[self.declared], 4),
+                "length_px": round(length, 1),
+                "broken": br,
+                "merged": mg,
+                "eject": ej,
+                "channel": ch,
             }
-            for i, (b, t) in enumerate(zip(grains.boxes, top, strict=True))
+            for b, t, p, length, br, mg, ej, ch in zip(
+                grains.boxes.tolist(),
+                top.tolist(),
+                probs.tolist(),
+                grains.length_px.tolist(),
+                broken.tolist(),
+                grains.merged.tolist(),
+                eject.tolist(),
+                channel.tolist(),
+                strict=True,
+            )
         ]
         return Result(
             pipeline="",
