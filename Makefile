@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 SECONDS_DEMO ?= 40
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test lint typecheck unit bench system-deps clean
+.PHONY: demo test lint typecheck unit bench system-deps clean image-arm64 peers
 
 # Debian ships venv/ensurepip separately (python3-venv): install it when the first attempt fails.
 $(BIN)/python:
@@ -52,6 +52,15 @@ test: lint typecheck unit
 
 bench: $(VENV)/.runtime
 	$(BIN)/edge-runtime bench --json bench-results.json
+
+# Issue 11: the arm64 image proven under emulation (slow, never in `make test`) and the Node-RED peer comparison
+# (npm installs, never in CI).
+image-arm64:
+	docker/image-arm64.sh
+
+peers: $(VENV)/.runtime
+	benchmarks/peers/install.sh
+	$(BIN)/python benchmarks/peers/bench_peers.py --json bench-peers.json
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

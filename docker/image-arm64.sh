@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# `make image-arm64`: prove Dockerfile.arm64 without any registry. Builds a debian:bookworm-slim arm64 base with
+# debootstrap under qemu-user-static, imports it into a local docker daemon (Debian's docker.io), builds the image
+# for linux/arm64 and runs `edge-runtime validate` and `edge-runtime bench --quick` inside it under emulation.
+# Slow (tens of minutes under emulation); never part of `make test`. Work files go to $WORK (default /tmp).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+WORK=${WORK:-/tmp/edge-runtime-image-arm64}
+TAG=${TAG:-edge-runtime:arm64}
+SUDO=$([ "$(id -u)" = 0 ] || echo sudo)
+mkdir -p "$WORK"
+
+step() { printf '\n== %s (%s)\n' "$*" "$(date -u +%H:%M:%S)"; }
+
+step "host tools: docker.io, qemu-user-static, binfmt-support, debootstrap"
+missing=""
+for pkg in docker.io qemu-user-static binfmt-support debootstrap; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing="$missing $pkg"
+done
+if [ -n "$missing" ]; then
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $missing
+fi
+
+step "aarch64 binaries run through binfmt_misc"
+if [ ! -e /proc/sys/fs/binfmt_misc/register ]; then
+    $SUDO mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc
+fi
+$SUDO update-binfmts --enable qemu-aarch64 || true
+cat /proc/sys/fs/binfmt_misc/qemu-aarch64
+
+step "a docker daemon"
+DOCKER=/usr/bin/docker  # Debian's client matches Debian's daemon's API version
+if ! $DOCKER info >/dev/null 2>&1; then
+    $SUDO sh -c "nohup dockerd >'$WORK/dockerd.log' 2>&1 &"
+    for _ in $(seq 60); do $DOCKER info >/dev/null 2>&1 && break; sleep 1; done
+    $DOCKER info >/dev/null 2>&1 || { echo "dockerd did not start; its log:"; tail -30 "$WORK/dockerd.log"; exit 1; }
+fi
+$DOCKER version --format 'docker {{.Server.Version}} on {{.Server.Os}}/{{.Server.Arch}}'
+
+step "debian:bookworm-slim arm64 base with debootstrap"
+if ! $DOCKER image inspect debian:bookworm-slim --format '{{.Architecture}}' 2>/dev/null | grep -q arm64; then
+    rootfs="$WORK/rootfs"
+    $SUDO rm -rf "$rootfs"
+    # the host's own Debian mirror, as its apt sources name it
+    mirror=${MIRROR:-$(grep -rhoE '^(URIs:|deb) +[^ ]+/debian$|^URIs: +[^ ]+/debian$' /etc/apt/sources.list /etc/apt/sources.list.d/ 2>/dev/null \
+        | awk '{print $2}' | head -1)}
+    $SUDO debootstrap --arch=arm64 --variant=minbase bookworm "$rootfs" "$mirror"
+    $SUDO rm -rf "$rootfs"/var/lib/apt/lists/* "$rootfs"/var/cache/apt/*.bin
+    $SUDO tar -C "$rootfs" -c . | $DOCKER import --platform linux/arm64 - debian:bookworm-slim
+fi
+
+step "build $TAG for linux/arm64"
+$DOCKER build --platform linux/arm64 -f Dockerfile.arm64 -t "$TAG" .
+
+step "edge-runtime validate inside the image"
+$DOCKER run --rm --platform linux/arm64 "$TAG" validate /app/configs/rice_line.yaml
+
+step "edge-runtime bench --quick inside the image"
+$DOCKER run --rm --platform linux/arm64 -v "$WORK:/out" --user "$(id -u)" "$TAG" \
+    bench --quick --json /out/bench-arm64.json
+echo "report: $WORK/bench-arm64.json and $WORK/bench-arm64.md"
