@@ -1,10 +1,14 @@
-"""Modbus polling: tags/s with the read planner vs one request per tag, and write-back latency p50/p99.
+"""Modbus polling: tags/s with the read planner vs one request per tag, paced ingest (tags/s, CPU-s per 1k tags and
+data age at a 20 ms and 10 ms poll), and write-back latency p50/p99.
 
 A 500-tag profile (holding, input, coils, discrete inputs; mixed dtypes and byte orders, small holes and one
 forbidden block, as a real PLC map has) is served by a real pymodbus TCP server in a child process on loopback.
 The planner and the one-request-per-tag baseline poll it in alternating rounds in this process, so load from
 elsewhere hits both alike; the figure that travels between machines is their ratio. Write-back latency is the
 time `ModbusWriteSink.deliver` takes until the device acknowledged (one holding register and one coil).
+Paced ingest runs `ModbusSource.stream()` (what the service runs) at the poll period and counts the CPU time of
+this process only (the server is another process); data age is the largest gap between two good readings of one
+tag, which must stay under two poll periods.
 
     .venv/bin/python benchmarks/bench_modbus.py --json /tmp/bench_modbus.json [--quick]
 """
@@ -13,21 +17,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import multiprocessing
-import platform
 import socket
 import time
 from pathlib import Path
 from typing import Any
 
-from adapters.base import Result, now_ns
+from adapters.base import Reading, Result, now_ns
 from adapters.loopback import free_port
 from adapters.modbus.config import ModbusTcpConfig, ModbusWriteConfig
 from adapters.modbus.plan import plan_report
 from adapters.modbus.simulator import simulate
 from adapters.modbus.sink import ModbusWriteSink
 from adapters.modbus.source import ModbusSource
+from edge_runtime.tools.bench_schema import figure, write_result
 
 KINDS: list[dict[str, Any]] = [
     {"dtype": "float32", "byte_order": "ABCD", "unit": "bar"},
@@ -116,6 +119,43 @@ async def poll_rates(config: ModbusTcpConfig, seconds: float, rounds: int) -> di
     return out
 
 
+async def paced_ingest(config: ModbusTcpConfig, poll_ms: int, seconds: float) -> dict[str, float]:
+    """Tags/s, CPU-s per 1k tags and worst data age (in poll periods) of the streaming source at `poll_ms`."""
+    cfg = ModbusTcpConfig.model_validate({**config.model_dump(), "poll_interval_ms": poll_ms})
+    source = ModbusSource(cfg)
+    await source.open()
+    last: dict[str, int] = {}
+    worst_gap_ns = 0
+    n = 0
+    try:
+        stream = source.stream()
+        async for sample in stream:  # warm-up: one full cycle
+            last[sample.stream] = sample.t_ns
+            if len(last) == len(cfg.tags):
+                break
+        last.clear()
+        w0, c0 = time.perf_counter(), time.process_time()
+        async for sample in stream:
+            if isinstance(sample, Reading) and sample.quality == "good":
+                prev = last.get(sample.stream)
+                if prev is not None:
+                    worst_gap_ns = max(worst_gap_ns, sample.t_ns - prev)
+                last[sample.stream] = sample.t_ns
+                n += 1
+            if time.perf_counter() - w0 >= seconds:
+                break
+        wall, cpu = time.perf_counter() - w0, time.process_time() - c0
+        await stream.aclose()  # type: ignore[attr-defined]
+    finally:
+        await source.close()
+    return {
+        "tags_per_s": n / wall,
+        "cpu_s_per_1k_tags": cpu / max(1, n) * 1000,
+        "max_age_polls": worst_gap_ns / 1e6 / poll_ms,
+        "overruns": float(source.stats["overruns"]),
+    }
+
+
 async def write_latency(port: int, n: int) -> dict[str, float]:
     sink = ModbusWriteSink(
         ModbusWriteConfig.model_validate(
@@ -156,25 +196,55 @@ def main() -> None:
     config = profile(port)
     server = multiprocessing.get_context("spawn").Process(target=_serve, args=(config.model_dump_json(), port))
     server.start()
+    rounds = 2 if args.quick else 4
+    paced: dict[int, list[dict[str, float]]] = {20: [], 10: []}
     try:
         wait_port(port)
-        polling = asyncio.run(poll_rates(config, seconds, rounds=4))
+        polling = [asyncio.run(poll_rates(config, seconds / rounds, rounds=1)) for _ in range(rounds)]
+        for _ in range(rounds):
+            for poll_ms in paced:
+                paced[poll_ms].append(asyncio.run(paced_ingest(config, poll_ms, seconds / rounds)))
         latency = asyncio.run(write_latency(port, writes))
     finally:
         server.terminate()
         server.join(10)
-    results = {
-        "bench": "modbus",
-        "tags": len(config.tags),
-        "server": "pymodbus TCP simulator, child process, 127.0.0.1",
-        "plan": plan_report(config).splitlines()[0],
-        "polling": polling,
-        "write_back_ms": latency,
-        "machine": {"python": platform.python_version(), "cpu": platform.machine()},
-    }
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
-    print(json.dumps(results))
+    figures = [
+        figure(
+            "modbus.read_all.tags_per_s",
+            "tags/s",
+            [p["planner"]["tags_per_s"] for p in polling],
+            baseline=("one request per tag", [p["per_tag"]["tags_per_s"] for p in polling]),
+        )
+    ]
+    for poll_ms, runs in paced.items():
+        figures += [
+            figure(f"modbus.ingest.{poll_ms}ms.tags_per_s", "tags/s", [r["tags_per_s"] for r in runs]),
+            figure(
+                f"modbus.ingest.{poll_ms}ms.cpu_s_per_1k_tags",
+                "CPU-s/1k tags",
+                [r["cpu_s_per_1k_tags"] for r in runs],
+                higher_is_better=False,
+            ),
+            figure(
+                f"modbus.ingest.{poll_ms}ms.max_age",
+                "poll periods",
+                [r["max_age_polls"] for r in runs],
+                higher_is_better=False,
+            ),
+        ]
+    figures += [figure(f"modbus.write_back.{k}", "ms", [latency[k]], higher_is_better=False) for k in ("p50", "p99")]
+    write_result(
+        args.json,
+        "bench_modbus",
+        figures,
+        details={
+            "tags": len(config.tags),
+            "server": "pymodbus TCP simulator, child process, 127.0.0.1",
+            "plan": plan_report(config).splitlines()[0],
+            "requests_per_cycle": polling[0]["planner"]["requests_per_cycle"],
+            "overruns": {ms: sum(r["overruns"] for r in runs) for ms, runs in paced.items()},
+        },
+    )
 
 
 if __name__ == "__main__":

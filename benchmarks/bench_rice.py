@@ -1,8 +1,10 @@
-"""Rice sorter speed: model crops/s fp32 vs int8 at several batch sizes, and frames/s of the whole task.
+"""Rice sorter speed: the model fp32/int8 at batch 1, 32 and 256 vs bare onnxruntime, and the whole task end to end
+(frame -> segmentation -> crops -> model -> eject decisions) vs bare onnxruntime on the same crops.
 
-Both variants run side by side in one process, one onnxruntime thread each, in alternating rounds so that load from
-other processes hits both alike; the figures that travel between machines are the int8/fp32 ratios. Frames are
-composed from real data set photographs laid on a dark plate (10 grains per 1250x500 frame).
+Everything runs on one core (onnxruntime intra-op threads 1, OpenCV threads 1) in alternating rounds, so load from
+other processes hits a figure and its baseline alike. Frames are dense chute frames of the real grain photographs
+(`ChuteSimulator`, 640x480, about 48 grains per frame, 4 frames per task call). Rates are given per wall second and
+per CPU second of this process: on a shared machine the CPU figure is the one that says what a core can do.
 
     .venv/bin/python benchmarks/bench_rice.py --json /tmp/bench_rice.json [--quick]
 """
@@ -10,113 +12,125 @@ composed from real data set photographs laid on a dark plate (10 grains per 1250
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import time
 from collections.abc import Callable
-from functools import partial
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from adapters.base import Frame
+from adapters.camera.simulator import ChuteSimulator, ChuteSimulatorConfig
 from edge_runtime.inference import ModelRunner, load_model
-from edge_runtime.tasks.rice_segment import SegmentParams, segment
-from edge_runtime.tasks.rice_sorter import VARIETIES, RiceSorterConfig, RiceSorterTask
+from edge_runtime.tasks.rice_segment import segment
+from edge_runtime.tasks.rice_sorter import RiceSorterConfig, RiceSorterTask
+from edge_runtime.tools.bench_schema import Figure, figure, write_result
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "rice_grains"
-
-
-def photos(data: Path, per_variety: int) -> list[npt.NDArray[np.uint8]]:
-    import cv2
-
-    out = []
-    for variety in VARIETIES:
-        for path in sorted((data / variety).glob("*.jpg"))[:per_variety]:
-            img = cv2.imread(str(path), cv2.IMREAD_COLOR)
-            if img is not None:
-                out.append(np.asarray(img, dtype=np.uint8))
-    return out
+SCALE = 0.35  # chute pixels per data-set pixel (the simulator's default)
+BATCHES = (1, 32, 256)
 
 
-def compose(imgs: list[npt.NDArray[np.uint8]], rows: int = 2, cols: int = 5) -> npt.NDArray[np.uint8]:
-    """A plate with one photograph per 250x250 cell: separate grains as on a singulating chute."""
-    frame = np.random.default_rng(0).integers(0, 12, size=(250 * rows, 250 * cols, 3)).astype(np.uint8)
-    for k, img in enumerate(imgs[: rows * cols]):
-        r, c = divmod(k, cols)
-        cell = frame[250 * r : 250 * (r + 1), 250 * c : 250 * (c + 1)]
-        np.maximum(cell, img, out=cell)
-    return frame
-
-
-def rate(fn: Callable[[], int], seconds: float) -> float:
-    """Items per second of `fn` (which returns how many items it handled) over about `seconds`."""
+def rate(fn: Callable[[], int], seconds: float) -> tuple[float, float]:
+    """Items per wall second and per CPU second of `fn` (which returns how many items it handled)."""
     fn()
-    n, t0 = 0, time.perf_counter()
-    while (elapsed := time.perf_counter() - t0) < seconds:
+    n, w0, c0 = 0, time.perf_counter(), time.process_time()
+    while time.perf_counter() - w0 < seconds:
         n += fn()
-    return n / elapsed
+    return n / (time.perf_counter() - w0), n / max(1e-9, time.process_time() - c0)
 
 
-def run_batch(runner: ModelRunner, x: npt.NDArray[np.uint8]) -> int:
-    return len(runner.run({"x": x})["probs"])
-
-
-def process(task: RiceSorterTask, frames: list[Frame]) -> int:
-    return len(task.process(frames))
+def bare(runner: ModelRunner, x: npt.NDArray[np.uint8]) -> Callable[[], int]:
+    """onnxruntime alone: the verified session's run, without the runner's dict handling."""
+    session, names = runner.session, [o.name for o in runner.manifest.outputs]
+    return lambda: len(session.run(names, {"x": x})[0])
 
 
 def main() -> None:
+    import cv2
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--json", type=Path, help="write the figures here")
-    ap.add_argument("--data", type=Path, default=DATA)
+    ap.add_argument("--json", type=Path, help="write the result here")
     ap.add_argument("--quick", action="store_true", help="shorter rounds")
     args = ap.parse_args()
-    seconds = 0.3 if args.quick else 1.0
-    rounds = 2 if args.quick else 3
-    runners = {v: load_model("rice_sorter", variant=v) for v in ("fp32", "int8")}
-    imgs = photos(args.data, 52)
-    crops = np.concatenate([segment(img, SegmentParams()).crops for img in imgs])
-    batches = (1, 32, 256)
-    crops_s: dict[str, dict[int, list[float]]] = {v: {b: [] for b in batches} for v in runners}
-    for _ in range(rounds):
-        for b in batches:
-            x = np.ascontiguousarray(crops[:b])
-            for v, runner in runners.items():
-                crops_s[v][b].append(rate(partial(run_batch, runner, x), seconds))
-    best = {v: {b: max(r) for b, r in per.items()} for v, per in crops_s.items()}
-
-    frames = [Frame("chute", i, compose(imgs[i * 10 % len(imgs) :] + imgs)) for i in range(8)]
-    n_grains = sum(len(segment(f.image, SegmentParams())) for f in frames)
+    cv2.setNumThreads(1)
+    seconds, rounds = (0.15, 2) if args.quick else (1.0, 5)
+    sim = ChuteSimulator(ChuteSimulatorConfig(seed=1, grains_per_s=1250, fps=25))
+    frames = [Frame("chute.image", i, sim.next_frame()[0]) for i in range(40)]
+    runners = {v: load_model("rice_sorter", variant=v, intra_op_threads=1) for v in ("fp32", "int8")}
     tasks = {
-        v: RiceSorterTask(RiceSorterConfig(kind="rice_sorter", declared_variety="Arborio", ejector_channels=16), r)
+        v: RiceSorterTask(
+            RiceSorterConfig(kind="rice_sorter", declared_variety="Basmati", scale_px_per_dataset_px=SCALE), r
+        )
         for v, r in runners.items()
     }
     params = tasks["fp32"].params
-    frames_s: dict[str, list[float]] = {v: [] for v in tasks}
-    segment_s: list[float] = []
+    per_frame = [segment(f.image, params).crops for f in frames]
+    crops = np.concatenate(per_frame)
+    grains_per_frame = len(crops) / len(frames)
+    calls = [frames[i : i + 4] for i in range(0, len(frames), 4)]
+    call_crops = [np.concatenate(per_frame[i : i + 4]) for i in range(0, len(frames), 4)]
+
+    samples: dict[str, list[float]] = {}
+
+    def add(key: str, value: float) -> None:
+        samples.setdefault(key, []).append(value)
+
     for _ in range(rounds):
-        for v, task in tasks.items():
-            frames_s[v].append(rate(partial(process, task, frames), seconds))
-        segment_s.append(rate(lambda: sum(1 for f in frames if segment(f.image, params) is not None), seconds))
-    report: dict[str, Any] = {
-        "benchmark": "rice_sorter",
-        "machine": {"python": platform.python_version(), "processor": platform.processor() or platform.machine()},
-        "threads": 1,
-        "model": {v: r.ident for v, r in runners.items()},
-        "crops_per_s": {v: {str(b): round(r) for b, r in per.items()} for v, per in best.items()},
-        "ratio_int8_over_fp32": {str(b): round(best["int8"][b] / best["fp32"][b], 3) for b in batches},
-        "frame": {"width": 1250, "height": 500, "grains_per_frame": n_grains / len(frames), "frames_per_call": 8},
-        "frames_per_s": {v: round(max(r), 1) for v, r in frames_s.items()},
-        "segment_only_frames_per_s": round(max(segment_s), 1),
-        "ratio_frames_int8_over_fp32": round(max(frames_s["int8"]) / max(frames_s["fp32"]), 3),
-    }
-    text = json.dumps(report, indent=1)
-    print(text)
-    if args.json:
-        args.json.write_text(text + "\n", encoding="utf-8")
+        for v, runner in runners.items():
+            for b in BATCHES:
+                x = np.ascontiguousarray(crops[:b])
+                add(f"model.{v}.{b}", rate(lambda r=runner, x=x: len(r.run({"x": x})["probs"]), seconds)[0])  # type: ignore[misc]
+                add(f"bare.{v}.{b}", rate(bare(runner, x), seconds)[0])
+            k = [0]
+
+            def e2e(task: RiceSorterTask = tasks[v], k: list[int] = k) -> int:
+                k[0] += 1
+                return sum(len(r.detail["grains"]) for r in task.process(calls[k[0] % len(calls)]))
+
+            def bare_crops(runner: ModelRunner = runner, k: list[int] = k) -> int:
+                k[0] += 1
+                return bare(runner, call_crops[k[0] % len(calls)])()
+
+            wall, cpu = rate(e2e, seconds * 2)
+            add(f"e2e.{v}.wall", wall)
+            add(f"e2e.{v}.cpu", cpu)
+            wall, cpu = rate(bare_crops, seconds)
+            add(f"e2e_bare.{v}.wall", wall)
+            add(f"e2e_bare.{v}.cpu", cpu)
+
+    figures: list[Figure] = []
+    for v in runners:
+        for b in BATCHES:
+            figures.append(
+                figure(
+                    f"rice.model.{v}.batch{b}",
+                    "crops/s",
+                    samples[f"model.{v}.{b}"],
+                    baseline=("bare onnxruntime", samples[f"bare.{v}.{b}"]),
+                    params={"batch": b, "variant": v},
+                )
+            )
+        for clock, unit, key in (("wall", "grains/s", "grains_per_s"), ("cpu", "grains/CPU-s", "grains_per_cpu_s")):
+            figures.append(
+                figure(
+                    f"rice.e2e.{v}.{key}",
+                    unit,
+                    samples[f"e2e.{v}.{clock}"],
+                    baseline=("bare onnxruntime, same crops", samples[f"e2e_bare.{v}.{clock}"]),
+                    params={"variant": v, "grains_per_frame": round(grains_per_frame, 1)},
+                )
+            )
+    write_result(
+        args.json,
+        "bench_rice",
+        figures,
+        details={
+            "models": {v: r.ident for v, r in runners.items()},
+            "frame": "640x480 ChuteSimulator, 4 frames per task call",
+            "grains_per_frame": round(grains_per_frame, 1),
+            "threads": "onnxruntime intra-op 1, OpenCV 1",
+        },
+    )
 
 
 if __name__ == "__main__":

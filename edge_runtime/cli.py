@@ -209,9 +209,16 @@ def _cmd_probe_order(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from edge_runtime.tools.bench import run_bench
+    from edge_runtime.tools.bench import compare, run_bench
 
-    return run_bench(quick=args.quick, json_path=Path(args.json) if args.json else None)
+    if args.compare:
+        return compare(Path(args.compare[0]), Path(args.compare[1]))
+    return run_bench(
+        quick=args.quick,
+        json_path=Path(args.json) if args.json else None,
+        only=args.only,
+        recording=Path(args.recording) if args.recording else None,
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -306,7 +313,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="the integrators' perf suite (ratios against baselines, JSON)")
     p.add_argument("--quick", action="store_true", help="short runs")
-    p.add_argument("--json", default=None, help="write the results to this JSON file")
+    p.add_argument("--json", default=None, help="write the JSON report here (and FILE.md with plots beside it)")
+    p.add_argument("--only", action="append", metavar="NAME", help="run the benchmarks whose name contains NAME")
+    p.add_argument("--recording", default=None, help="end-to-end suites replay this flight recording")
+    p.add_argument("--compare", nargs=2, metavar=("A.json", "B.json"), help="print two reports side by side")
     p.set_defaults(fn=_cmd_bench)
     return parser
 

@@ -1,0 +1,113 @@
+"""`edge-runtime bench`: the quick suite runs as a smoke check (no speed asserted) and writes a report that
+validates against its schema; figures, the Markdown report with plots, --only and --compare."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pytest
+
+from edge_runtime.cli import main
+from edge_runtime.tools.bench import run_bench, select
+from edge_runtime.tools.bench_report import side_by_side, write_markdown
+from edge_runtime.tools.bench_schema import SCHEMA, BenchReport, figure, fingerprint
+
+
+def test_figure_takes_the_median_and_spread_and_the_ratio_to_its_baseline() -> None:
+    f = figure("x.rate", "items/s", [30.0, 10.0, 20.0], baseline=("bare", [40.0, 60.0, 50.0]))
+    assert (f.value, f.min, f.median, f.max, f.repeats) == (20.0, 10.0, 20.0, 30.0, 3)
+    assert f.baseline is not None and f.baseline.value == 50.0
+    assert f.ratio == 0.4
+    with pytest.raises(ValueError):
+        figure("empty", "s", [])
+
+
+def test_fingerprint_names_the_machine_and_every_version() -> None:
+    m = fingerprint()
+    assert m.cores >= 1 and m.memory_mb > 0 and m.arch and m.cpu_model and m.os
+    for dist in ("edge-runtime", "onnxruntime", "numpy", "opencv", "pymodbus"):
+        assert m.versions[dist] not in ("", "absent"), dist
+    assert "CPUExecutionProvider" in m.onnxruntime_providers
+
+
+def test_only_selects_benchmarks_by_name() -> None:
+    assert [s.stem for s in select(["modbus"])] == ["bench_modbus"]
+    assert {s.stem for s in select(["rice"])} == {"bench_rice", "bench_rice_line"}
+    assert len(select(None)) >= 6
+
+
+def report_from(tmp_path: Path, name: str, scale: float) -> BenchReport:
+    figures = [
+        figure(
+            f"m.batch{b}", "crops/s", [scale * b, scale * b * 1.1], baseline=("bare", [b * 1.2]), params={"batch": b}
+        )
+        for b in (1, 8, 64)
+    ]
+    figures.append(figure("lat", "ms", [5.0 / scale], higher_is_better=False))
+    return BenchReport.model_validate(
+        {
+            "schema": SCHEMA,
+            "started_utc": "2026-11-27T00:00:00Z",
+            "quick": True,
+            "wall_s": 1.0,
+            "machine": fingerprint(),
+            "benchmarks": {
+                name: {
+                    "status": "ok",
+                    "wall_s": 1.0,
+                    "result": {
+                        "benchmark": name,
+                        "figures": [f.model_dump() for f in figures],
+                        "histograms": [{"name": "latency", "unit": "ms", "samples": [1.0, 2.0, 2.5, 3.0]}],
+                    },
+                }
+            },
+        }
+    )
+
+
+def test_markdown_report_has_the_summary_table_and_png_plots(tmp_path: Path) -> None:
+    md = write_markdown(report_from(tmp_path, "bench_x", 1.0), tmp_path / "r.md")
+    text = md.read_text()
+    assert "| m.batch8 |" in text and "CPU:" in text
+    pngs = sorted((tmp_path / "r-plots").glob("*.png"))
+    assert [p.name for p in pngs] == ["bench_x-batch.png", "bench_x-latency.png"]
+    assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
+    assert all(f"r-plots/{p.name}" in text for p in pngs)
+
+
+def test_compare_prints_two_boxes_side_by_side_with_ratios(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    a, b = report_from(tmp_path, "bench_x", 1.0), report_from(tmp_path, "bench_x", 2.0)
+    text = side_by_side(a, b, "a.json", "b.json", columns=160)
+    lines = text.splitlines()
+    assert lines[0].count("┌") == 2 and lines[-1].count("┘") == 2
+    assert len({len(line) for line in lines}) == 1  # both boxes stay aligned
+    assert "m.batch8: 8.4 crops/s" in text and "m.batch8: 16.8 crops/s (2.00x A, better)" in text
+    assert "lat: 2.5 ms (0.50x A, better)" in text
+    for path, report in (("a.json", a), ("b.json", b)):
+        (tmp_path / path).write_text(report.model_dump_json(by_alias=True))
+    assert main(["bench", "--compare", str(tmp_path / "a.json"), str(tmp_path / "b.json")]) == 0
+    assert "B: b.json" in capsys.readouterr().out
+
+
+def test_quick_suite_smoke_writes_a_valid_report(tmp_path: Path) -> None:
+    """CI's smoke check of the quick suite, on the Modbus benchmark (a real pymodbus server; about 15 s)."""
+    out = tmp_path / "bench.json"
+    progress = io.StringIO()
+    code = run_bench(quick=True, json_path=out, only=["bench_modbus"], progress=progress)
+    assert code == 0, progress.getvalue()
+    report = BenchReport.model_validate(json.loads(out.read_text()))
+    run = report.benchmarks["bench_modbus"]
+    assert run.status == "ok" and run.result is not None
+    names = {f.name for f in run.result.figures}
+    assert {"modbus.read_all.tags_per_s", "modbus.ingest.20ms.cpu_s_per_1k_tags"} <= names
+    assert all(f.repeats >= 1 and f.min <= f.median <= f.max for f in run.result.figures)
+    assert "1/1 bench_modbus" in progress.getvalue() and "left" in progress.getvalue()
+    assert "| modbus.read_all.tags_per_s |" in out.with_suffix(".md").read_text()
+
+
+def test_unknown_only_name_is_a_clear_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", "--only", "no_such_bench"]) == 2
+    assert "no benchmark matches" in capsys.readouterr().err
