@@ -94,10 +94,8 @@ class _Progress:
         print(("\r" if self.tty else "") + f"{self.line()}  {status} in {wall:.0f} s", file=self.out, flush=True)
 
 
-def _run_one(script: Path, out: Path, log: Path, quick: bool, recording: Path | None) -> BenchmarkRun:
+def _run_one(script: Path, out: Path, log: Path, quick: bool) -> BenchmarkRun:
     cmd = [sys.executable, str(script), "--json", str(out)] + (["--quick"] if quick else [])
-    if recording is not None and "--recording" in script.read_text(encoding="utf-8"):
-        cmd += ["--recording", str(recording)]
     t0 = time.monotonic()
     with log.open("w") as log_file:
         proc = subprocess.run(cmd, cwd=repo_root(), stdout=log_file, stderr=subprocess.STDOUT, check=False)
@@ -123,7 +121,6 @@ def run_bench(
     quick: bool = False,
     json_path: Path | None = None,
     only: list[str] | None = None,
-    recording: Path | None = None,
     progress: TextIO | None = None,
 ) -> int:
     """Run the suite, write the JSON report (and the Markdown report with plots beside it); 0 when all passed."""
@@ -133,11 +130,6 @@ def run_bench(
     if not scripts:
         print(f"edge-runtime bench: no benchmark matches {only} in {repo_root() / 'benchmarks'}", file=sys.stderr)
         return 2
-    if recording is not None:
-        takers = [s.stem for s in scripts if "--recording" in s.read_text(encoding="utf-8")]
-        if not takers:
-            print("edge-runtime bench: no selected benchmark replays a --recording", file=sys.stderr)
-            return 2
     out = progress or sys.stderr
     bar = _Progress(scripts, quick, out)
     started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
@@ -146,9 +138,7 @@ def run_bench(
     with tempfile.TemporaryDirectory(prefix="edge-runtime-bench-") as tmp:
         for i, script in enumerate(scripts):
             bar.start(i)
-            run = _run_one(
-                script, Path(tmp) / f"{script.stem}.json", Path(tmp) / f"{script.stem}.log", quick, recording
-            )
+            run = _run_one(script, Path(tmp) / f"{script.stem}.json", Path(tmp) / f"{script.stem}.log", quick)
             bar.finish(run.status)
             if run.error:
                 print(f"  {script.stem}: {run.error[-2000:]}", file=out, flush=True)
@@ -159,7 +149,6 @@ def run_bench(
             "started_utc": started,
             "quick": quick,
             "wall_s": round(time.monotonic() - t0, 1),
-            "recording": str(recording) if recording else None,
             "machine": fingerprint(),
             "benchmarks": runs,
         }

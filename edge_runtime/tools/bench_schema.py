@@ -113,7 +113,6 @@ class BenchReport(_Strict):
     started_utc: str
     quick: bool
     wall_s: float
-    recording: str | None = Field(default=None, description="--recording FILE the end-to-end suites replayed.")
     machine: Machine
     benchmarks: dict[str, BenchmarkRun]
 
