@@ -43,8 +43,9 @@ if ! $DOCKER image inspect debian:bookworm-slim --format '{{.Architecture}}' 2>/
     rootfs="$WORK/rootfs"
     $SUDO rm -rf "$rootfs"
     # the host's own Debian mirror, as its apt sources name it
-    mirror=${MIRROR:-$(grep -rhoE '^(URIs:|deb) +[^ ]+/debian$|^URIs: +[^ ]+/debian$' /etc/apt/sources.list /etc/apt/sources.list.d/ 2>/dev/null \
-        | awk '{print $2}' | head -1)}
+    mirror=${MIRROR:-$( (cat /etc/apt/sources.list /etc/apt/sources.list.d/* 2>/dev/null || true) \
+        | awk '($1 == "URIs:" || $1 == "deb") && $2 ~ /\/debian$/ {print $2; exit}')}
+    echo "mirror: $mirror"
     $SUDO debootstrap --arch=arm64 --variant=minbase bookworm "$rootfs" "$mirror"
     $SUDO rm -rf "$rootfs"/var/lib/apt/lists/* "$rootfs"/var/cache/apt/*.bin
     $SUDO tar -C "$rootfs" -c . | $DOCKER import --platform linux/arm64 - debian:bookworm-slim
