@@ -4,9 +4,9 @@
    inference per frame, OpenCV and onnxruntime on one thread), on frames of the simulated chute at a realistic
    density (real grain photographs, 640x480, 1,250 grains/s at 25 fps: about 48 grains per frame).
 2. The service then runs a camera at half that rate into the rice pipeline, with the ejector coils written to a
-   simulated PLC on Modbus TCP. The camera replays 120 pre-rendered chute frames from a folder (JPEG decoding
-   stands in for a real camera's; rendering the chute live costs more than the sorter itself). Latency is capture
-   time (the camera's `t_ns`) to the stored result, p50/p99, plus the coil write latency.
+   simulated PLC on Modbus TCP. The camera replays 120 (quick: 40) pre-rendered chute frames from a folder (JPEG
+   decoding stands in for a real camera's; rendering the chute live costs more than the sorter itself). Latency is
+   capture time (the camera's `t_ns`) to the stored result, p50/p99, plus the coil write latency.
 
     python benchmarks/bench_rice_line.py [--quick] [--json PATH] [--variant fp32|int8]
 """
@@ -99,7 +99,7 @@ def deployment(fps: float, plc_port: int, outbox: Path, variant: str, frames: Pa
     )
 
 
-async def line_latency(fps: float, seconds: float, variant: str) -> dict[str, Any]:
+async def line_latency(fps: float, seconds: float, variant: str, n_frames: int = 120) -> dict[str, Any]:
     port = free_port()
     plc_cfg = ModbusTcpConfig.model_validate(
         {
@@ -121,7 +121,7 @@ async def line_latency(fps: float, seconds: float, variant: str) -> dict[str, An
 
     with tempfile.TemporaryDirectory() as tmp:
         frames = Path(tmp) / "frames"
-        ChuteSimulator(ChuteSimulatorConfig(seed=2, **DENSITY)).write_frames(frames, 120, suffix=".jpg")
+        ChuteSimulator(ChuteSimulatorConfig(seed=2, **DENSITY)).write_frames(frames, n_frames, suffix=".jpg")
         (frames / "truth.csv").unlink()
         service = Service(deployment(fps, port, Path(tmp) / "o.sqlite", variant, frames))
         service.result_observers.append(observe)
@@ -160,10 +160,10 @@ def main() -> None:
     parser.add_argument("--json", type=Path)
     parser.add_argument("--variant", default="fp32", choices=["fp32", "int8"])
     args = parser.parse_args()
-    seconds = 5.0 if args.quick else 20.0
-    rates = [max_feed_rate(args.variant, 2.0 if args.quick else 5.0) for _ in range(2 if args.quick else 3)]
+    seconds = 3.0 if args.quick else 20.0
+    rates = [max_feed_rate(args.variant, 1.0 if args.quick else 5.0) for _ in range(2 if args.quick else 3)]
     max_fps = statistics.median(r[0] for r in rates)
-    half = asyncio.run(line_latency(max_fps / 2, seconds, args.variant))
+    half = asyncio.run(line_latency(max_fps / 2, seconds, args.variant, 40 if args.quick else 120))
     lat = half.pop("latencies_ms") or [float("nan")]
     v = args.variant
     figures = [
