@@ -29,30 +29,48 @@ fi
 $SUDO update-binfmts --enable qemu-aarch64 || true
 cat /proc/sys/fs/binfmt_misc/qemu-aarch64
 
-step "a docker daemon"
+step "a docker daemon (experimental: docker 20.10 honours \`import --platform\` only then)"
 DOCKER=/usr/bin/docker  # Debian's client matches Debian's daemon's API version
 if ! $DOCKER info >/dev/null 2>&1; then
-    $SUDO sh -c "nohup dockerd >'$WORK/dockerd.log' 2>&1 &"
+    $SUDO sh -c "nohup dockerd --experimental >'$WORK/dockerd.log' 2>&1 &"
     for _ in $(seq 60); do $DOCKER info >/dev/null 2>&1 && break; sleep 1; done
     $DOCKER info >/dev/null 2>&1 || { echo "dockerd did not start; its log:"; tail -30 "$WORK/dockerd.log"; exit 1; }
 fi
-$DOCKER version --format 'docker {{.Server.Version}} on {{.Server.Os}}/{{.Server.Arch}}'
-
-step "debian:bookworm-slim arm64 base with debootstrap"
-if ! $DOCKER image inspect debian:bookworm-slim --format '{{.Architecture}}' 2>/dev/null | grep -q arm64; then
-    rootfs="$WORK/rootfs"
-    $SUDO rm -rf "$rootfs"
-    # the host's own Debian mirror, as its apt sources name it
-    mirror=${MIRROR:-$( (cat /etc/apt/sources.list /etc/apt/sources.list.d/* 2>/dev/null || true) \
-        | awk '($1 == "URIs:" || $1 == "deb") && $2 ~ /\/debian$/ {print $2; exit}')}
-    echo "mirror: $mirror"
-    $SUDO debootstrap --arch=arm64 --variant=minbase bookworm "$rootfs" "$mirror"
-    $SUDO rm -rf "$rootfs"/var/lib/apt/lists/* "$rootfs"/var/cache/apt/*.bin
-    $SUDO tar -C "$rootfs" -c . | $DOCKER import --platform linux/arm64 - debian:bookworm-slim
+$DOCKER version --format 'docker {{.Server.Version}} on {{.Server.Os}}/{{.Server.Arch}}, experimental {{.Server.Experimental}}'
+if [ "$($DOCKER version --format '{{.Server.Experimental}}')" != true ]; then
+    echo "the running docker daemon is not experimental: without it, import labels an arm64 root file system"
+    echo "linux/amd64 and the build fails; restart it with \`dockerd --experimental\`"
+    exit 1
 fi
 
+step "debian:bookworm-slim arm64 base with debootstrap"
+base_arch=$($DOCKER image inspect debian:bookworm-slim --format '{{.Architecture}}' 2>/dev/null || true)
+if [ "$base_arch" != arm64 ]; then
+    tarball="$WORK/bookworm-arm64-minbase.tar"
+    if [ ! -s "$tarball" ]; then
+        rootfs="$WORK/rootfs"
+        $SUDO rm -rf "$rootfs"
+        # the host's own Debian mirror, as its apt sources name it
+        mirror=${MIRROR:-$( (cat /etc/apt/sources.list /etc/apt/sources.list.d/* 2>/dev/null || true) \
+            | awk '($1 == "URIs:" || $1 == "deb") && $2 ~ /\/debian$/ {print $2; exit}')}
+        echo "mirror: $mirror"
+        $SUDO debootstrap --arch=arm64 --variant=minbase bookworm "$rootfs" "$mirror"
+        $SUDO rm -rf "$rootfs"/var/lib/apt/lists/* "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/cache/apt/*.bin
+        $SUDO tar -C "$rootfs" -cf "$tarball.part" . && mv "$tarball.part" "$tarball"
+    fi
+    $DOCKER rmi debian:bookworm-slim >/dev/null 2>&1 || true
+    $DOCKER import --platform linux/arm64 "$tarball" debian:bookworm-slim
+fi
+$DOCKER image inspect debian:bookworm-slim --format 'base: debian:bookworm-slim {{.Os}}/{{.Architecture}}'
+
 step "build $TAG for linux/arm64"
-$DOCKER build --platform linux/arm64 -f Dockerfile.arm64 -t "$TAG" .
+# The classic builder, without --platform: the base is arm64, so every RUN executes under qemu through binfmt.
+# (docker 20.10's classic builder with --platform rejects its own intermediate layers as linux/amd64, and BuildKit
+# resolves FROM in a registry, which this must not need.)
+DOCKER_BUILDKIT=0 $DOCKER build -f Dockerfile.arm64 -t "$TAG" .
+arch=$($DOCKER image inspect "$TAG" --format '{{.Os}}/{{.Architecture}}')
+echo "built $TAG: $arch"
+[ "$arch" = linux/arm64 ] || { echo "expected linux/arm64"; exit 1; }
 
 step "edge-runtime validate inside the image"
 $DOCKER run --rm --platform linux/arm64 "$TAG" validate /app/configs/rice_line.yaml
