@@ -76,6 +76,10 @@ step "edge-runtime validate inside the image"
 $DOCKER run --rm --platform linux/arm64 "$TAG" validate /app/configs/rice_line.yaml
 
 step "edge-runtime bench --quick inside the image"
-$DOCKER run --rm --platform linux/arm64 -v "$WORK:/out" --user "$(id -u)" "$TAG" \
+# the data sets the rice and vibration benchmarks read are mounted read-only where the image looks for them
+data=$(cd .. && pwd)/shared/datasets
+mount=()
+[ -d "$data" ] && mount=(-v "$data:/shared/datasets:ro")
+$DOCKER run --rm --platform linux/arm64 -v "$WORK:/out" "${mount[@]}" --user "$(id -u)" "$TAG" \
     bench --quick --json /out/bench-arm64.json
 echo "report: $WORK/bench-arm64.json and $WORK/bench-arm64.md"
