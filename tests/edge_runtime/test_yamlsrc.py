@@ -147,7 +147,7 @@ def test_nesting_made_deep_by_aliases_is_refused(tmp_path: Path) -> None:
     assert line.startswith(f"{f}:1: b.0.0.") and line.endswith(f"nested deeper than {MAX_DEPTH} levels")
 
 
-@pytest.mark.timeout(20)
+@pytest.mark.timeout(120)  # a hang guard; the CPU-time bound inside is the real check
 @pytest.mark.parametrize("where", ["root", "service", "profile"])
 def test_an_alias_bomb_fails_fast(tmp_path: Path, where: str) -> None:
     f = tmp_path / "d.yaml"
@@ -161,22 +161,22 @@ def test_an_alias_bomb_fails_fast(tmp_path: Path, where: str) -> None:
         bad = tmp_path / "p.yaml"
         bad.write_text("kind: modbus-tcp\n" + _bomb())
         f.write_text("devices:\n  - id: m1\n    profile: p.yaml\n")
-    started = time.monotonic()
+    started = time.process_time()
     [line] = _validate(f)
-    assert time.monotonic() - started < 5
+    assert time.process_time() - started < 5
     assert line.startswith(f"{bad}:")
     assert line.endswith(f"more than {MAX_VALUES} values (a value reached through an alias counts at each use)")
 
 
-@pytest.mark.timeout(20)
+@pytest.mark.timeout(120)  # a hang guard; the CPU-time bound inside is the real check
 def test_a_long_list_is_quick(tmp_path: Path) -> None:
     f = tmp_path / "d.yaml"
     f.write_text("devices:\n" + "  - 1\n" * 90_000)  # 540 kB, under both limits
-    started = time.monotonic()
+    started = time.process_time()
     located, errors = load_located(f)
     # the loader was the slow part (every scalar parsed twice, in Python): 30 s here on a loaded 2-core machine,
     # about 1.5 s there now
-    assert time.monotonic() - started < 5
+    assert time.process_time() - started < 5
     assert errors == [] and len(located.data["devices"]) == 90_000
     f.write_text("devices: [" + "1, " * 150_000 + "]\n")  # 450 kB, over MAX_VALUES
     assert _validate(f) == [
@@ -184,15 +184,15 @@ def test_a_long_list_is_quick(tmp_path: Path) -> None:
     ]
 
 
-@pytest.mark.timeout(20)
+@pytest.mark.timeout(120)  # a hang guard; the CPU-time bound inside is the real check
 def test_a_huge_file_is_refused_before_parsing(tmp_path: Path) -> None:
     f = tmp_path / "d.yaml"
     with f.open("w") as fh:
         fh.write("devices:\n")
         fh.writelines("  - {id: m, kind: mqtt}\n" for _ in range(2_000_000))  # 50 MB
-    started = time.monotonic()
+    started = time.process_time()
     assert _validate(f) == [f"{f}:1: <file>: larger than {MAX_FILE_BYTES // 1024**2} MiB: is this a config file?"]
-    assert time.monotonic() - started < 2
+    assert time.process_time() - started < 2
 
 
 def test_a_credential_that_is_not_utf8_is_an_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -272,7 +272,7 @@ def test_a_short_secret_does_not_mangle_other_messages(tmp_path: Path, monkeypat
     assert located.redact("a name like a", ("service", "name")) == "*** name like ***"
 
 
-@pytest.mark.timeout(30)
+@pytest.mark.timeout(120)  # a hang guard; the CPU-time bound inside is the real check
 def test_without_libyaml_the_same_limits_hold(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """PyYAML built without libyaml falls back to its Python parser: slower, but bounded the same way."""
     monkeypatch.setattr(yamlsrc, "_LOADER", yaml.SafeLoader)
@@ -290,7 +290,7 @@ def test_without_libyaml_the_same_limits_hold(tmp_path: Path, monkeypatch: pytes
     assert validate_file(f)[1] == []
 
 
-@pytest.mark.timeout(30)
+@pytest.mark.timeout(120)  # a hang guard; the CPU-time bound inside is the real check
 def test_a_profile_multiplied_by_aliases_fails_fast(tmp_path: Path) -> None:
     """Each device entry merges its own copy of the profile, so 3,000 aliases of one entry would build 3,000
     copies (an anchor bomb through `profile:`, which hung validate); all files of a load share one budget."""
@@ -299,9 +299,9 @@ def test_a_profile_multiplied_by_aliases_fails_fast(tmp_path: Path) -> None:
     )
     f = tmp_path / "d.yaml"
     f.write_text("x: &d {id: m, profile: p.yaml}\ndevices: [" + ", ".join(["*d"] * 3000) + "]\n")
-    started = time.monotonic()
+    started = time.process_time()
     [line] = _validate(f)
-    assert time.monotonic() - started < 10
+    assert time.process_time() - started < 10
     assert line.startswith(f"{tmp_path / 'p.yaml'}:") and line.endswith(
         f"more than {MAX_TOTAL_VALUES} values in the deployment and its profiles together "
         "(a profile counts once per device that uses it)"
@@ -323,14 +323,14 @@ def test_a_broken_profile_used_by_many_devices_is_reported_once(tmp_path: Path) 
     ]
 
 
-@pytest.mark.timeout(30)
+@pytest.mark.timeout(120)  # a hang guard; the CPU-time bound inside is the real check
 def test_many_substitutions_and_many_errors_stay_quick(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """20,000 uses of an aliased `${S}` value, each an error: redaction was rebuilt per error from every
     substitution (20,000 x 20,000), more than a minute; its tables are now built once."""
     monkeypatch.setenv("S", "ab")
     f = tmp_path / "d.yaml"
     f.write_text('x: &s "${S}-${S}"\ndevices: [' + ", ".join(["*s"] * 20_000) + "]\n")
-    started = time.monotonic()
+    started = time.process_time()
     lines = _validate(f)
-    assert time.monotonic() - started < 10
+    assert time.process_time() - started < 10
     assert len(lines) == 20_001 and not any("ab" in line.split(": ", 2)[2] for line in lines)  # and x: extra
