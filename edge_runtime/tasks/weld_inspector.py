@@ -35,6 +35,7 @@ from pydantic import Field
 
 from adapters.base import EdgeRuntimeError, Frame, Stats, StrictModel
 from edge_runtime.inference import ModelRunner, load_model
+from edge_runtime.tasks import detection_metrics, weld_decode
 from edge_runtime.tasks.base import InvalidInputs
 
 __all__ = ["WeldDataError", "WeldInspectorConfig", "WeldInspectorTask", "evaluate", "read_yolo_labels"]
@@ -79,6 +80,9 @@ class WeldInspectorConfig(StrictModel):
         le=1.0,
         description="Models with a frame head: reject the frame when its reject probability is at least this.",
     )
+    nms_iou: float | None = Field(
+        default=None, ge=0.0, le=1.0, description="Box detectors (2.x): per-class NMS IoU threshold."
+    )
 
 
 class WeldInspectorTask:
@@ -101,11 +105,17 @@ class WeldInspectorTask:
         self.runner = runner
         self.stats = Stats()
         self.labels: list[str] = list(manifest.labels)
-        self.foreground = pick(config.foreground, "foreground")
+        # a box detector (2.x) has a `boxes` output; its post-processing is edge_runtime.tasks.weld_decode
+        self.detector = any(o.name == "boxes" for o in manifest.outputs)
         self.box_score = pick(config.box_score, "box_score")
         self.reject_score = pick(config.reject_score, "reject_score")
-        self.min_region_cells = round(pick(config.min_region_cells, "min_region_cells"))
-        self.region_min_score = pick(config.region_min_score, "region_min_score")
+        if self.detector:
+            self.nms_iou = pick(config.nms_iou, "nms_iou")
+            self.ap_min_score = float(th.get("ap_min_score", 0.05))
+        else:
+            self.foreground = pick(config.foreground, "foreground")
+            self.min_region_cells = round(pick(config.min_region_cells, "min_region_cells"))
+            self.region_min_score = pick(config.region_min_score, "region_min_score")
         spec = manifest.inputs[0]
         self.input_name = spec.name
         self.scores_name = manifest.outputs[0].name
@@ -140,6 +150,24 @@ class WeldInspectorTask:
         out = self.runner.run({self.input_name: batch})
         frame = None if self.frame_name is None else np.asarray(out[self.frame_name], dtype=np.float32).reshape(-1)
         return np.asarray(out[self.scores_name], dtype=np.float32), frame
+
+    def detect(
+        self, images: Sequence[npt.NDArray[np.uint8]], score_threshold: float | None = None
+    ) -> tuple[list[weld_decode.Detections], F32 | None]:
+        """Box detectors: per-frame NMS detections (normalised xyxy) and frame reject probabilities."""
+        import cv2
+
+        batch = np.empty((len(images), self.size, self.size, 3), dtype=np.uint8)
+        for i, img in enumerate(images):
+            cv2.resize(img, (self.size, self.size), dst=batch[i], interpolation=cv2.INTER_LINEAR)
+        out = self.runner.run({self.input_name: batch})
+        thr = self.box_score if score_threshold is None else score_threshold
+        dets = [
+            weld_decode.decode(s, b, score_threshold=thr, iou_threshold=self.nms_iou)
+            for s, b in zip(out["scores"], out["boxes"], strict=True)
+        ]
+        frame = None if self.frame_name is None else np.asarray(out[self.frame_name], dtype=np.float32).reshape(-1)
+        return dets, frame
 
     def scores(self, images: Sequence[npt.NDArray[np.uint8]]) -> F32:
         """Per-cell probabilities (n, 4, G, G) only."""
@@ -206,6 +234,28 @@ class WeldInspectorTask:
             detail = f" stream={bad.stream} shape={shape} dtype={dtype}"
         self._invalid.record(len(frames) - len(ok), len(frames), detail)
         if not ok:
+            return results
+        if self.detector:
+            dets, fprob = self.detect([frames[i].image for i in ok])
+            for j, i in enumerate(ok):
+                h, w = frames[i].image.shape[:2]
+                fp = None if fprob is None else float(fprob[j])
+                decision, reasons = weld_decode.decide(
+                    dets[j],
+                    self.labels,
+                    REJECT_LABELS,
+                    reject_score=self.reject_score,
+                    frame_prob=fp,
+                    frame_reject=self.frame_reject,
+                )
+                boxes = weld_decode.to_dicts(dets[j], self.labels, w, h, min_score=self.box_score)
+                results[i] = {
+                    "stream": frames[i].stream,
+                    "boxes": boxes,
+                    "decision": decision,
+                    "reject_reasons": reasons,
+                }
+            self.stats["frames"] += len(ok)
             return results
         probs, frame = self.infer([frames[i].image for i in ok])
         for j, i in enumerate(ok):
@@ -336,6 +386,8 @@ def evaluate(
     task = WeldInspectorTask(config or WeldInspectorConfig(kind="weld_inspector"), runner)
     labels = task.labels
     cmap = _class_map(data_dir, labels)
+    if task.detector:
+        return _evaluate_detector(task, files, data_dir, cmap, degrade, batch_size)
     n_cls = len(labels)
     confusion = np.zeros((n_cls, n_cls + 1), dtype=np.int64)  # last column: missed
     frame_conf = np.zeros((2, 2), dtype=np.int64)  # rows truth accept/reject, columns predicted accept/reject
@@ -409,3 +461,44 @@ def evaluate(
         "seconds": round(time.perf_counter() - t0, 2),
     }
     return result
+
+
+def _evaluate_detector(
+    task: WeldInspectorTask,
+    files: list[Path],
+    data_dir: Path,
+    cmap: npt.NDArray[np.int64],
+    degrade: Callable[[npt.NDArray[np.uint8]], npt.NDArray[np.uint8]] | None,
+    batch_size: int,
+) -> dict[str, Any]:
+    """`evaluate` for box detectors (2.x): metrics in `detection_metrics.summarise`."""
+    import cv2
+
+    dets: list[weld_decode.Detections] = []
+    truths: list[tuple[npt.NDArray[np.int64], F32]] = []
+    probs: list[float] = []
+    t0 = time.perf_counter()
+    for start in range(0, len(files), batch_size):
+        chunk = files[start : start + batch_size]
+        images = []
+        for p in chunk:
+            img = cast("npt.NDArray[np.uint8] | None", cv2.imread(str(p), cv2.IMREAD_COLOR))
+            if img is None:
+                raise WeldDataError(f"{p}: cannot decode image")
+            images.append(degrade(img) if degrade is not None else img)
+        d, frame = task.detect(images, score_threshold=min(task.ap_min_score, task.box_score))
+        dets.extend(d)
+        probs.extend([] if frame is None else frame.tolist())
+        for p in chunk:
+            gt = read_yolo_labels(data_dir / "labels" / (p.stem + ".txt"))
+            if len(gt) and (gt[:, 0].max() >= len(cmap) or gt[:, 0].min() < 0):
+                raise WeldDataError(f"{p}: class index out of range for {len(cmap)} classes")
+            truths.append((cmap[gt[:, 0].astype(np.int64)], detection_metrics.cxcywh_to_xyxy(gt[:, 1:5])))
+    th = {"box_score": task.box_score, "nms_iou": task.nms_iou, "reject_score": task.reject_score}
+    th["ap_min_score"] = task.ap_min_score
+    if task.frame_reject is not None:
+        th["frame_reject"] = task.frame_reject
+    result = detection_metrics.summarise(
+        dets, truths, probs if task.frame_name is not None else None, task.labels, sorted(REJECT_LABELS), th
+    )
+    return {"model": task.runner.ident, **result, "seconds": round(time.perf_counter() - t0, 2)}
