@@ -128,10 +128,20 @@ class WeldDet(nn.Module):
         """uint8 NHWC BGR -> Lite0 features at strides 8, 16, 32."""
         x = x.permute(0, 3, 1, 2).float()[:, [2, 1, 0]]
         x = (x - self.mean) / 128.0
-        x = self.stem(x)
         feats = []
+        if not self.training:  # inference and export: a plain graph
+            x = self.stem(x)
+            for i, b in enumerate(self.blocks):
+                x = b(x)
+                if i in (4, 10, 14):
+                    feats.append(x)
+            return feats[0], feats[1], feats[2]
+        # training: the frozen part runs without autograd (no activations kept for an unused backward pass)
+        with torch.set_grad_enabled(torch.is_grad_enabled() and self.freeze_upto < 0):
+            x = self.stem(x)
         for i, b in enumerate(self.blocks):
-            x = b(x)
+            with torch.set_grad_enabled(torch.is_grad_enabled() and i >= self.freeze_upto):
+                x = b(x)
             if i in (4, 10, 14):
                 feats.append(x)
         return feats[0], feats[1], feats[2]
