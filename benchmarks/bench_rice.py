@@ -4,7 +4,10 @@ Both variants run side by side in one process, one onnxruntime thread each, in a
 other processes hits both alike; the figures that travel between machines are the int8/fp32 ratios. Frames are
 composed from real data set photographs laid on a dark plate (10 grains per 1250x500 frame).
 
-    .venv/bin/python benchmarks/bench_rice.py --json /tmp/bench_rice.json [--quick]
+    .venv/bin/python benchmarks/bench_rice.py --json /tmp/bench_rice.json [--quick] [--compare /path/to/model_dir]
+
+`--compare` adds another rice_sorter model directory (e.g. the previous version) to the crops/s rounds, so the two
+are timed side by side under the same load.
 """
 
 from __future__ import annotations
@@ -72,18 +75,27 @@ def main() -> None:
     ap.add_argument("--json", type=Path, help="write the figures here")
     ap.add_argument("--data", type=Path, default=DATA)
     ap.add_argument("--quick", action="store_true", help="shorter rounds")
+    ap.add_argument("--compare", type=Path, help="another rice_sorter model directory, timed alongside (crops/s)")
     args = ap.parse_args()
     seconds = 0.3 if args.quick else 1.0
     rounds = 2 if args.quick else 3
     runners = {v: load_model("rice_sorter", variant=v) for v in ("fp32", "int8")}
     imgs = photos(args.data, 52)
-    crops = np.concatenate([segment(img, SegmentParams()).crops for img in imgs])
+    timed = dict(runners)
+    if args.compare:
+        timed |= {f"compare_{v}": load_model(args.compare, variant=v) for v in ("fp32", "int8")}
+    crops_by: dict[int, npt.NDArray[np.uint8]] = {}
+    for runner in timed.values():  # each model gets crops of its own size, cut by the same segment()
+        size = int(runner.manifest.preprocessing["crop_size"])
+        if size not in crops_by:
+            crops_by[size] = np.concatenate([segment(img, SegmentParams(crop_size=size)).crops for img in imgs])
     batches = (1, 32, 256)
-    crops_s: dict[str, dict[int, list[float]]] = {v: {b: [] for b in batches} for v in runners}
+    crops_s: dict[str, dict[int, list[float]]] = {v: {b: [] for b in batches} for v in timed}
     for _ in range(rounds):
         for b in batches:
-            x = np.ascontiguousarray(crops[:b])
-            for v, runner in runners.items():
+            for v, runner in timed.items():
+                size = int(runner.manifest.preprocessing["crop_size"])
+                x = np.ascontiguousarray(crops_by[size][:b])
                 crops_s[v][b].append(rate(partial(run_batch, runner, x), seconds))
     best = {v: {b: max(r) for b, r in per.items()} for v, per in crops_s.items()}
 
@@ -104,9 +116,18 @@ def main() -> None:
         "benchmark": "rice_sorter",
         "machine": {"python": platform.python_version(), "processor": platform.processor() or platform.machine()},
         "threads": 1,
-        "model": {v: r.ident for v, r in runners.items()},
+        "model": {v: r.ident for v, r in timed.items()},
         "crops_per_s": {v: {str(b): round(r) for b, r in per.items()} for v, per in best.items()},
         "ratio_int8_over_fp32": {str(b): round(best["int8"][b] / best["fp32"][b], 3) for b in batches},
+        **(
+            {
+                "ratio_fp32_over_compare_fp32": {
+                    str(b): round(best["fp32"][b] / best["compare_fp32"][b], 3) for b in batches
+                }
+            }
+            if args.compare
+            else {}
+        ),
         "frame": {"width": 1250, "height": 500, "grains_per_frame": n_grains / len(frames), "frames_per_call": 8},
         "frames_per_s": {v: round(max(r), 1) for v, r in frames_s.items()},
         "segment_only_frames_per_s": round(max(segment_s), 1),
