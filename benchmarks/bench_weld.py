@@ -5,6 +5,7 @@ post-processing and the decision. Both variants run in this one process at batch
 ratio is measured under the same load.
 
     .venv/bin/python benchmarks/bench_weld.py --json bench-weld.json [--threads 1] [--seconds 4] [--quick]
+        [--compare /path/to/other/model_dir]   # e.g. a previous version, timed in the same process
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ def main() -> None:
     ap.add_argument(
         "--quick", action="store_true", help="short run (0.5 s per configuration), as `edge-runtime bench --quick` asks"
     )
+    ap.add_argument("--compare", type=Path, help="another weld_inspector model directory, timed alongside")
     args = ap.parse_args()
     seconds = min(args.seconds, 0.5) if args.quick else args.seconds
     pool = frames(8)
@@ -70,13 +72,18 @@ def main() -> None:
         "machine": platform.machine(),
         "fps": {},
     }
-    for variant in ("fp32", "int8"):
-        runner = load_model("weld_inspector", variant=variant, intra_op_threads=args.threads)
-        task = WeldInspectorTask(WeldInspectorConfig(kind="weld_inspector"), runner)
-        for bs in (1, 8):
-            fps = run(task, pool[:bs], seconds)
-            results["fps"][f"{variant}_b{bs}"] = round(fps, 1)
-            print(f"{variant} batch={bs} frames/s={fps:.1f}", flush=True)
+    models: list[tuple[str, str | Path]] = [("", "weld_inspector")]
+    if args.compare:
+        models.append(("compare_", args.compare))
+    for prefix, model in models:
+        for variant in ("fp32", "int8"):
+            runner = load_model(model, variant=variant, intra_op_threads=args.threads)
+            results.setdefault("models", {})[prefix + variant] = runner.ident
+            task = WeldInspectorTask(WeldInspectorConfig(kind="weld_inspector"), runner)
+            for bs in (1, 8):
+                fps = run(task, pool[:bs], seconds)
+                results["fps"][f"{prefix}{variant}_b{bs}"] = round(fps, 1)
+                print(f"{runner.ident} {variant} batch={bs} frames/s={fps:.1f}", flush=True)
     fps = results["fps"]
     results["ratio_int8_over_fp32"] = {f"b{bs}": round(fps[f"int8_b{bs}"] / fps[f"fp32_b{bs}"], 3) for bs in (1, 8)}
     print("int8/fp32:", results["ratio_int8_over_fp32"])

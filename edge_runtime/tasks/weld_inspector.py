@@ -28,6 +28,7 @@ from pydantic import Field
 
 from adapters.base import EdgeRuntimeError, Frame, Result, Stats
 from edge_runtime.inference import ModelRunner
+from edge_runtime.tasks import weld_decode
 from edge_runtime.tasks.base import InvalidInputs, TaskConfigBase
 
 __all__ = ["REJECT_LABELS", "WeldInspectorConfig", "WeldInspectorTask"]
@@ -65,6 +66,9 @@ class WeldInspectorConfig(TaskConfigBase):
         le=1.0,
         description="Models with a frame head: reject the frame when its reject probability is at least this.",
     )
+    nms_iou: float | None = Field(
+        default=None, ge=0.0, le=1.0, description="Box detectors (2.x): per-class NMS IoU threshold."
+    )
 
 
 class WeldInspectorTask:
@@ -87,11 +91,17 @@ class WeldInspectorTask:
         self.runner = runner
         self.stats = Stats()
         self.labels: list[str] = list(manifest.labels)
-        self.foreground = pick(config.foreground, "foreground")
+        # a box detector (2.x) has a `boxes` output; its post-processing is edge_runtime.tasks.weld_decode
+        self.detector = any(o.name == "boxes" for o in manifest.outputs)
         self.box_score = pick(config.box_score, "box_score")
         self.reject_score = pick(config.reject_score, "reject_score")
-        self.min_region_cells = round(pick(config.min_region_cells, "min_region_cells"))
-        self.region_min_score = pick(config.region_min_score, "region_min_score")
+        if self.detector:
+            self.nms_iou = pick(config.nms_iou, "nms_iou")
+            self.ap_min_score = float(th.get("ap_min_score", 0.05))
+        else:
+            self.foreground = pick(config.foreground, "foreground")
+            self.min_region_cells = round(pick(config.min_region_cells, "min_region_cells"))
+            self.region_min_score = pick(config.region_min_score, "region_min_score")
         spec = manifest.inputs[0]
         self.input_name = spec.name
         self.scores_name = manifest.outputs[0].name
@@ -126,6 +136,24 @@ class WeldInspectorTask:
         out = self.runner.run({self.input_name: batch})
         frame = None if self.frame_name is None else np.asarray(out[self.frame_name], dtype=np.float32).reshape(-1)
         return np.asarray(out[self.scores_name], dtype=np.float32), frame
+
+    def detect(
+        self, images: Sequence[npt.NDArray[np.uint8]], score_threshold: float | None = None
+    ) -> tuple[list[weld_decode.Detections], F32 | None]:
+        """Box detectors: per-frame NMS detections (normalised xyxy) and frame reject probabilities."""
+        import cv2
+
+        batch = np.empty((len(images), self.size, self.size, 3), dtype=np.uint8)
+        for i, img in enumerate(images):
+            cv2.resize(img, (self.size, self.size), dst=batch[i], interpolation=cv2.INTER_LINEAR)
+        out = self.runner.run({self.input_name: batch})
+        thr = self.box_score if score_threshold is None else score_threshold
+        dets = [
+            weld_decode.decode(s, b, score_threshold=thr, iou_threshold=self.nms_iou)
+            for s, b in zip(out["scores"], out["boxes"], strict=True)
+        ]
+        frame = None if self.frame_name is None else np.asarray(out[self.frame_name], dtype=np.float32).reshape(-1)
+        return dets, frame
 
     def scores(self, images: Sequence[npt.NDArray[np.uint8]]) -> F32:
         """Per-cell probabilities (n, 4, G, G) only."""
@@ -199,6 +227,31 @@ class WeldInspectorTask:
             detail = f" stream={bad.stream} shape={shape} dtype={dtype}"
         self._invalid.record(len(frames) - len(ok), len(frames), detail)
         if not ok:
+            return results
+        if self.detector:
+            dets, fprob = self.detect([frames[i].image for i in ok])
+            for j, i in enumerate(ok):
+                h, w = frames[i].image.shape[:2]
+                fp = None if fprob is None else float(fprob[j])
+                decision, reasons = weld_decode.decide(
+                    dets[j],
+                    self.labels,
+                    REJECT_LABELS,
+                    reject_score=self.reject_score,
+                    frame_prob=fp,
+                    frame_reject=self.frame_reject,
+                )
+                boxes = weld_decode.to_dicts(dets[j], self.labels, w, h, min_score=self.box_score)
+                results[i] = Result(
+                    pipeline="",
+                    stream=frames[i].stream,
+                    t_ns=frames[i].t_ns,
+                    decision=decision,
+                    score=fp,
+                    values={"n_boxes": len(boxes)},
+                    detail={"boxes": boxes, "reject_reasons": reasons},
+                )
+            self.stats["frames"] += len(ok)
             return results
         probs, frame = self.infer([frames[i].image for i in ok])
         for j, i in enumerate(ok):

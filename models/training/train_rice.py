@@ -14,6 +14,7 @@ Split: seeded, stratified 80/10/10 (train/val/test) over the images, which are i
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import math
@@ -92,30 +93,46 @@ def largest_grain(img: U8) -> tuple[U8, float, float] | None:
     return grains.crops[i], float(grains.length_px[i]), float(grains.area_px[i])
 
 
+def _crops_of(task: tuple[Path, int, int, int]) -> tuple[int, list[tuple[U8, float, float] | None]]:
+    """Worker: the clean crop and `copies` augmented crops of one image (augmentation seeded per image)."""
+    path, k, copies, seed = task
+    raw = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if raw is None:
+        log.warning("event=unreadable file=%s", path)
+        return k, []
+    img = np.asarray(raw, dtype=np.uint8)
+    rng = np.random.default_rng(seed)
+    return k, [largest_grain(img), *(largest_grain(augment(img, rng)) for _ in range(copies))]
+
+
+def _init_worker(params: SegmentParams) -> None:
+    global PARAMS
+    PARAMS = params
+    cv2.setNumThreads(1)
+
+
 def build_crops(
-    items: list[tuple[Path, int]], copies: int, rng: np.random.Generator
+    items: list[tuple[Path, int]], copies: int, rng: np.random.Generator, workers: int = 1
 ) -> tuple[U8, npt.NDArray[np.int64], U8, npt.NDArray[np.int64], npt.NDArray[np.float64]]:
-    """Clean crops (+ label, length, area) and `copies` augmented crops per image."""
+    """Clean crops (+ label, length, area) and `copies` augmented crops per image, in `workers` processes."""
+    from multiprocessing import get_context
+
     clean, clean_y, aug, aug_y, geo = [], [], [], [], []
     t0 = time.perf_counter()
-    for n, (path, k) in enumerate(items):
-        raw = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if raw is None:
-            log.warning("event=unreadable file=%s", path)
-            continue
-        img = np.asarray(raw, dtype=np.uint8)
-        got = largest_grain(img)
-        if got is not None:
-            clean.append(got[0])
-            clean_y.append(k)
-            geo.append((k, got[1], got[2]))
-        for _ in range(copies):
-            got = largest_grain(augment(img, rng))
-            if got is not None:
-                aug.append(got[0])
-                aug_y.append(k)
-        if n % 2000 == 0:
-            log.info("event=crops done=%d of=%d s=%.0f", n, len(items), time.perf_counter() - t0)
+    seeds = rng.integers(0, 2**63 - 1, size=len(items))
+    tasks = [(path, k, copies, int(sd)) for (path, k), sd in zip(items, seeds, strict=True)]
+    with get_context("fork").Pool(workers, initializer=_init_worker, initargs=(PARAMS,)) as pool:
+        for n, (k, got) in enumerate(pool.imap(_crops_of, tasks, chunksize=64)):
+            if got and got[0] is not None:
+                clean.append(got[0][0])
+                clean_y.append(k)
+                geo.append((k, got[0][1], got[0][2]))
+            for g in got[1:]:
+                if g is not None:
+                    aug.append(g[0])
+                    aug_y.append(k)
+            if n % 2000 == 0:
+                log.info("event=crops done=%d of=%d s=%.0f", n, len(items), time.perf_counter() - t0)
     s = PARAMS.crop_size
     empty = np.zeros((0, 3, s, s), np.uint8)
     return (
@@ -127,24 +144,36 @@ def build_crops(
     )
 
 
-class RiceNet(nn.Module):
-    """Four 3x3 conv blocks (stride 2, 2, 2, 1) on 32x32 crops, global average pool, linear: ~61k parameters.
+LAYERS_1_0 = "16:2,32:2,64:2,64:1"  # the 1.0.0 network
 
-    Takes uint8 BGR (N, 3, 32, 32) and normalises inside the graph, so the runtime only cuts crops.
+
+def parse_layers(spec: str) -> list[tuple[int, int]]:
+    """ "16:2,32:2" -> [(16, 2), (32, 2)]: output channels and stride of each 3x3 conv block."""
+    return [(int(a), int(b)) for a, b in (part.split(":") for part in spec.split(","))]
+
+
+class RiceNet(nn.Module):
+    """3x3 conv blocks (conv, BN, ReLU; channels and strides from `layers`, 1.0.0: 16/2, 32/2, 64/2, 64/1) on
+    S x S crops, global average pool, linear.
+
+    Takes uint8 BGR (N, 3, S, S) and normalises inside the graph, so the runtime only cuts crops. With `tta`, the
+    exported graph averages the softmax of the crop and its horizontal flip (head and tail of a grain are
+    indistinguishable to the segmenter), at twice the cost.
     """
 
     mean: torch.Tensor
     std: torch.Tensor
 
-    def __init__(self, mean: list[float], std: list[float]) -> None:
+    def __init__(self, mean: list[float], std: list[float], layers: str = LAYERS_1_0, tta: bool = False) -> None:
         super().__init__()
-        layers: list[nn.Module] = []
+        blocks: list[nn.Module] = []
         c = 3
-        for out, stride in ((16, 2), (32, 2), (64, 2), (64, 1)):
-            layers += [nn.Conv2d(c, out, 3, stride, 1, bias=False), nn.BatchNorm2d(out), nn.ReLU()]
+        for out, stride in parse_layers(layers):
+            blocks += [nn.Conv2d(c, out, 3, stride, 1, bias=False), nn.BatchNorm2d(out), nn.ReLU()]
             c = out
-        self.features = nn.Sequential(*layers)
+        self.features = nn.Sequential(*blocks)
         self.head = nn.Linear(c, len(VARIETIES))
+        self.tta = tta
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1) * 255.0)
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1) * 255.0)
 
@@ -154,6 +183,8 @@ class RiceNet(nn.Module):
         return out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.tta:
+            return 0.5 * (torch.softmax(self.logits(x), dim=1) + torch.softmax(self.logits(x.flip(3)), dim=1))
         return torch.softmax(self.logits(x), dim=1)
 
 
@@ -165,7 +196,13 @@ def accuracy(model: RiceNet, x: U8, y: npt.NDArray[np.int64]) -> float:
 
 
 def train(
-    x: U8, y: npt.NDArray[np.int64], val: list[tuple[U8, npt.NDArray[np.int64]]], epochs: int, seed: int
+    x: U8,
+    y: npt.NDArray[np.int64],
+    val: list[tuple[U8, npt.NDArray[np.int64]]],
+    epochs: int,
+    seed: int,
+    layers: str = LAYERS_1_0,
+    lr: float = 3e-3,
 ) -> tuple[RiceNet, list[dict[str, float]]]:
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
@@ -173,11 +210,11 @@ def train(
     mean = xf.mean(axis=(0, 2, 3)).tolist()
     std = xf.std(axis=(0, 2, 3)).tolist()
     del xf
-    model = RiceNet(mean, std)
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=1e-4)
+    model = RiceNet(mean, std, layers)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     batch = 128
     steps = epochs * (len(x) // batch)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=steps, pct_start=0.15)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.15)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=0.05)
     history: list[dict[str, float]] = []
     best: tuple[float, dict[str, Any]] | None = None
@@ -212,6 +249,15 @@ def train(
     return model, history
 
 
+def onnx_probs(path: Path, x: U8) -> npt.NDArray[np.float32]:
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    return np.concatenate([sess.run(["probs"], {"x": x[i : i + 512]})[0] for i in range(0, len(x), 512)])
+
+
 def onnx_accuracy(path: Path, x: U8, y: npt.NDArray[np.int64]) -> float:
     import onnxruntime as ort
 
@@ -222,14 +268,16 @@ def onnx_accuracy(path: Path, x: U8, y: npt.NDArray[np.int64]) -> float:
     return float((pred == y).mean())
 
 
-def evaluate_split(out_dir: Path, items: list[tuple[Path, int]], variant: str) -> dict[str, Any]:
+def evaluate_split(
+    out_dir: Path, items: list[tuple[Path, int]], variant: str, declared: str | None = None
+) -> dict[str, Any]:
     """`evaluate` (the runtime's own path, from JPEG to decision) on a symlinked class-folder copy of a split."""
     with tempfile.TemporaryDirectory() as tmp:
         for path, k in items:
             link = Path(tmp) / VARIETIES[k] / path.name
             link.parent.mkdir(exist_ok=True)
             link.symlink_to(path.resolve())
-        return evaluate(Path(tmp), variant=variant, model_dir=out_dir)
+        return evaluate(Path(tmp), variant=variant, model_dir=out_dir, declared=declared)
 
 
 def main() -> None:
@@ -240,22 +288,56 @@ def main() -> None:
     ap.add_argument("--copies", type=int, default=4, help="augmented crops per training image")
     ap.add_argument("--seed", type=int, default=20240611)
     ap.add_argument("--limit", type=int, default=0, help="images per split, for a smoke run (0: all)")
+    ap.add_argument("--crop-size", type=int, default=32, help="crop side S (model input S x S)")
+    ap.add_argument("--layers", default=LAYERS_1_0, help="conv blocks as channels:stride,...")
+    ap.add_argument("--lr", type=float, default=3e-3)
+    ap.add_argument("--tta", action="store_true", help="export with the flip average inside the graph")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads")
+    ap.add_argument("--workers", type=int, default=1, help="processes cutting the crops")
+    ap.add_argument("--version", default=VERSION)
+    ap.add_argument("--crop-cache", type=Path, default=None, help="npz of built crops: reused when present")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.threads)
     cv2.setNumThreads(1)
+    global PARAMS
+    PARAMS = dataclasses.replace(PARAMS, crop_size=args.crop_size)
     started = time.perf_counter()
     rng = np.random.default_rng(args.seed)
     parts = split_files(args.data, args.seed)
     if args.limit:
         parts = {k: [v[i] for i in rng.permutation(len(v))[: args.limit]] for k, v in parts.items()}
-    tr_x, tr_y, tr_ax, tr_ay, tr_geo = build_crops(parts["train"], args.copies, rng)
-    va_x, va_y, va_ax, va_ay, _ = build_crops(parts["val"], 1, rng)
-    te_x, te_y, te_ax, te_ay, _ = build_crops(parts["test"], 1, rng)
+    names = (
+        "tr_x",
+        "tr_y",
+        "tr_ax",
+        "tr_ay",
+        "tr_geo",
+        "va_x",
+        "va_y",
+        "va_ax",
+        "va_ay",
+        "te_x",
+        "te_y",
+        "te_ax",
+        "te_ay",
+    )
+    if args.crop_cache is not None and args.crop_cache.is_file():
+        with np.load(args.crop_cache) as z:
+            tr_x, tr_y, tr_ax, tr_ay, tr_geo, va_x, va_y, va_ax, va_ay, te_x, te_y, te_ax, te_ay = (z[k] for k in names)
+        log.info("event=crops_cached file=%s", args.crop_cache)
+    else:
+        tr_x, tr_y, tr_ax, tr_ay, tr_geo = build_crops(parts["train"], args.copies, rng, args.workers)
+        va_x, va_y, va_ax, va_ay, _ = build_crops(parts["val"], 1, rng, args.workers)
+        te_x, te_y, te_ax, te_ay, _ = build_crops(parts["test"], 1, rng, args.workers)
+        if args.crop_cache is not None:
+            arrays = (tr_x, tr_y, tr_ax, tr_ay, tr_geo, va_x, va_y, va_ax, va_ay, te_x, te_y, te_ax, te_ay)
+            np.savez(args.crop_cache, **dict(zip(names, arrays, strict=True)))
     log.info("event=crops_ready train=%d aug=%d s=%.0f", len(tr_x), len(tr_ax), time.perf_counter() - started)
     x = np.concatenate([tr_x, tr_ax])
     y = np.concatenate([tr_y, tr_ay])
-    model, history = train(x, y, [(va_x, va_y), (va_ax, va_ay)], args.epochs, args.seed)
+    model, history = train(x, y, [(va_x, va_y), (va_ax, va_ay)], args.epochs, args.seed, args.layers, args.lr)
+    model.tta = args.tta
 
     args.out.mkdir(parents=True, exist_ok=True)
     torch.save(model.state_dict(), Path(tempfile.gettempdir()) / "rice_sorter_state.pt")
@@ -290,7 +372,7 @@ def main() -> None:
     }
     manifest: dict[str, Any] = {
         "name": "rice_sorter",
-        "version": VERSION,
+        "version": args.version,
         "file": fp32.name,
         "sha256": sha256_of(fp32),
         "inputs": [{"name": "x", "dtype": "uint8", "shape": ["batch", 3, PARAMS.crop_size, PARAMS.crop_size]}],
@@ -326,6 +408,11 @@ def main() -> None:
             "n_test_images": len(parts["test"]),
             "augmented_copies": args.copies,
             "epochs": args.epochs,
+            "crop_size": args.crop_size,
+            "layers": args.layers,
+            "lr": args.lr,
+            "test_time_flip_average_in_graph": args.tta,
+            "torch_threads": args.threads,
             "script": "models/training/train_rice.py",
             "history": [{k: round(v, 4) for k, v in h.items()} for h in history],
             "wall_time_s": None,
@@ -350,6 +437,21 @@ def main() -> None:
             "n_unsegmented": res["n_unsegmented"],
             "confusion": res["confusion"],
         }
+        # purity sorting per declared variety, from the clean test crops (the same crops `evaluate` cuts: the
+        # same segment() on the same photographs; `evaluate(declared=...)` gives these figures one variety a run)
+        path = fp32 if variant == "fp32" else int8
+        probs = onnx_probs(path, te_x)
+        eject = {}
+        for k, variety in enumerate(VARIETIES):
+            off_type = te_y != k
+            ejected = probs[:, k] < manifest["thresholds"]["min_confidence"]
+            tp = int((off_type & ejected).sum())
+            eject[variety] = {
+                "eject_precision": round(tp / max(int(ejected.sum()), 1), 4),
+                "eject_recall": round(tp / max(int(off_type.sum()), 1), 4),
+            }
+        manifest["metrics"][f"test_evaluate_{variant}"]["eject_by_declared_variety"] = eject
+        log.info("event=evaluated variant=%s accuracy=%.4f eject=%s", variant, res["accuracy"], eject)
     manifest["training"]["wall_time_s"] = round(time.perf_counter() - started)
     manifest_path.write_text(yaml.safe_dump(manifest, sort_keys=False), encoding="utf-8")
     print(json.dumps(manifest["metrics"], indent=1))

@@ -19,8 +19,10 @@ import numpy.typing as npt
 import yaml
 
 from edge_runtime.inference import load_model
+from edge_runtime.tasks import weld_decode
 from edge_runtime.tasks.weld_inspector import F32, REJECT_LABELS, WeldInspectorConfig, WeldInspectorTask
 from edge_runtime.tools.datasets import DataSetError, read_yolo_labels
+from edge_runtime.tools.evaluate import detection_metrics
 
 __all__ = ["average_precision_50", "box_calls", "evaluate"]
 
@@ -134,6 +136,8 @@ def evaluate(
     task = WeldInspectorTask(config or WeldInspectorConfig(kind="weld_inspector"), runner)
     labels = task.labels
     cmap = _class_map(data_dir, labels)
+    if task.detector:
+        return _evaluate_detector(task, files, data_dir, cmap, degrade, compensate, batch_size)
     n_cls = len(labels)
     confusion = np.zeros((n_cls, n_cls + 1), dtype=np.int64)  # last column: missed
     frame_conf = np.zeros((2, 2), dtype=np.int64)  # rows truth accept/reject, columns predicted accept/reject
@@ -208,3 +212,46 @@ def evaluate(
         "seconds": round(time.perf_counter() - t0, 2),
     }
     return result
+
+
+def _evaluate_detector(
+    task: WeldInspectorTask,
+    files: list[Path],
+    data_dir: Path,
+    cmap: npt.NDArray[np.int64],
+    degrade: Callable[[npt.NDArray[np.uint8]], npt.NDArray[np.uint8]] | None,
+    compensate: Callable[[npt.NDArray[np.uint8]], npt.NDArray[np.uint8]] | None,
+    batch_size: int,
+) -> dict[str, Any]:
+    """`evaluate` for box detectors (2.x): metrics in `detection_metrics.summarise`."""
+    import cv2
+
+    dets: list[weld_decode.Detections] = []
+    truths: list[tuple[npt.NDArray[np.int64], F32]] = []
+    probs: list[float] = []
+    t0 = time.perf_counter()
+    for start in range(0, len(files), batch_size):
+        chunk = files[start : start + batch_size]
+        images = []
+        for p in chunk:
+            img = cast("npt.NDArray[np.uint8] | None", cv2.imread(str(p), cv2.IMREAD_COLOR))
+            if img is None:
+                raise DataSetError(f"{p}: cannot decode image")
+            img = degrade(img) if degrade is not None else img
+            images.append(compensate(img) if compensate is not None else img)
+        d, frame = task.detect(images, score_threshold=min(task.ap_min_score, task.box_score))
+        dets.extend(d)
+        probs.extend([] if frame is None else frame.tolist())
+        for p in chunk:
+            gt = read_yolo_labels(data_dir / "labels" / (p.stem + ".txt"))
+            if len(gt) and (gt[:, 0].max() >= len(cmap) or gt[:, 0].min() < 0):
+                raise DataSetError(f"{p}: class index out of range for {len(cmap)} classes")
+            truths.append((cmap[gt[:, 0].astype(np.int64)], detection_metrics.cxcywh_to_xyxy(gt[:, 1:5])))
+    th = {"box_score": task.box_score, "nms_iou": task.nms_iou, "reject_score": task.reject_score}
+    th["ap_min_score"] = task.ap_min_score
+    if task.frame_reject is not None:
+        th["frame_reject"] = task.frame_reject
+    result = detection_metrics.summarise(
+        dets, truths, probs if task.frame_name is not None else None, task.labels, sorted(REJECT_LABELS), th
+    )
+    return {"model": task.runner.ident, **result, "seconds": round(time.perf_counter() - t0, 2)}
