@@ -65,8 +65,19 @@ def smooth_field(h: int, w: int, rng: np.random.Generator, lo: float, hi: float)
     return np.asarray(lo + (hi - lo) * f, dtype=np.float32)
 
 
-def degrade_image(img: U8, ambient_c: float, rng: np.random.Generator) -> tuple[U8, dict[str, Any]]:
-    """One frame through a cold lens and cold LEDs; returns the frame and the parameters drawn."""
+def degrade_image(
+    img: U8,
+    ambient_c: float,
+    rng: np.random.Generator,
+    *,
+    gain_first: bool | None = None,
+    blur_first: bool | None = None,
+    tinted: bool | None = None,
+) -> tuple[U8, dict[str, Any]]:
+    """One frame through a cold lens and cold LEDs; returns the frame and the parameters drawn.
+
+    The order of effects and the airlight's tint are drawn at random unless forced (robustness checks).
+    """
     import cv2
 
     s = severity(ambient_c)
@@ -76,15 +87,17 @@ def degrade_image(img: U8, ambient_c: float, rng: np.random.Generator) -> tuple[
     t_hi = rng.uniform(min(1.0, t_lo + 0.05), 1.0)
     t = smooth_field(h, w, rng, t_lo, t_hi)[..., None]
     a = rng.uniform(0.70, 0.95) * 255.0
-    tint = rng.uniform(0.94, 1.06, size=3) if rng.random() < 0.5 else np.ones(3)
+    tint_draw = bool(rng.random() < 0.5)
+    tint = rng.uniform(0.94, 1.06, size=3) if (tint_draw if tinted is None else tinted) else np.ones(3)
     airlight = np.minimum(a * tint, 255.0).astype(np.float32)
     gains = np.array(
         [1 + rng.uniform(0.0, 0.05) * s, 1 + rng.uniform(0.0, 0.08) * s, 1 + rng.uniform(0.20, 0.32) * s],
         dtype=np.float32,
     )  # B, G, R
     sigma = rng.uniform(0.3, 2.0) * s
-    gain_first = bool(rng.random() < 0.5)
-    blur_first = bool(rng.random() < 0.5)
+    gain_draw, blur_draw = bool(rng.random() < 0.5), bool(rng.random() < 0.5)
+    gain_first = gain_draw if gain_first is None else gain_first
+    blur_first = blur_draw if blur_first is None else blur_first
     if gain_first:
         x = x * gains
     if blur_first and sigma > 0.05:

@@ -28,10 +28,12 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -45,6 +47,7 @@ from calibration.sensor_drift import SensitivityDrift
 from calibration.severity import velocity_spectrum_rms
 
 ROOT = Path(__file__).resolve().parents[1]
+U8 = npt.NDArray[np.uint8]
 DATASETS = ROOT.parent / "shared" / "datasets"
 CLI = str(ROOT / ".venv" / "bin" / "edge-runtime")
 
@@ -233,11 +236,73 @@ def run_vibration(args: argparse.Namespace, rows: list[dict[str, Any]]) -> None:
             print(json.dumps(rows[-1]), flush=True)
 
 
+def run_robustness(args: argparse.Namespace, rows: list[dict[str, Any]]) -> None:
+    """Rice at the coldest temperature with the order of effects and the airlight's tint forced, one case at a time.
+
+    In process, through the task's own `evaluate(degrade=...)` (the function behind the CLI): each image is degraded,
+    JPEG-encoded like a camera's, and compensated, knowing only the frame, the calibration and the temperature.
+    """
+    import cv2
+
+    from edge_runtime.tasks import rice_sorter
+
+    work: Path = args.work
+    src = subsample_images("rice", DATASETS / "rice_grains", work / "rice_robust", args.robust_per_class, args.seed)
+    cal_path = work / "rice_optics.yaml"
+    from calibration.files import load_calibration
+
+    cal = load_calibration(cal_path) if cal_path.exists() else fit_optics_dir(DATASETS / "rice_grains", max_frames=600)
+    assert isinstance(cal, OpticsCalibration)
+    fog, led = LensFogCompensation(cal), IlluminationDrift(cal)
+    temp = min(args.temps)
+    nominal = rice_sorter.evaluate(src)["accuracy"]
+
+    def make_cold(gain_first: bool, blur_first: bool, tinted: bool) -> Callable[[U8], U8]:
+        rng = np.random.default_rng(args.seed)  # every case and both runs draw the same parameters
+
+        def cold(img: U8) -> U8:
+            out, _ = cold_degrade.degrade_image(
+                img, temp, rng, gain_first=gain_first, blur_first=blur_first, tinted=tinted
+            )
+            _, buf = cv2.imencode(".jpg", out, [cv2.IMWRITE_JPEG_QUALITY, 92])
+            return np.asarray(cv2.imdecode(buf, cv2.IMREAD_COLOR), dtype=np.uint8)
+
+        return cold
+
+    for gain_first in (True, False):
+        for blur_first in (True, False):
+            for tinted in (False, True):
+                acc_cold = rice_sorter.evaluate(src, degrade=make_cold(gain_first, blur_first, tinted))["accuracy"]
+                cold = make_cold(gain_first, blur_first, tinted)
+
+                def comp(img: U8, cold: Callable[[U8], U8] = cold) -> U8:
+                    r = fog.apply(cold(img))
+                    return led.apply(r.image, temp, r.clipped).image
+
+                acc_comp = rice_sorter.evaluate(src, degrade=comp)["accuracy"]
+                case = (
+                    f"gain {'before' if gain_first else 'after'} fog, blur {'before' if blur_first else 'after'} "
+                    f"veil, {'tinted' if tinted else 'grey'} airlight"
+                )
+                rows.append(
+                    {
+                        "set": "rice robustness",
+                        "metric": case,
+                        "ambient_c": temp,
+                        "n": 5 * args.robust_per_class,
+                        "nominal": nominal,
+                        "cold": acc_cold,
+                        "compensated": acc_comp,
+                    }
+                )
+                print(json.dumps(rows[-1]), flush=True)
+
+
 def markdown(rows: list[dict[str, Any]]) -> str:
     def fmt(v: Any, metric: str) -> str:
         if v is None:
             return "-"
-        return f"{v:.2f}" if metric == "velocity_rms_mm_s" else f"{100 * v:.2f} %"
+        return f"{v:.4f}" if metric == "velocity_rms_mm_s" else f"{100 * v:.2f} %"
 
     lines = [
         "| set | metric | ambient | n | nominal | cold | compensated | compensated - nominal |",
@@ -266,13 +331,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--per-class", type=int, default=300, help="rice images per variety, weld images (0: all)")
     ap.add_argument("--commissioning-frames", type=int, default=600)
     ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--only", choices=["rice", "weld", "vibration"], nargs="*", default=None)
+    ap.add_argument("--only", choices=["rice", "weld", "vibration", "robustness"], nargs="*", default=None)
+    ap.add_argument("--robust-per-class", type=int, default=100, help="rice images per variety, robustness cases")
     args = ap.parse_args(argv)
     if ROOT in args.work.resolve().parents:
         raise SystemExit("--work must lie outside the repository")
     args.work.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("OMP_NUM_THREADS", "2")
-    only = set(args.only or ["rice", "weld", "vibration"])
+    only = set(args.only or ["rice", "weld", "vibration", "robustness"])
     rows: list[dict[str, Any]] = []
     if "rice" in only:
         run_images("rice", "rice_sorter", args, rows)
@@ -280,6 +346,8 @@ def main(argv: list[str] | None = None) -> int:
         run_vibration(args, rows)
     if "weld" in only:
         run_images("weld", "weld_inspector", args, rows)
+    if "robustness" in only:
+        run_robustness(args, rows)
     (args.work / "table.json").write_text(json.dumps(rows, indent=1), encoding="utf-8")
     print(markdown(rows))
     return 0
