@@ -31,9 +31,9 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from calibration.files import OpticsCalibration
+from calibration.files import FogThresholds, OpticsCalibration
 
-__all__ = ["FogEstimate", "FogResult", "LensFogCompensation", "estimate_veil"]
+__all__ = ["FogEstimate", "FogResult", "LensFogCompensation", "LensHealth", "estimate_veil"]
 
 F32 = npt.NDArray[np.float32]
 U8 = npt.NDArray[np.uint8]
@@ -202,3 +202,24 @@ class LensFogCompensation:
             veil_mean_bgr=tuple(float(v) for v in veil.reshape(-1, 3).mean(axis=0)),  # type: ignore[arg-type]
         )
         return FogResult(image=result, transmission=t, clipped=clipped, estimate=est)
+
+
+class LensHealth:
+    """Lens-fog alarm and lens-heater switching with hysteresis, from the estimated mean transmission.
+
+    One instance per camera; `update(t)` returns (alarm, heater_on). The heater switches on below
+    `heater_on_below` and off only above `heater_off_above`, so a transmission hovering at a threshold does not
+    chatter the coil.
+    """
+
+    def __init__(self, thresholds: FogThresholds, heater_on: bool = False) -> None:
+        self.thresholds = thresholds
+        self.heater_on = heater_on
+
+    def update(self, transmission_mean: float) -> tuple[bool, bool]:
+        th = self.thresholds
+        if transmission_mean < th.heater_on_below:
+            self.heater_on = True
+        elif transmission_mean > th.heater_off_above:
+            self.heater_on = False
+        return transmission_mean < th.alarm_below, self.heater_on

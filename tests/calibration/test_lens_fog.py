@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from calibration.files import OpticsCalibration
-from calibration.lens_fog import LensFogCompensation, estimate_veil
+from calibration.files import FogThresholds, OpticsCalibration
+from calibration.lens_fog import LensFogCompensation, LensHealth, estimate_veil
 from tests.calibration.conftest import grain_scene, smooth_t
 
 
@@ -61,3 +61,18 @@ def test_estimate_veil_is_smooth_under_objects() -> None:
     veil = estimate_veil(fogged, 8)
     truth = 200.0 * (1 - t)
     assert np.abs(veil.mean(axis=2) - truth).max() < 10.0
+
+
+def test_lens_health_hysteresis() -> None:
+    health = LensHealth(FogThresholds(alarm_below=0.85, heater_on_below=0.9, heater_off_above=0.97))
+    seen = [health.update(t) for t in (0.99, 0.92, 0.89, 0.84, 0.93, 0.96, 0.98, 0.95)]
+    assert seen == [
+        (False, False),
+        (False, False),
+        (False, True),
+        (True, True),
+        (False, True),
+        (False, True),
+        (False, False),
+        (False, False),
+    ]
