@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Sequence
 
 import numpy as np
+import numpy.typing as npt
 
 from calibration.files import BaselineCalibration, BaselineCell, Provenance
 
@@ -58,9 +58,9 @@ class ColdStartBaseline:
 
 
 def fit_baseline(
-    scores: Sequence[float],
-    ambient_c: Sequence[float],
-    minutes_since_start: Sequence[float],
+    scores: npt.ArrayLike,
+    ambient_c: npt.ArrayLike,
+    minutes_since_start: npt.ArrayLike,
     *,
     data: str,
     quantile: float = 0.99,

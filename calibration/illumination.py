@@ -68,20 +68,22 @@ def led_prior_gains(prior: LedPrior, ambient_c: float) -> npt.NDArray[np.float64
 def frame_chroma(
     image: U8 | F32, foreground_min: float, clipped: npt.NDArray[np.bool_] | None = None
 ) -> tuple[float, float, int] | None:
-    """(log(mean R / mean G), log(mean B / mean G), n pixels) over the foreground, or None when there is none.
+    """(log(median R / median G), log(median B / median G), n pixels) over the foreground, or None without one.
 
-    The foreground is every pixel whose grey level exceeds `foreground_min` and none of whose channels is clipped.
+    The foreground is every pixel whose grey level exceeds `foreground_min`, clipped ones included: a clipped
+    channel is only a lower bound, and a median stays right as long as fewer than half of the pixels are clipped,
+    where a mean over the unclipped pixels would be biased towards the less saturated ones. `clipped` is accepted
+    for symmetry and only used to refuse a frame whose foreground is mostly clipped.
     """
     img = np.asarray(image, dtype=np.float32)
     grey = img.mean(axis=2)
     fg = grey > foreground_min
-    if clipped is not None:
-        fg &= ~clipped.any(axis=2)
     n = int(fg.sum())
     if n < 50:
         return None
-    px = img[fg]
-    b, g, r = (float(v) for v in px.mean(axis=0))
+    if clipped is not None and float(clipped[fg][:, 1:].any(axis=1).mean()) > 0.5:
+        return None  # the median of red or green is itself clipped
+    b, g, r = (float(v) for v in np.median(img[fg], axis=0))
     if min(b, g, r) <= 1.0:
         return None
     return math.log(r / g), math.log(b / g), n
@@ -146,11 +148,23 @@ class IlluminationDrift:
         gains = np.asarray(est.gains_bgr, dtype=np.float32)
         out = np.asarray(image, dtype=np.float32) / gains
         if clipped is not None and clipped.any():
-            ch = self.calibration.chroma
-            ok = ~clipped
-            g = out[..., 1]
-            # a clipped red or blue is at least its channel's ratio times an unclipped green
-            for c, ratio in ((2, ch.rg_pixel_median), (0, ch.bg_pixel_median)):
-                fill = clipped[..., c] & ok[..., 1]
-                out[..., c] = np.where(fill, np.maximum(out[..., c], g * ratio), out[..., c])
+            out = self._fill_clipped(out, clipped)
         return IlluminationResult(np.clip(out + 0.5, 0, 255).astype(np.uint8), est)
+
+    def _fill_clipped(self, out: F32, clipped: npt.NDArray[np.bool_]) -> F32:
+        """A clipped channel is at least its commissioning ratio times the pixel's level from unclipped channels."""
+        ch = self.calibration.chroma
+        ratio = np.array([ch.bg_pixel_median, 1.0, ch.rg_pixel_median], dtype=np.float32)  # channel / green
+        rows = clipped.any(axis=2)
+        px, cl = out[rows], clipped[rows]
+        level_each = px / ratio
+        free = ~cl
+        n_free = free.sum(axis=1)
+        level = np.where(
+            n_free > 0,
+            (level_each * free).sum(axis=1) / np.maximum(n_free, 1),
+            level_each.max(axis=1),  # all clipped: the brightest lower bound
+        )
+        fill = np.maximum(px, level[:, None] * ratio)
+        out[rows] = np.where(cl, fill, px)
+        return out

@@ -31,14 +31,15 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from calibration.files import OpticsCalibration
+from calibration.files import FogThresholds, OpticsCalibration
 
-__all__ = ["FogEstimate", "FogResult", "LensFogCompensation", "estimate_veil"]
+__all__ = ["FogEstimate", "FogResult", "LensFogCompensation", "LensHealth", "estimate_veil"]
 
 F32 = npt.NDArray[np.float32]
 U8 = npt.NDArray[np.uint8]
 
 CLIP_LEVEL = 250.0  # an observed channel at or above this (of 255) is treated as clipped
+_GREEN_HEADROOM = 1.05  # defogged green may exceed full scale by this factor (green LED gain, noise)
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,18 +130,55 @@ class LensFogCompensation:
     def estimate(self, image: U8) -> tuple[F32, F32, npt.NDArray[np.float32]]:
         """(veil H x W x 3, transmission H x W, airlight per channel) of one frame."""
         cal = self.calibration
-        veil = estimate_veil(image, cal.block_px, cal.clean_veil_bgr)
+        img = np.asarray(image, dtype=np.float32)
+        veil = estimate_veil(img, cal.block_px, cal.clean_veil_bgr)
         tint = veil.reshape(-1, 3).mean(axis=0)
-        a_mean = cal.airlight_fraction * cal.full_scale
         if float(tint.mean()) > 1.0:
-            airlight = tint / float(tint.mean()) * a_mean
+            tint = tint / float(tint.mean())
             # the brightest channel of the airlight cannot exceed full scale
-            airlight *= min(1.0, cal.full_scale / float(airlight.max()))
+            a_max = cal.full_scale / float(tint.max())
         else:
-            airlight = np.full(3, a_mean, dtype=np.float32)
-        t = 1.0 - veil.mean(axis=2) / float(airlight.mean())
+            tint = np.ones(3, dtype=np.float32)
+            a_max = cal.full_scale
+        a_mean = min(cal.airlight_fraction * cal.full_scale, a_max)
+        a_mean = self._raise_airlight(img, veil, a_mean, a_max)
+        airlight = (tint * a_mean).astype(np.float32)
+        t = 1.0 - veil.mean(axis=2) / a_mean
         t = np.clip(t, cal.min_transmission, 1.0).astype(np.float32)
-        return veil, t, airlight.astype(np.float32)
+        return veil, t, airlight
+
+    def _raise_airlight(self, img: F32, veil: F32, a_mean: float, a_max: float) -> float:
+        """Raise the airlight prior when it would push the defogged green channel above full scale.
+
+        t = 1 - v / A: too dark an airlight under-estimates t and over-brightens the frame until it clips. The
+        green channel (the LEDs' most stable) of unclipped pixels may exceed full scale by at most `_GREEN_HEADROOM`
+        at its 99.5th percentile; the smallest airlight (>= the prior, <= full scale) meeting that is used.
+        """
+        cal = self.calibration
+        limit = cal.full_scale * _GREEN_HEADROOM
+        v = veil.mean(axis=2)
+        g = img[..., 1]
+        ok = (img < CLIP_LEVEL * cal.full_scale / 255.0).all(axis=2) & (v > 1.0)
+        if int(ok.sum()) < 100:
+            return a_mean
+        g_ok, v_ok, vg_ok = g[ok], v[ok], veil[..., 1][ok]
+
+        def p995(a: float) -> float:
+            t = np.clip(1.0 - v_ok / a, cal.min_transmission, 1.0)
+            return float(np.percentile((g_ok - vg_ok) / t, 99.5))
+
+        if p995(a_mean) <= limit:
+            return a_mean
+        if p995(a_max) > limit:
+            return a_max
+        lo, hi = a_mean, a_max
+        for _ in range(12):
+            mid = 0.5 * (lo + hi)
+            if p995(mid) > limit:
+                lo = mid
+            else:
+                hi = mid
+        return hi
 
     def apply(self, image: U8, estimate: tuple[F32, F32, npt.NDArray[np.float32]] | None = None) -> FogResult:
         """Invert the veil and sharpen mildly where fogged; returns the frame and the estimates.
@@ -167,3 +205,24 @@ class LensFogCompensation:
             veil_mean_bgr=tuple(float(v) for v in veil.reshape(-1, 3).mean(axis=0)),  # type: ignore[arg-type]
         )
         return FogResult(image=result, transmission=t, clipped=clipped, estimate=est)
+
+
+class LensHealth:
+    """Lens-fog alarm and lens-heater switching with hysteresis, from the estimated mean transmission.
+
+    One instance per camera; `update(t)` returns (alarm, heater_on). The heater switches on below
+    `heater_on_below` and off only above `heater_off_above`, so a transmission hovering at a threshold does not
+    chatter the coil.
+    """
+
+    def __init__(self, thresholds: FogThresholds, heater_on: bool = False) -> None:
+        self.thresholds = thresholds
+        self.heater_on = heater_on
+
+    def update(self, transmission_mean: float) -> tuple[bool, bool]:
+        th = self.thresholds
+        if transmission_mean < th.heater_on_below:
+            self.heater_on = True
+        elif transmission_mean > th.heater_off_above:
+            self.heater_on = False
+        return transmission_mean < th.alarm_below, self.heater_on

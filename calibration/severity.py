@@ -57,8 +57,8 @@ def velocity_spectrum_rms(
     if n % 2 == 0:
         weight[-1] = 1.0
     power = (np.abs(vel) ** 2 * weight).sum(axis=-1) / n**2
-    out = np.asarray(np.sqrt(power), dtype=np.float64)
-    return out[0:1] if squeeze else out
+    out = np.sqrt(power)
+    return np.asarray(out[0:1] if squeeze else out, dtype=np.float64)
 
 
 def velocity_rms_mm_s(accel_g: npt.ArrayLike, fs_hz: float, band_hz: tuple[float, float] = (10.0, 1000.0)) -> float:

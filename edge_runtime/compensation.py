@@ -282,19 +282,21 @@ class _OpticsLayer:
 
 class LensFogLayer(_OpticsLayer):
     def __init__(self, config: LensFogLayerConfig, calibration: OpticsCalibration) -> None:
-        from calibration.lens_fog import LensFogCompensation
+        from calibration.lens_fog import LensFogCompensation, LensHealth
 
         super().__init__(config, calibration)
+        self._health_of: type[LensHealth] = LensHealth
         self.heater_config = config.heater
         self._fog = LensFogCompensation(calibration)
-        self.heater_on = False
+        self._health: dict[
+            str, Any
+        ] = {}  # per camera stream (calibration.lens_fog.LensHealth): fog alarm and heater hysteresis
         self.every_ns = int(config.estimate_every_s * 1e9)
         self.transmission: dict[str, float] = {}  # stream -> latest estimate, for /metrics
         self._estimate: dict[str, tuple[int, tuple[int, ...], Any]] = {}  # stream -> (t_ns, shape, estimate)
 
     def before(self, items: list[Frame], notes: list[Note], side: SideInputs) -> list[Frame]:
         out = []
-        fog = self.calibration.fog
         for frame, note in zip(items, notes, strict=True):
             last = self._estimate.get(frame.stream)
             if last is None or last[1] != frame.image.shape or abs(frame.t_ns - last[0]) >= self.every_ns:
@@ -305,14 +307,16 @@ class LensFogLayer(_OpticsLayer):
             result = self._fog.apply(frame.image, last[2])
             t = result.estimate.transmission_mean
             self.transmission[frame.stream] = t
-            if t < fog.heater_on_below:
-                self.heater_on = True
-            elif t > fog.heater_off_above:
-                self.heater_on = False
+            health = self._health.get(frame.stream)
+            if health is None:
+                if len(self._health) >= 256:  # bounded: cameras, not topics
+                    self._health.pop(next(iter(self._health)))
+                health = self._health[frame.stream] = self._health_of(self.calibration.fog)
+            alarm, heater = health.update(t)
             note.values["lens_transmission"] = round(t, 4)
-            note.values["lens_fog"] = t < fog.alarm_below
+            note.values["lens_fog"] = alarm
             if self.heater_config:
-                note.values["lens_heater"] = self.heater_on
+                note.values["lens_heater"] = heater
             note.applied.append(self.kind)
             if self.config.temperature:
                 temp = side.at(self.config.temperature, frame.t_ns)
@@ -320,6 +324,9 @@ class LensFogLayer(_OpticsLayer):
                     _check_range(note, self.kind, self.calibration.provenance, temp)
             out.append(Frame(frame.stream, frame.t_ns, result.image, frame.meta))
         return out
+
+    def heater_states(self) -> dict[str, bool]:
+        return {stream: h.heater_on for stream, h in self._health.items()}
 
 
 class LedDriftLayer(_OpticsLayer):
@@ -517,7 +524,8 @@ class Compensator:
                     out.append(("lens_transmission", {"stream": stream}, t))
                     out.append(("lens_fog", {"stream": stream}, float(t < alarm)))
                 if layer.heater_config:
-                    out.append(("lens_heater_on", {}, float(layer.heater_on)))
+                    for stream, health in layer.heater_states().items():
+                        out.append(("lens_heater_on", {"stream": stream}, float(health)))
         return out
 
     def push(self, reading: Reading) -> None:
