@@ -1,7 +1,7 @@
 # The two set-up commands of the README. Both work from a fresh clone on Debian with Python 3.11:
 # they create .venv, install the package and what they need, and install mosquitto/socat with apt when missing
 # (and Debian's systemd package for systemd-analyze, which checks the unit's sandbox; it installs in a container
-# without starting anything).
+# without starting anything; and chromium/chromium-driver for the operator page's browser tests).
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -29,6 +29,8 @@ system-deps:
 	command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || missing="$$missing mosquitto"; \
 	command -v socat >/dev/null 2>&1 || missing="$$missing socat"; \
 	command -v systemd-analyze >/dev/null 2>&1 || missing="$$missing systemd"; \
+	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	command -v chromedriver >/dev/null 2>&1 || missing="$$missing chromium-driver"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing with apt:$$missing"; \
 		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \

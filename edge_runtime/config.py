@@ -76,9 +76,14 @@ class ServiceConfig(StrictModel):
     metrics_listen: str | None = Field(
         default="127.0.0.1:9464", description="host:port of the Prometheus metrics endpoint; null disables it."
     )
+    ui_listen: str | None = Field(
+        default="127.0.0.1:8080",
+        description="host:port of the read-only operator page (edge_runtime.web); null disables it. Bound beyond "
+        "loopback, it requires the token in $CREDENTIALS_DIRECTORY/UI_TOKEN (systemd LoadCredential=).",
+    )
     outbox: OutboxConfig = Field(default_factory=OutboxConfig, description="Durable result buffer.")
 
-    @field_validator("metrics_listen")
+    @field_validator("metrics_listen", "ui_listen")
     @classmethod
     def _host_port(cls, v: str | None) -> str | None:
         if v is None:

@@ -245,6 +245,18 @@ class Outbox:
         )
         return list(cur.fetchall())
 
+    async def backlog(self) -> dict[str, tuple[int, int | None]]:
+        """Per sink: undelivered rows and when the oldest was stored (epoch ns), for the operator page."""
+        rows = await self._call(self._backlog_sync)
+        return {sink: (int(n), oldest) for sink, n, oldest in rows}
+
+    def _backlog_sync(self) -> list[tuple[str, int, int | None]]:
+        cur = self._conn().execute(
+            "SELECT sink, COUNT(*), (SELECT created_ns FROM pending q WHERE q.sink = p.sink ORDER BY id LIMIT 1) "
+            "FROM pending p GROUP BY sink"
+        )
+        return list(cur.fetchall())
+
     async def ack(self, ids: Sequence[int]) -> None:
         if not ids:
             return

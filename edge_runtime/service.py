@@ -16,9 +16,9 @@ import socket
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from adapters.base import Reading, Result, Sample, Sink, Source, Stats
+from adapters.base import EdgeRuntimeError, Reading, Result, Sample, Sink, Source, Stats
 from adapters.registry import make_sink, make_source
 from adapters.supervise import Backoff, OutageLog, close_quietly, supervise
 from edge_runtime.compensation import Compensator, build_layers
@@ -28,6 +28,9 @@ from edge_runtime.metrics import MetricsServer
 from edge_runtime.outbox import Outbox, deliver_forever
 from edge_runtime.pipeline import Pipeline
 from edge_runtime.tasks import make_task
+
+if TYPE_CHECKING:
+    from edge_runtime.web.app import UiServer
 
 __all__ = ["Service"]
 
@@ -88,6 +91,7 @@ class Service:
         self.outbox = Outbox(outbox_path, max_rows=svc.outbox.max_rows, when_full=svc.outbox.when_full)
         self._executor = ThreadPoolExecutor(max_workers=svc.inference_workers, thread_name_prefix="infer")
         self.started = asyncio.Event()
+        self.ui: UiServer | None = None  # the operator page, while it is served
 
     def load(self) -> None:
         """Open models and build components; raises ModelError/AdapterError before anything runs."""
@@ -216,6 +220,7 @@ class Service:
             if self.deployment.service.metrics_listen:
                 metrics = MetricsServer(self.deployment.service.metrics_listen, self)
                 await metrics.start()
+            await self._start_ui()
             async with asyncio.TaskGroup() as tg:
                 tasks: list[asyncio.Task[Any]] = []
                 for sink_config in self.deployment.sinks:
@@ -251,9 +256,28 @@ class Service:
             await self._close_all()
             if metrics is not None:
                 await metrics.stop()
+            if self.ui is not None:
+                await self.ui.stop()
+                self.ui = None
             await self.outbox.close()
             self._executor.shutdown(wait=False, cancel_futures=True)
             log.info("event=service_stopped pending_results=%d", self.outbox.pending_rows)
+
+    async def _start_ui(self) -> None:
+        """The operator page (`service.ui_listen`); one that cannot start is logged, and the line runs without it."""
+        listen = self.deployment.service.ui_listen
+        if not listen:
+            return
+        from edge_runtime.web.app import UiServer  # aiohttp loads only when the page is configured
+
+        try:
+            ui = UiServer(listen, self)
+            await ui.start()
+        except (EdgeRuntimeError, OSError) as exc:
+            self.stats["ui_failures"] += 1
+            log.error("event=ui_not_started listen=%s error=%s (the line runs without its page)", listen, exc)
+            return
+        self.ui = ui
 
     async def _close_all(self) -> None:
         components: list[Source | Sink] = [*self.sources, *self.sinks.values()]

@@ -20,14 +20,16 @@ import logging
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -36,6 +38,9 @@ from adapters.base import Frame, Reading, Result, Sample
 from adapters.loopback import free_port
 from edge_runtime.paths import models_dir, shared_dataset
 from edge_runtime.tools.broker import Mosquitto, MosquittoError, find_mosquitto
+
+if TYPE_CHECKING:
+    from edge_runtime.service import Service
 
 __all__ = ["run_demo"]
 
@@ -268,7 +273,25 @@ def _chute_frames(target: Path, n: int, calibration: Path) -> dict[str, str]:
     return truths
 
 
-def run_demo(*, seconds: float = 30.0, data_dir: str | None = None) -> int:
+def _ui_port(preferred: int = 8080) -> int:
+    """The operator page's port: 8080 when it is free (an address a newcomer can remember), else any free one."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", preferred))
+        except OSError:
+            return free_port()
+    return preferred
+
+
+def run_demo(
+    *,
+    seconds: float = 30.0,
+    data_dir: str | None = None,
+    on_started: Callable[[Service], None] | None = None,
+    stop: threading.Event | None = None,
+) -> int:
+    """Run the demo for `seconds` (or until `stop` is set); `on_started` is called on the event loop once the
+    service runs, so a caller (the operator page's browser test) can observe it."""
     from edge_runtime.config import ConfigError, load_deployment
     from edge_runtime.logs import setup_logging
 
@@ -282,6 +305,7 @@ def run_demo(*, seconds: float = 30.0, data_dir: str | None = None) -> int:
         return 2
     with Mosquitto() as broker, tempfile.TemporaryDirectory(prefix="edge-runtime-demo-") as tmp:
         ports = {k: str(free_port()) for k in ("DEMO_PLC_PORT", "DEMO_WELD_OPCUA_PORT", "DEMO_SCADA_PORT")}
+        ports["DEMO_UI_PORT"] = str(_ui_port())
         weld_dir = Path(tmp) / "weld_images"
         n_weld = _weld_images(weld_dir)
         chute_dir = Path(tmp) / "chute_frames"
@@ -319,9 +343,21 @@ def run_demo(*, seconds: float = 30.0, data_dir: str | None = None) -> int:
             + "; results on MQTT "
             f"edge/<pipeline>/result, OPC UA opc.tcp://127.0.0.1:{ports['DEMO_SCADA_PORT']}, PLC coils 100-115"
         )
+        print(f"operator page: http://127.0.0.1:{ports['DEMO_UI_PORT']}/  (open it in a browser)", flush=True)
         try:
             elapsed, service = asyncio.run(
-                _run(deployment, Path(tmp), board, recordings, broker.port, ports, seconds, "drive1" not in leave_out)
+                _run(
+                    deployment,
+                    Path(tmp),
+                    board,
+                    recordings,
+                    broker.port,
+                    ports,
+                    seconds,
+                    "drive1" not in leave_out,
+                    on_started,
+                    stop,
+                )
             )
         finally:
             if serial is not None:
@@ -374,6 +410,8 @@ async def _run(
     ports: dict[str, str],
     seconds: float,
     with_drive: bool,
+    on_started: Callable[[Service], None] | None = None,
+    stop_early: threading.Event | None = None,
 ) -> tuple[float, Any]:
     from adapters.modbus.config import ModbusRtuConfig, ModbusTcpConfig
     from adapters.modbus.simulator import SimulatedMachine
@@ -425,15 +463,18 @@ async def _run(
         stop = asyncio.Event()
         runner = asyncio.create_task(service.run(stop, drain_s=30.0))
         await service.started.wait()
+        if on_started is not None:
+            on_started(service)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + 60.0  # a loaded gateway takes seconds to build its OPC UA servers
-        while not service.connected() and loop.time() < deadline:  # noqa: ASYNC110 (many components' counters)
+        stopped = lambda: stop_early is not None and stop_early.is_set()  # noqa: E731
+        while not service.connected() and loop.time() < deadline and not stopped():  # noqa: ASYNC110
             await asyncio.sleep(0.05)
         t0 = loop.time()
         next_board = 3.0
-        while (elapsed := loop.time() - t0) < seconds:
+        while (elapsed := loop.time() - t0) < seconds and not stopped():
             cell.hold("hall_temp", hall_temperature(elapsed / seconds))
-            await asyncio.sleep(min(0.5, seconds - elapsed))
+            await asyncio.sleep(min(0.2, seconds - elapsed))
             if loop.time() - t0 >= next_board:
                 next_board += 3.0
                 board.print_board(loop.time() - t0, service)
