@@ -175,9 +175,9 @@ class LiveView:
         return {
             "wall_ns": time.time_ns(),
             "name": svc.deployment.service.name,
-            "devices": [
-                (d.id, d.kind, d.stream_prefixes(), dict(s.stats))
-                for d, s in zip(svc.deployment.devices, svc.sources, strict=False)
+            "devices": [  # sources are built in the deployment's order, once the service has loaded
+                (d.id, d.kind, d.stream_prefixes(), dict(svc.sources[i].stats) if i < len(svc.sources) else {})
+                for i, d in enumerate(svc.deployment.devices)
             ],
             "seen": dict(self.seen_ns),
             "pipelines": pipelines,

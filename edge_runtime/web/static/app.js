@@ -11,7 +11,8 @@ function el(tag, attrs, ...children) {
   for (const c of children) node.append(c instanceof Node ? c : document.createTextNode(String(c)));
   return node;
 }
-const fmt = (v, d = 1) => (v === null || v === undefined ? "–" : typeof v === "number" ? v.toFixed(d) : String(v));
+const fmt = (v, d = 1) => (v === null || v === undefined ? "–" :
+  typeof v === "number" ? (Number.isInteger(v) ? String(v) : v.toFixed(d)) : String(v));
 const age = (s) => (s === null || s === undefined ? "never" : s < 60 ? `${s.toFixed(1)} s ago` : `${(s / 60).toFixed(1)} min ago`);
 
 function fillTable(table, rows) {
@@ -93,7 +94,7 @@ function vibration(item) {
   c.root.dataset.seq = item.seq;
   const spec = item.spectrum || [];
   const hist = item.anomaly_history.map((p) => p[1]);
-  const hi = Math.max(item.threshold ?? 0, ...hist, 1e-6);
+  const hi = Math.max(item.threshold ?? 0, ...hist, 1);
   const thr = item.threshold === null ? [] : [el("svg:line", { class: "threshold", x1: 0, x2: 300, y1: 90 - (item.threshold / hi) * 90, y2: 90 - (item.threshold / hi) * 90 })];
   const severity = item.velocity_rms_mm_s === null || item.velocity_rms_mm_s === undefined ? [] :
     [" · severity ", el("b", { class: "severity" }, `${fmt(item.velocity_rms_mm_s, 2)} mm/s`), item.zone ? ` zone ${item.zone}` : ""];

@@ -1,0 +1,111 @@
+"""The page's snapshot from the service's observer hooks: spectra, frames, rice figures, ages and rates."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from adapters.base import Frame, Reading, Result
+from edge_runtime.config import Deployment
+from edge_runtime.service import Service
+from edge_runtime.web.snapshot import LiveView, downscale_jpeg, spectrum_db
+
+
+def test_a_tone_peaks_in_its_band_of_the_spectrum() -> None:
+    rate, f0 = 12_000.0, 1_500.0
+    t = np.arange(2048) / rate
+    noise = np.random.default_rng(0).normal(0, 0.01, t.size)
+    db, top_hz = spectrum_db(np.sin(2 * np.pi * f0 * t) + 0.3 + noise, rate, bins=256)
+    assert top_hz == 6_000.0 and len(db) == 256
+    assert int(np.argmax(db)) == round(f0 / (top_hz / 256))
+    assert max(db) - float(np.median(db)) > 30
+
+
+def test_frames_are_downscaled_for_the_page() -> None:
+    image = np.zeros((480, 640, 3), dtype=np.uint8)
+    image[100:200, 100:300] = (0, 0, 255)
+    url = downscale_jpeg(image, width=320)
+    assert url.startswith("data:image/jpeg;base64,")
+
+    decoded = cv2.imdecode(np.frombuffer(base64.b64decode(url.split(",", 1)[1]), np.uint8), cv2.IMREAD_COLOR)
+    assert decoded is not None
+    assert decoded.shape == (240, 320, 3)
+    assert decoded[75, 100, 2] > 200 and decoded[75, 100, 0] < 60  # the red patch, halved
+
+
+@pytest.fixture
+def view(tmp_path: Path) -> LiveView:
+    deployment = Deployment.model_validate(
+        {
+            "service": {"ui_listen": None, "outbox": {"path": str(tmp_path / "o.sqlite")}},
+            "devices": [{"id": "chute", "kind": "camera", "source": str(tmp_path)}],
+            "pipelines": [
+                {
+                    "id": "rice",
+                    "inputs": ["chute.*"],
+                    "task": {"kind": "rice_sorter", "declared_variety": "Basmati"},
+                    "model": {"name": "rice_sorter"},
+                    "outputs": [],
+                }
+            ],
+        }
+    )
+    return LiveView(Service(deployment))
+
+
+def grain(variety: str, eject: bool) -> dict[str, object]:
+    return {"x": 10, "y": 20, "w": 30, "h": 8, "variety": variety, "eject": eject, "broken": False}
+
+
+def rice_result(seq: int, t_ns: int, grains: list[dict[str, object]]) -> Result:
+    return Result(
+        pipeline="rice", stream="chute.image", t_ns=t_ns, decision="keep", seq=seq, detail={"grains": grains},
+        values={"n_grains": len(grains), "lens_transmission": 0.8},
+    )  # fmt: skip
+
+
+def test_rice_purity_and_ejects_per_variety_run_over_every_frame(view: LiveView) -> None:
+    image = np.full((120, 160, 3), 90, dtype=np.uint8)
+    view.on_sample(Frame("chute.image", 1_000, image))
+    view.on_sample(Frame("chute.image", 2_000, image))
+    view.on_result(rice_result(1, 1_000, [grain("Basmati", False), grain("Basmati", False), grain("Jasmine", True)]))
+    view.on_result(rice_result(2, 2_000, [grain("Basmati", True)]))
+    assert view._jpeg == {}, "the hooks never encode a frame"
+    snap = view.render(view.gather({}))
+    (rice,) = snap["rice"]
+    assert rice["seq"] == 2 and len(rice["grains"]) == 1 and rice["grains"][0]["eject"] is True
+    assert rice["purity"] == pytest.approx(3 / 4)
+    assert rice["varieties"] == [
+        {"variety": "Basmati", "grains": 3, "ejected": 1},
+        {"variety": "Jasmine", "grains": 1, "ejected": 1},
+    ]
+    assert rice["lens_transmission"] == 0.8
+    assert (rice["width"], rice["height"]) == (160, 120) and rice["frame"].startswith("data:image/jpeg")
+    encoded = view._jpeg["rice"][1]
+    view.render(view.gather({}))
+    assert view._jpeg["rice"][1] is encoded, "a result's frame is encoded once, however often it is shown"
+
+
+def test_a_result_whose_frame_is_gone_shows_no_frame_rather_than_another(view: LiveView) -> None:
+    view.on_sample(Frame("chute.image", 1_000, np.zeros((8, 8, 3), np.uint8)))
+    view.on_result(rice_result(1, 5_000, [grain("Basmati", False)]))
+    (rice,) = view.render(view.gather({}))["rice"]
+    assert rice["frame"] == "" and len(rice["grains"]) == 1
+
+
+def test_devices_show_their_last_reading_and_tags_their_trend(view: LiveView) -> None:
+    snap = view.render(view.gather({}))  # before the service has built its sources, every device is listed
+    assert snap["devices"] == [{"id": "chute", "kind": "camera", "state": "waiting", "age_s": None, "errors": {}}]
+    reading = Reading("chute.temp", 0, np.array(-21.5, dtype=np.float32), unit="degC")
+    view.on_sample(reading)
+    view.service.latest["chute.temp"] = reading
+    snap = view.render(view.gather({}))
+    (machine,) = snap["machines"]
+    assert machine["value"] == -21.5 and machine["unit"] == "degC" and machine["spark"] == [-21.5]
+    assert machine["age_s"] > 1e6, "stamped at epoch 0, so very old"
+    (device,) = snap["devices"]
+    assert device["state"] == "receiving" and device["age_s"] is not None and device["age_s"] < 5
