@@ -200,9 +200,13 @@ class UiServer:
             with contextlib.suppress(Exception):  # an outbox not open yet (or closing) shows no backlog
                 self._backlog = await self.service.outbox.backlog()
         gathered = self.view.gather(self._backlog)
-        snapshot = await loop.run_in_executor(self._executor, self.view.render, gathered)
+        data = await loop.run_in_executor(self._executor, self._encode, gathered)
         self.snapshots += 1
-        return dumps(snapshot).encode()
+        return data
+
+    def _encode(self, gathered: dict[str, Any]) -> bytes:
+        """Render and serialise off the event loop (the ui thread)."""
+        return dumps(self.view.render(gathered)).encode()
 
     async def _publish(self) -> None:
         """Render while anyone watches; stop when the last page closes (frames are then never encoded)."""
