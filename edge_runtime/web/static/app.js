@@ -128,7 +128,7 @@ function render(s) {
     s[name].forEach(fn);
   }
   fillTable(document.querySelector("#machines table"), s.machines.map((m) => [{ "data-stream": m.stream }, [
-    m.stream, el("td", { class: "value" }, typeof m.value === "number" ? `${fmt(m.value, 2)} ${m.unit}` : `${m.value} ${m.unit}`),
+    m.stream, el("td", { class: "value" }, m.value === null ? "–" : typeof m.value === "number" ? `${fmt(m.value, 2)} ${m.unit}` : `${m.value} ${m.unit}`),
     el("td", { class: `q-${m.quality}` }, m.quality), age(m.age_s),
     el("td", {}, el("svg:svg", { class: "spark", viewBox: "0 0 120 22", preserveAspectRatio: "none" }, el("svg:path", { d: path(m.spark, 120, 22) })))]]));
 }

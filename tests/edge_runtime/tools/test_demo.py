@@ -30,6 +30,7 @@ def test_demo_runs_every_line_and_delivers_everything(capsys: pytest.CaptureFixt
     snap = re.search(r"cold snap: hall down to ([-+\d.]+) degC; lowest lens transmission ([\d.]+)", out)
     assert snap is not None, out[-3000:]
     assert float(snap.group(1)) < 0 and float(snap.group(2)) < 0.9, "the chute camera fogged in the cold snap"
+    assert re.search(r"operator page: http://127\.0\.0\.1:\d+/", out), "the demo prints the page's address"
 
 
 def test_demo_without_the_shared_data_replays_the_bundled_excerpt(
