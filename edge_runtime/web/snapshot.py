@@ -29,12 +29,13 @@ if TYPE_CHECKING:
 
 __all__ = ["LiveView", "downscale_jpeg", "spectrum_db"]
 
-FRAMES_KEPT = 16  # per camera stream: a result is matched to its frame by t_ns while the pipeline lags this much
+FRAMES_KEPT = 16  # per camera stream at most; frames older than a stream's latest result are let go at once
 BLOCKS_KEPT = 64  # per waveform stream: enough blocks to cover one model window at any block size in use
 HISTORY_POINTS = 120  # per tag, for its sparkline
 HISTORY_EVERY_NS = 500_000_000  # at most two sparkline points per second per tag
 ANOMALY_SPAN_NS = 300 * 1_000_000_000  # anomaly score shown over the last five minutes
-ANOMALY_POINTS = 600
+ANOMALY_EVERY_NS = 500_000_000  # one point per half second, holding the highest score of that half second
+ANOMALY_POINTS = ANOMALY_SPAN_NS // ANOMALY_EVERY_NS
 STRIP = 24  # recent weld decisions
 RATE_SPAN_S = 5.0  # inputs/s and results/s are averaged over this many seconds
 FRAME_WIDTH = 480  # px of the JPEG sent to the page
@@ -90,6 +91,7 @@ class LiveView:
         self.seen_ns: dict[str, int] = {}  # stream -> wall clock when its last sample arrived
         self.history: dict[str, collections.deque[tuple[int, float]]] = {}
         self.latest: dict[str, Result] = {}  # (pipeline, stream) key for waveforms, pipeline for frames
+        self.shown: dict[str, Frame] = {}  # pipeline -> the frame of its latest result
         self.results: collections.Counter[str] = collections.Counter()
         self.rice: dict[str, _RiceTotals] = collections.defaultdict(_RiceTotals)
         self.strip: dict[str, collections.deque[Result]] = {}
@@ -131,9 +133,21 @@ class LiveView:
                 hist = self.anomaly.get(result.stream)
                 if hist is None:
                     hist = self.anomaly[result.stream] = collections.deque(maxlen=ANOMALY_POINTS)
-                hist.append((result.t_ns, float(score)))
+                if hist and result.t_ns - hist[-1][0] < ANOMALY_EVERY_NS:
+                    if score > hist[-1][1]:  # a spike within the half second is what the operator must see
+                        hist[-1] = (hist[-1][0], float(score))
+                else:
+                    hist.append((result.t_ns, float(score)))
             return
         self.latest[pipeline] = result
+        frames = self.frames.get(result.stream)
+        # keep the result's own frame; the ones before it will never be shown (with two frame pipelines on one
+        # camera, the slower one may then find its frame gone and show its figures without it)
+        if frames:
+            while frames and frames[0].t_ns <= result.t_ns:
+                frame = frames.popleft()
+                if frame.t_ns == result.t_ns:
+                    self.shown[pipeline] = frame
         if task == "rice_sorter":
             totals = self.rice[pipeline]
             totals.frames += 1
@@ -170,7 +184,6 @@ class LiveView:
                     "threshold": getattr(p.task, "threshold", None),
                 }
             )
-        frames = {k: list(v) for k, v in self.frames.items()}
         blocks = {k: list(v) for k, v in self.blocks.items()}
         return {
             "wall_ns": time.time_ns(),
@@ -193,7 +206,7 @@ class LiveView:
             "rice": {k: (dict(v.grains), dict(v.ejected), v.frames) for k, v in self.rice.items()},
             "strip": {k: list(v) for k, v in self.strip.items()},
             "anomaly": {k: list(v) for k, v in self.anomaly.items()},
-            "frames": frames,
+            "shown": dict(self.shown),
             "blocks": blocks,
             "readings": dict(svc.latest),
             "history": {k: list(v) for k, v in self.history.items()},
@@ -278,8 +291,8 @@ class LiveView:
 
     def _frame(self, result: Result, g: dict[str, Any]) -> tuple[str, int, int]:
         """The result's own frame (matched on t_ns) as a downscaled JPEG, encoded once per result."""
-        frame = next((f for f in reversed(g["frames"].get(result.stream, ())) if f.t_ns == result.t_ns), None)
-        if frame is None:
+        frame = g["shown"].get(result.pipeline)
+        if frame is None or frame.t_ns != result.t_ns or frame.stream != result.stream:
             return "", 0, 0
         h, w = frame.image.shape[:2]
         cached = self._jpeg.get(result.pipeline)

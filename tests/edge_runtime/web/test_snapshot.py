@@ -78,7 +78,7 @@ def test_rice_purity_and_ejects_per_variety_run_over_every_frame(view: LiveView)
     snap = view.render(view.gather({}))
     (rice,) = snap["rice"]
     assert rice["seq"] == 2 and len(rice["grains"]) == 1 and rice["grains"][0]["eject"] is True
-    assert rice["purity"] == pytest.approx(3 / 4)
+    assert rice["purity"] == pytest.approx(3 / 4) and rice["frames"] == 2
     assert rice["varieties"] == [
         {"variety": "Basmati", "grains": 3, "ejected": 1},
         {"variety": "Jasmine", "grains": 1, "ejected": 1},
@@ -109,3 +109,38 @@ def test_devices_show_their_last_reading_and_tags_their_trend(view: LiveView) ->
     assert machine["age_s"] > 1e6, "stamped at epoch 0, so very old"
     (device,) = snap["devices"]
     assert device["state"] == "receiving" and device["age_s"] is not None and device["age_s"] < 5
+
+
+def test_frames_are_let_go_once_a_later_result_is_in(view: LiveView) -> None:
+    image = np.zeros((8, 8, 3), np.uint8)
+    for t in (1_000, 2_000, 3_000, 4_000):
+        view.on_sample(Frame("chute.image", t, image))
+    view.on_result(rice_result(1, 2_000, [grain("Basmati", False)]))  # the 1_000 frame was dropped by the queue
+    assert [f.t_ns for f in view.frames["chute.image"]] == [3_000, 4_000], "only frames still awaiting a result"
+    assert view.shown["rice"].t_ns == 2_000
+    assert view.render(view.gather({}))["rice"][0]["width"] == 8
+
+
+def vib_result(t_ns: int, score: float) -> Result:
+    return Result(pipeline="vib", stream="gw1.pump.vib", t_ns=t_ns, decision="ok", values={"anomaly_score": score})
+
+
+def test_the_anomaly_history_keeps_the_spike_of_each_half_second(tmp_path: Path) -> None:
+    deployment = Deployment.model_validate(
+        {
+            "service": {"ui_listen": None, "outbox": {"path": str(tmp_path / "o.sqlite")}},
+            "devices": [
+                {"id": "gw1", "kind": "mqtt", "port": 1883, "subscriptions": [{"topic": "v", "codec": "f32le"}]}
+            ],
+            "pipelines": [
+                {"id": "vib", "inputs": ["gw1.*"], "task": {"kind": "vibration_anomaly"},
+                 "model": {"name": "vibration_anomaly"}, "outputs": []}
+            ],
+        }
+    )  # fmt: skip
+    view = LiveView(Service(deployment))
+    second = 1_000_000_000
+    for i, score in enumerate([0.1, 0.9, 0.2, 0.1]):  # four windows within 0.4 s
+        view.on_result(vib_result(100 * second + i * second // 10, score))
+    view.on_result(vib_result(101 * second, 0.3))
+    assert list(view.anomaly["gw1.pump.vib"]) == [(100 * second, 0.9), (101 * second, 0.3)]
