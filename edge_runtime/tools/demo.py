@@ -467,7 +467,10 @@ async def _run(
             on_started(service)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + 60.0  # a loaded gateway takes seconds to build its OPC UA servers
-        stopped = lambda: stop_early is not None and stop_early.is_set()  # noqa: E731
+
+        def stopped() -> bool:
+            return stop_early is not None and stop_early.is_set()
+
         while not service.connected() and loop.time() < deadline and not stopped():  # noqa: ASYNC110
             await asyncio.sleep(0.05)
         t0 = loop.time()
