@@ -289,9 +289,11 @@ def run_demo(
     data_dir: str | None = None,
     on_started: Callable[[Service], None] | None = None,
     stop: threading.Event | None = None,
+    chute_frames: int | None = None,
 ) -> int:
     """Run the demo for `seconds` (or until `stop` is set); `on_started` is called on the event loop once the
-    service runs, so a caller (the operator page's browser test) can observe it."""
+    service runs, so a caller (the operator page's browser test) can observe it. The chute camera loops over
+    `chute_frames` rendered frames (default: ten per second of the run, 20 to 400; fewer start faster)."""
     from edge_runtime.config import ConfigError, load_deployment
     from edge_runtime.logs import setup_logging
 
@@ -309,7 +311,8 @@ def run_demo(
         weld_dir = Path(tmp) / "weld_images"
         n_weld = _weld_images(weld_dir)
         chute_dir = Path(tmp) / "chute_frames"
-        chute_frames = _chute_frames(chute_dir, max(20, min(400, round(seconds * 10))), Path(tmp) / "optics.yaml")
+        n_chute = chute_frames or max(20, min(400, round(seconds * 10)))  # one pass of the cold snap per run
+        rendered = _chute_frames(chute_dir, n_chute, Path(tmp) / "optics.yaml")
         serial = _serial_line(Path(tmp))
         rtu = {"DEMO_RTU_PORT": str(Path(tmp) / "drive_client")}
         folders = {"DEMO_WELD_IMAGES": str(weld_dir), "DEMO_CHUTE_FRAMES": str(chute_dir)}
@@ -317,7 +320,7 @@ def run_demo(
         if serial is None:
             print("note: socat is not installed (`make demo` installs it): the RS-485 drive is left out")
             leave_out.add("drive1")
-        if not chute_frames:
+        if not rendered:
             print("note: ../shared/datasets/rice_grains is not here: the rice chute is left out")
             leave_out |= {"chute", "rice"}
         if n_weld == 0:
@@ -329,7 +332,7 @@ def run_demo(
             except ConfigError as exc:
                 print(f"demo: the embedded deployment is invalid:\n{exc}", file=sys.stderr)
                 return 2
-        board = Board(truth, task_of={p.id: p.task.kind for p in deployment.pipelines}, chute_frames=chute_frames)
+        board = Board(truth, task_of={p.id: p.task.kind for p in deployment.pipelines}, chute_frames=rendered)
         weld_data = shared_dataset("weld_photos")
         board.weld_labels = weld_data / "labels" if weld_data else None
         print(

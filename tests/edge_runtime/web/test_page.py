@@ -59,7 +59,8 @@ def demo() -> Iterator[tuple[Service, dict[tuple[str, int], Result]]]:
         started.set()
 
     thread = threading.Thread(
-        target=lambda: box.setdefault("rc", run_demo(seconds=300, on_started=on_started, stop=stop)), daemon=True
+        target=lambda: box.setdefault("rc", run_demo(seconds=300, on_started=on_started, stop=stop, chute_frames=30)),
+        daemon=True,
     )
     thread.start()
     try:
