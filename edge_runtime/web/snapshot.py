@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import collections
 import contextlib
+import logging
 import re
 import time
 from collections.abc import Mapping
@@ -28,6 +29,8 @@ if TYPE_CHECKING:
     from edge_runtime.service import Service
 
 __all__ = ["LiveView", "downscale_jpeg", "spectrum_db"]
+
+log = logging.getLogger("edge_runtime.web")
 
 FRAMES_KEPT = 16  # per camera stream at most; frames older than a stream's latest result are let go at once
 BLOCKS_KEPT = 64  # per waveform stream: enough blocks to cover one model window at any block size in use
@@ -98,9 +101,19 @@ class LiveView:
         self.anomaly: dict[str, collections.deque[tuple[int, float]]] = {}
         self._rates: dict[str, collections.deque[tuple[float, int, int]]] = {}
         self._jpeg: dict[str, tuple[int, str]] = {}  # pipeline -> (seq, data URL): encode each result once
+        self.errors = 0
 
     # ---- observer hooks (event loop, hot path: references only) ---------------------------------------------
     def on_sample(self, sample: Sample) -> None:
+        """Sample hook; the service calls it on the routing path without a guard, so it never raises."""
+        try:
+            self._on_sample(sample)
+        except Exception as exc:  # a display must never stop the line
+            self.errors += 1
+            if self.errors == 1:
+                log.warning("event=ui_sample_hook_failed stream=%s error=%r", sample.stream, exc)
+
+    def _on_sample(self, sample: Sample) -> None:
         now = time.time_ns()
         stream = sample.stream
         self.seen_ns[stream] = now

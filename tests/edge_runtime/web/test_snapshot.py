@@ -144,3 +144,11 @@ def test_the_anomaly_history_keeps_the_spike_of_each_half_second(tmp_path: Path)
         view.on_result(vib_result(100 * second + i * second // 10, score))
     view.on_result(vib_result(101 * second, 0.3))
     assert list(view.anomaly["gw1.pump.vib"]) == [(100 * second, 0.9), (101 * second, 0.3)]
+
+
+def test_a_sample_the_view_cannot_read_is_counted_never_raised(view: LiveView) -> None:
+    odd = Reading("chute.odd", 0, np.array(1.0))
+    object.__setattr__(odd, "value", None)  # not an array: the routing path must still go on
+    view.on_sample(odd)
+    view.on_sample(odd)
+    assert view.errors == 2
