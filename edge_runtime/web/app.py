@@ -77,7 +77,7 @@ class UiServer:
         self, listen: str, service: Service, *, token: str | None = None, interval_s: float = INTERVAL_S
     ) -> None:
         host, _, port = listen.rpartition(":")
-        self.host = host or "127.0.0.1"
+        self.host = host.strip("[]") or "127.0.0.1"  # [::1]:8080 binds ::1
         self.port = int(port)
         self.service = service
         self.interval_s = interval_s
@@ -103,7 +103,8 @@ class UiServer:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}/"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}/"
 
     def app(self) -> web.Application:
         app = web.Application(middlewares=[self._auth])

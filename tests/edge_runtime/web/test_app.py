@@ -56,6 +56,8 @@ def test_beyond_loopback_without_a_credential_the_page_refuses_to_start(
     monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
     assert load_token() == "s3cret"
     assert UiServer("0.0.0.0:8080", service).token == "s3cret"  # constructed, never bound: tests stay on loopback
+    v6 = UiServer("[::1]:8080", service)  # IPv6 loopback: no token, bound as ::1, shown with brackets
+    assert (v6.host, v6.token, v6.url) == ("::1", None, "http://[::1]:8080/")
 
 
 async def test_without_the_token_401_with_it_200(tmp_path: Path) -> None:
