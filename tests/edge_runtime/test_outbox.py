@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Mapping
 from functools import partial
 from pathlib import Path
@@ -238,4 +239,20 @@ async def test_rows_dropped_during_a_delivery_are_not_counted_twice(tmp_path: Pa
     await box.ack([r.id for r in in_flight])
     assert box.pending_rows == 1
     assert [r.payload["i"] for r in await box.pending("s")] == [3]
+    await box.close()
+
+
+async def test_backlog_counts_each_sinks_rows_and_dates_its_oldest(tmp_path: Path) -> None:
+    box = Outbox(tmp_path / "o.sqlite")
+    await box.open()
+    assert await box.backlog() == {}
+    first = time.time_ns()
+    await box.put_many("vib", [res("vib", {"x": i}) for i in range(3)], ["mqtt", "plc"])
+    later = time.time_ns()
+    await box.put(res("vib", {"x": 3}), ["mqtt"])
+    backlog = await box.backlog()
+    assert {sink: n for sink, (n, _) in backlog.items()} == {"mqtt": 4, "plc": 3}
+    assert all(oldest is not None and first <= oldest <= later for _, oldest in backlog.values())
+    await box.ack([p.id for p in await box.pending("plc")])
+    assert {sink: n for sink, (n, _) in (await box.backlog()).items()} == {"mqtt": 4}
     await box.close()
