@@ -335,6 +335,8 @@ class LiveView:
             "frames": frames,
             "varieties": [{"variety": v, "grains": n, "ejected": ejected.get(v, 0)} for v, n in sorted(grains.items())],
             "lens_transmission": result.values.get("lens_transmission"),
+            "lens_fog": result.values.get("lens_fog"),
+            "quality": result.quality,
         }
 
     def _weld(self, result: Result, g: dict[str, Any]) -> dict[str, Any]:
@@ -350,6 +352,7 @@ class LiveView:
             "decision": result.decision,
             "reasons": list(result.detail.get("reject_reasons", ())),
             "score": result.score,
+            "quality": result.quality,
             "strip": [
                 {"seq": r.seq, "decision": r.decision, "reasons": list(r.detail.get("reject_reasons", ()))}
                 for r in g["strip"].get(result.pipeline, ())
@@ -368,9 +371,11 @@ class LiveView:
             "probability": result.score,
             "decision": result.decision,
             "anomaly_score": result.values.get("anomaly_score"),
-            "threshold": pipeline["threshold"] if pipeline else None,
+            # the result's own threshold first: a cold-start layer raises it while the machine warms up
+            "threshold": result.values.get("anomaly_threshold", pipeline["threshold"] if pipeline else None),
             "velocity_rms_mm_s": result.values.get("velocity_rms_mm_s"),
-            "zone": result.values.get("zone"),
+            "zone": result.values.get("severity_zone"),
+            "quality": result.quality,
             "anomaly_history": [
                 [round((t - wall) / 1e9, 1), round(s, 4)]
                 for t, s in g["anomaly"].get(result.stream, ())

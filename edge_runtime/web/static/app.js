@@ -49,6 +49,11 @@ function showFrame(c, item, shapes) {
   c.svg.replaceChildren(...shapes);
 }
 
+// a result computed outside its calibrated range (a missing or out-of-range temperature) says so
+const quality = (item) => (item.quality && item.quality !== "good" ?
+  el("span", { class: `quality q-${item.quality}`, title: "an input or a compensation was outside its calibrated range" },
+     ` · ${item.quality}`) : "");
+
 function rice(item) {
   const c = card("rice", item.pipeline);
   showFrame(c, item, item.grains.map((g) =>
@@ -56,14 +61,15 @@ function rice(item) {
        el("svg:title", {}, `${g.variety}${g.broken ? " broken" : ""}${g.eject ? " — ejected" : ""}`))));
   const ejected = item.grains.filter((g) => g.eject).length;
   const lens = item.lens_transmission === null || item.lens_transmission === undefined ? [] :
-    [" · lens transmission ", el("b", { class: "lens" }, fmt(item.lens_transmission * 100, 0) + " %")];
+    [" · lens transmission ", el("b", { class: "lens" }, fmt(item.lens_transmission * 100, 0) + " %"),
+     item.lens_fog ? el("span", { class: "d-alarm" }, " fogged") : ""];
   c.body.replaceChildren(
     el("p", { class: "figures" }, "frame ", el("b", { class: "grains" }, item.grains.length), " grains, ",
        el("b", { class: "ejected" }, ejected), " ejected · ",
        el("span", { class: `decision d-${item.decision}` }, item.decision), " · seq ", item.seq),
     el("p", { class: "figures" }, `running purity (${item.declared}) `,
        el("b", { class: "purity" }, item.purity === null ? "–" : fmt(item.purity * 100, 1) + " %"),
-       ` over ${item.frames} frames`, ...lens),
+       ` over ${item.frames} frames`, ...lens, quality(item)),
     el("table", { class: "varieties" }, el("thead", {}, el("tr", {}, el("th", {}, "variety"), el("th", {}, "grains"), el("th", {}, "ejected"))),
        el("tbody", {}, ...item.varieties.map((v) => el("tr", {}, el("td", {}, v.variety), el("td", {}, v.grains), el("td", {}, v.ejected))))));
 }
@@ -76,7 +82,8 @@ function weld(item) {
   c.body.replaceChildren(
     el("p", { class: "figures" }, el("b", { class: `decision d-${item.decision}` }, item.decision),
        item.reasons.length ? ` because ${item.reasons.join(", ")}` : "",
-       item.score === null ? "" : ` · reject score ${fmt(item.score, 2)}`, ` · ${item.boxes.length} regions · seq ${item.seq}`),
+       item.score === null ? "" : ` · reject score ${fmt(item.score, 2)}`, ` · ${item.boxes.length} regions · seq ${item.seq}`,
+       quality(item)),
     el("div", { class: "strip", title: "recent decisions, newest right" },
        ...item.strip.map((r) => el("span", { class: r.decision, title: `seq ${r.seq}: ${r.decision} ${r.reasons.join(", ")}` }))));
 }
@@ -101,7 +108,7 @@ function vibration(item) {
   c.body.replaceChildren(
     el("p", { class: "figures" }, el("b", { class: "label" }, item.label ?? "–"), " p=", el("span", { class: "probability" }, fmt(item.probability, 2)),
        " · anomaly ", el("span", { class: "anomaly" }, fmt(item.anomaly_score, 2)), " · ",
-       el("span", { class: `decision d-${item.decision}` }, item.decision), ...severity),
+       el("span", { class: `decision d-${item.decision}` }, item.decision), ...severity, quality(item)),
     el("div", { class: "dim" }, `spectrum 0–${fmt((item.max_hz || 0) / 1000, 1)} kHz (dB)`),
     el("svg:svg", { class: "chart spectrum", viewBox: "0 0 300 90", preserveAspectRatio: "none", "data-points": spec.length },
        el("svg:path", { d: path(spec, 300, 90) })),

@@ -92,6 +92,7 @@ return {seq: +c.dataset.seq, boxes: c.querySelectorAll('rect.box').length,
         image: c.querySelector('img').naturalWidth};"""
 VIBRATION = """return [...document.querySelectorAll('#vibration .card')].map(c => ({stream: c.dataset.stream,
         seq: +c.dataset.seq, label: c.querySelector('.label').textContent,
+        severity: c.querySelector('.severity')?.textContent ?? null,
         spectrum: +c.querySelector('svg.spectrum').dataset.points,
         history: +c.querySelector('svg.anomaly-history').dataset.points}));"""
 TABLES = """const rows = (sel) => [...document.querySelectorAll(sel + ' tbody tr')].map(r =>
@@ -147,6 +148,9 @@ def test_the_page_draws_what_the_pipelines_produced(
     for c in cards:
         assert c["label"] == results[("vibration", c["seq"])].label, c["stream"]
         assert c["spectrum"] == 256 and c["history"] >= 1, c["stream"]
+        velocity = results[("vibration", c["seq"])].values["velocity_rms_mm_s"]
+        assert isinstance(velocity, float) and c["severity"] is not None, c["stream"]
+        assert float(c["severity"].split()[0]) == pytest.approx(velocity, abs=0.006), c["stream"]
 
     tables = shown(browser, TABLES)
     assert {row[0] for row in tables["devices"]} == {d.id for d in service.deployment.devices}

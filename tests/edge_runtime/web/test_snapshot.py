@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from adapters.base import Frame, Reading, Result
+from adapters.base import Frame, Reading, Result, Scalar
 from edge_runtime.config import Deployment
 from edge_runtime.service import Service
 from edge_runtime.web.snapshot import LiveView, downscale_jpeg, spectrum_db
@@ -122,7 +122,13 @@ def test_frames_are_let_go_once_a_later_result_is_in(view: LiveView) -> None:
 
 
 def vib_result(t_ns: int, score: float) -> Result:
-    return Result(pipeline="vib", stream="gw1.pump.vib", t_ns=t_ns, decision="ok", values={"anomaly_score": score})
+    values: dict[str, Scalar] = {
+        "anomaly_score": score,
+        "anomaly_threshold": 0.7,
+        "velocity_rms_mm_s": 3.1,
+        "severity_zone": "B",
+    }
+    return Result(pipeline="vib", stream="gw1.pump.vib", t_ns=t_ns, decision="ok", values=values, quality="uncertain")
 
 
 def test_the_anomaly_history_keeps_the_spike_of_each_half_second(tmp_path: Path) -> None:
@@ -144,6 +150,8 @@ def test_the_anomaly_history_keeps_the_spike_of_each_half_second(tmp_path: Path)
         view.on_result(vib_result(100 * second + i * second // 10, score))
     view.on_result(vib_result(101 * second, 0.3))
     assert list(view.anomaly["gw1.pump.vib"]) == [(100 * second, 0.9), (101 * second, 0.3)]
+    (vib,) = view.render(view.gather({}))["vibration"]  # the result's own threshold (a cold start raises it)
+    assert (vib["threshold"], vib["velocity_rms_mm_s"], vib["zone"], vib["quality"]) == (0.7, 3.1, "B", "uncertain")
 
 
 def test_a_sample_the_view_cannot_read_is_counted_never_raised(view: LiveView) -> None:
