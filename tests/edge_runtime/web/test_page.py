@@ -84,7 +84,8 @@ def shown(browser: WebDriver, script: str) -> Any:
 RICE = """const c = document.querySelector('#rice .card'); if (!c || !c.dataset.seq) return null;
 return {seq: +c.dataset.seq, grains: c.querySelectorAll('rect.grain').length,
         ejected: c.querySelectorAll('rect.grain.eject').length, said: +c.querySelector('.grains').textContent,
-        image: c.querySelector('img').naturalWidth, purity: c.querySelector('.purity').textContent};"""
+        image: c.querySelector('img').naturalWidth, purity: c.querySelector('.purity').textContent,
+        lens: c.querySelector('.lens')?.textContent ?? null};"""
 WELD = """const c = document.querySelector('#weld .card'); if (!c || !c.dataset.seq) return null;
 return {seq: +c.dataset.seq, boxes: c.querySelectorAll('rect.box').length,
         labels: [...c.querySelectorAll('text.boxlabel')].map(t => t.textContent.split(' ')[0]),
@@ -121,6 +122,9 @@ def test_the_page_draws_what_the_pipelines_produced(
     assert rice["ejected"] == sum(bool(g["eject"]) for g in grains)
     assert rice["image"] > 0, "the frame decoded in the browser"
     assert rice["purity"].endswith("%")
+    transmission = results[("rice", rice["seq"])].values.get("lens_transmission")  # the demo's lens_fog layer
+    assert isinstance(transmission, float) and rice["lens"] is not None
+    assert float(rice["lens"].split()[0]) == pytest.approx(100 * transmission, abs=0.51)
 
     first = wait_for(browser, "a weld frame", lambda b: shown(b, WELD))
     weld = wait_for(
