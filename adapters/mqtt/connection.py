@@ -54,12 +54,17 @@ class Connection:
         stats: Stats,
         *,
         on_connect: Callable[[paho.Client], None] | None = None,
+        before_connect: Callable[[paho.Client], None] | None = None,
         max_queued: int = 0,
     ) -> None:
+        """`on_connect(client)` runs on paho's thread on every CONNACK, `before_connect(client)` once before the
+        first CONNECT (e.g. to set a last will)."""
         self.config = config
         self.stats = stats
         self.connected = False
         self._on_connect_hook = on_connect
+        self._before_connect_hook = before_connect
+        self.send_will_on_close = config.status_topic is not None  # a clean close publishes the last will too
         self._max_queued = max_queued
         self._loop: asyncio.AbstractEventLoop | None = None
         self._first_connack: asyncio.Future[None] | None = None
@@ -109,6 +114,8 @@ class Connection:
         client.on_connect = self._paho_connect
         client.on_disconnect = self._paho_disconnect
         client.on_publish = self._paho_publish
+        if self._before_connect_hook is not None:
+            self._before_connect_hook(client)
         self.client = client
         client.connect_async(cfg.host, cfg.port, keepalive=cfg.keepalive_s, clean_start=True)
         client.loop_start()  # its thread retries the first connection too, with the back-off above
@@ -134,7 +141,7 @@ class Connection:
         if client is None:
             return
         client.disable_logger()  # paho logs a spurious "not connected" error when its loop races the disconnect
-        if self.config.status_topic is not None:
+        if self.send_will_on_close:
             from paho.mqtt.packettypes import PacketTypes
             from paho.mqtt.reasoncodes import ReasonCode
 
