@@ -103,6 +103,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
     async def main() -> None:
         stop = asyncio.Event()
         _install_stop(stop)
+        reloads: set[asyncio.Task[bool]] = set()  # held until done (the loop keeps only weak references)
+
+        def reload() -> None:  # SIGHUP (`systemctl reload`): validated first, applied without a stop
+            task = asyncio.get_running_loop().create_task(service.reload_file(args.config))
+            reloads.add(task)
+            task.add_done_callback(reloads.discard)
+
+        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, reload)
         await service.run(stop)
 
     try:
