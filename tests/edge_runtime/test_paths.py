@@ -47,8 +47,20 @@ def test_wheel_runs_without_a_checkout(tmp_path: Path) -> None:
         ).stdout.strip()
     )
     (site / "deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")  # numpy, onnxruntime, ... (appended)
+    # --ignore-installed: without it pip uninstalls this environment's own (editable) edge-runtime first
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--prefix", str(venv), str(wheel)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-deps",
+            "--ignore-installed",
+            "--prefix",
+            str(venv),
+            str(wheel),
+        ],
         check=True,
         capture_output=True,
     )
