@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 SECONDS_DEMO ?= 40
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test lint typecheck unit bench system-deps clean image-arm64 peers
+.PHONY: demo test lint typecheck unit bench system-deps clean image-arm64 peers deb
 
 # Debian ships venv/ensurepip separately (python3-venv): install it when the first attempt fails.
 $(BIN)/python:
@@ -63,6 +63,10 @@ image-arm64:
 peers: $(VENV)/.runtime
 	benchmarks/peers/install.sh
 	$(BIN)/python benchmarks/peers/bench_peers.py --json bench-peers.json
+
+# A Debian package (not in CI): venv under /opt/edge-runtime, the unit, a system user, /etc/edge-runtime/.
+deb:
+	packaging/deb/build.sh
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -20,10 +20,30 @@ __all__ = ["main"]
 EPILOG = "Docs: README.md and docs/ in the source tree. Logs are key=value lines on stdout."
 
 
+def _validate_profile(args: argparse.Namespace) -> int:
+    from adapters.registry import plan_report
+    from edge_runtime.config import ConfigError, load_device_profile
+
+    try:
+        device = load_device_profile(args.config)
+    except ConfigError as exc:
+        for err in exc.errors:
+            print(err)
+        print(f"{args.config}: {len(exc.errors)} error(s)", file=sys.stderr)
+        return 2
+    print(f"{args.config}: ok (device profile, kind {device.kind})")
+    report = plan_report(device) if args.plan else None
+    if report is not None:
+        print(report)
+    return 0
+
+
 def _cmd_validate(args: argparse.Namespace) -> int:
-    from edge_runtime.config import validate_file
+    from edge_runtime.config import is_device_profile, validate_file
     from edge_runtime.yamlsrc import Problem
 
+    if is_device_profile(args.config):
+        return _validate_profile(args)
     warnings: list[Problem] = []
     deployment, errors = validate_file(args.config, warnings)
     for warning in warnings:
@@ -83,6 +103,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
     async def main() -> None:
         stop = asyncio.Event()
         _install_stop(stop)
+        reloads: set[asyncio.Task[bool]] = set()  # held until done (the loop keeps only weak references)
+
+        def reload() -> None:  # SIGHUP (`systemctl reload`): validated first, applied without a stop
+            task = asyncio.get_running_loop().create_task(service.reload_file(args.config))
+            reloads.add(task)
+            task.add_done_callback(reloads.discard)
+
+        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, reload)
         await service.run(stop)
 
     try:
@@ -236,9 +264,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=_cmd_run)
 
     p = sub.add_parser(
-        "validate", help="check a deployment file; exit 0 if valid, 2 with FILE:LINE: path: why lines if not"
+        "validate",
+        help="check a deployment file or a device profile; exit 0 if valid, 2 with FILE:LINE: path: why lines if not",
     )
-    p.add_argument("config", help="deployment YAML file")
+    p.add_argument("config", help="deployment YAML file, or a device profile (a file with a top-level `kind`)")
     p.add_argument("--plan", action="store_true", help="also print the Modbus read plan of every Modbus device")
     p.set_defaults(fn=_cmd_validate)
 

@@ -373,6 +373,16 @@ def load_deployment(path: Path | str) -> Deployment:
     return deployment
 
 
+_DEPLOYMENT_KEYS = frozenset({"service", "devices", "pipelines", "sinks"})
+
+
+def is_device_profile(path: Path | str) -> bool:
+    """A file with a top-level `kind` and no deployment section is a device profile (`validate` checks both)."""
+    located, errors = load_located(Path(path))
+    data = located.data
+    return not errors and isinstance(data, dict) and "kind" in data and not _DEPLOYMENT_KEYS & data.keys()
+
+
 def load_device_profile(path: Path | str) -> DeviceConfigBase:
     """A device profile on its own (for `simulate`): validated as a device config with default connection."""
     from pydantic import TypeAdapter

@@ -22,7 +22,7 @@ from adapters.base import EdgeRuntimeError, Reading, Result, Sample, Sink, Sourc
 from adapters.registry import make_sink, make_source
 from adapters.supervise import Backoff, OutageLog, close_quietly, supervise
 from edge_runtime.compensation import Compensator, build_layers
-from edge_runtime.config import Deployment
+from edge_runtime.config import Deployment, PipelineConfig, validate_file
 from edge_runtime.inference import ModelRunner, load_model
 from edge_runtime.metrics import MetricsServer
 from edge_runtime.outbox import Outbox, deliver_forever
@@ -92,40 +92,48 @@ class Service:
         self._executor = ThreadPoolExecutor(max_workers=svc.inference_workers, thread_name_prefix="infer")
         self.started = asyncio.Event()
         self.ui: UiServer | None = None  # the operator page, while it is served
+        # reload (SIGHUP): the running task group and each component's task, by config id
+        self._runners: dict[tuple[str, str, int], ModelRunner] = {}
+        self._tg: asyncio.TaskGroup | None = None
+        self._source_tasks: dict[str, asyncio.Task[Any]] = {}
+        self._sink_tasks: dict[str, asyncio.Task[Any]] = {}
+        self._pipeline_tasks: dict[int, asyncio.Task[Any]] = {}  # by id(pipeline): old and new share a name
+        self._reload_lock = asyncio.Lock()
 
     def load(self) -> None:
         """Open models and build components; raises ModelError/AdapterError before anything runs."""
-        runners: dict[tuple[str, str, int], ModelRunner] = {}
         for p in self.deployment.pipelines:
-            key = (p.model.name, p.model.variant, p.model.intra_op_threads)
-            if key not in runners:
-                runners[key] = load_model(
-                    p.model.name, variant=p.model.variant, intra_op_threads=p.model.intra_op_threads
-                )
-            runner = runners[key]
-            self.pipelines.append(
-                Pipeline(
-                    p.id,
-                    p.inputs,
-                    make_task(p.task, runner),
-                    runner.ident,
-                    runner.manifest.preprocessing,
-                    max_batch=p.batching.max_batch,
-                    max_wait_ms=p.batching.max_wait_ms,
-                    queue_size=p.batching.queue_size,
-                    when_full=p.batching.when_full,
-                    executor=self._executor,
-                    on_result=self._store_results,
-                    compensator=Compensator(
-                        build_layers(
-                            p.compensation, self.config_dir, p.id, waveform="window" in runner.manifest.preprocessing
-                        )
-                    ),
-                )
-            )
+            self.pipelines.append(self._build_pipeline(p, self._runner(p)))
             self._outputs[p.id] = list(p.outputs)
         self.sources = [make_source(d) for d in self.deployment.devices]
         self.sinks = {s.id: make_sink(s) for s in self.deployment.sinks}
+
+    def _runner(self, p: PipelineConfig) -> ModelRunner:
+        """The pipeline's model, shared by pipelines that name the same model, variant and threads."""
+        key = (p.model.name, p.model.variant, p.model.intra_op_threads)
+        if key not in self._runners:
+            self._runners[key] = load_model(
+                p.model.name, variant=p.model.variant, intra_op_threads=p.model.intra_op_threads
+            )
+        return self._runners[key]
+
+    def _build_pipeline(self, p: PipelineConfig, runner: ModelRunner) -> Pipeline:
+        return Pipeline(
+            p.id,
+            p.inputs,
+            make_task(p.task, runner),
+            runner.ident,
+            runner.manifest.preprocessing,
+            max_batch=p.batching.max_batch,
+            max_wait_ms=p.batching.max_wait_ms,
+            queue_size=p.batching.queue_size,
+            when_full=p.batching.when_full,
+            executor=self._executor,
+            on_result=self._store_results,
+            compensator=Compensator(
+                build_layers(p.compensation, self.config_dir, p.id, waveform="window" in runner.manifest.preprocessing)
+            ),
+        )
 
     async def _store_results(self, pipeline: str, batch: list[Result]) -> list[Result]:
         stored = await self.outbox.put_many(pipeline, batch, self._outputs.get(pipeline, []))
@@ -222,18 +230,14 @@ class Service:
                 await metrics.start()
             await self._start_ui()
             async with asyncio.TaskGroup() as tg:
-                tasks: list[asyncio.Task[Any]] = []
+                self._tg = tg
                 for sink_config in self.deployment.sinks:
-                    sink = self.sinks[sink_config.id]
-                    tasks.append(tg.create_task(self._run_sink(sink, sink_config.max_age()), name=f"sink:{sink.name}"))
+                    self._start_sink(sink_config.id, sink_config.max_age())
                 for pipeline in self.pipelines:
-                    tasks.append(tg.create_task(pipeline.run(), name=f"pipeline:{pipeline.id}"))
-                source_tasks = [
-                    tg.create_task(supervise(source, self._route), name=f"source:{source.name}")
-                    for source in self.sources
-                ]
-                tasks.extend(source_tasks)
-                tasks.append(tg.create_task(notifier.watchdog(), name="watchdog"))
+                    self._start_pipeline(pipeline)
+                for device, source in zip(self.deployment.devices, self.sources, strict=True):
+                    self._start_source(device.id, source)
+                watchdog = tg.create_task(notifier.watchdog(), name="watchdog")
                 notifier.send("READY=1")
                 self.started.set()
                 log.info(
@@ -249,9 +253,11 @@ class Service:
                 else:
                     await waiter
                 notifier.send("STOPPING=1")
-                await self._drain(source_tasks, drain_s)
-                for task in tasks:
-                    task.cancel()
+                async with self._reload_lock:  # a reload in progress finishes first
+                    await self._drain(list(self._source_tasks.values()), drain_s)
+                    for task in [*self._sink_tasks.values(), *self._pipeline_tasks.values(), watchdog]:
+                        task.cancel()
+                    self._tg = None
         finally:
             await self._close_all()
             if metrics is not None:
@@ -278,6 +284,136 @@ class Service:
             log.error("event=ui_not_started listen=%s error=%s (the line runs without its page)", listen, exc)
             return
         self.ui = ui
+
+    # -- reload (SIGHUP) ----------------------------------------------------------------------------------------
+
+    def _start_sink(self, sink_id: str, max_age_s: float | None) -> None:
+        assert self._tg is not None
+        sink = self.sinks[sink_id]
+        self._sink_tasks[sink_id] = self._tg.create_task(self._run_sink(sink, max_age_s), name=f"sink:{sink_id}")
+
+    def _start_pipeline(self, pipeline: Pipeline) -> None:
+        assert self._tg is not None
+        self._pipeline_tasks[id(pipeline)] = self._tg.create_task(pipeline.run(), name=f"pipeline:{pipeline.id}")
+
+    def _start_source(self, device_id: str, source: Source) -> None:
+        assert self._tg is not None
+        self._source_tasks[device_id] = self._tg.create_task(supervise(source, self._route), name=f"source:{device_id}")
+
+    @staticmethod
+    async def _cancel(task: asyncio.Task[Any] | None) -> None:
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    async def reload_file(self, path: Path | str) -> bool:
+        """SIGHUP: validate `path` first; an invalid file is refused (logged with every error) and the running
+        deployment stays. Returns whether the new deployment was applied."""
+        deployment, errors = await asyncio.to_thread(validate_file, path)
+        if deployment is None:
+            self.stats["reloads_rejected"] += 1
+            log.error(
+                "event=reload_rejected file=%s errors=%d the running deployment stays: %s",
+                path,
+                len(errors),
+                " | ".join(str(e) for e in errors),
+            )
+            return False
+        try:
+            await self.reload(deployment)
+        except EdgeRuntimeError as exc:  # e.g. a model that fails its checks: built first, so nothing stopped
+            self.stats["reloads_rejected"] += 1
+            log.error("event=reload_failed file=%s error=%s the running deployment stays", path, exc)
+            return False
+        return True
+
+    async def reload(self, new: Deployment) -> dict[str, list[str]]:
+        """Apply `new` while running. Devices, pipelines and sinks whose config is unchanged keep running
+        untouched (no reconnect, no gap); changed ones are restarted, removed ones stopped, new ones started.
+        A changed pipeline is replaced without a gap: the new one takes the inputs from the moment it exists,
+        the old one finishes what it holds. Results wait in the outbox throughout (a removed sink's rows stay
+        there). The `service` section (outbox, listen addresses, workers) takes effect at the next start."""
+        async with self._reload_lock:
+            if self._tg is None:
+                raise RuntimeError("reload() needs a running service")
+            old = self.deployment
+            changed: dict[str, list[str]] = {"restarted": [], "started": [], "stopped": [], "kept": []}
+            if new.service != old.service:
+                log.warning("event=reload_service_section_changed effect=next_start")
+            # pipelines first (a new model is loaded before anything is stopped: a bad one leaves all running)
+            old_p = {p.id: p for p in old.pipelines}
+            new_p = {p.id: p for p in new.pipelines}
+            built: dict[str, Pipeline] = {}
+            for pid, cfg in new_p.items():
+                if old_p.get(pid) != cfg:
+                    built[pid] = self._build_pipeline(cfg, await asyncio.to_thread(self._runner, cfg))
+            # sinks
+            old_s = {s.id: s for s in old.sinks}
+            new_s = {s.id: s for s in new.sinks}
+            for sid, scfg in old_s.items():
+                if new_s.get(sid) != scfg:
+                    await self._cancel(self._sink_tasks.pop(sid, None))
+                    await close_quietly(self.sinks.pop(sid))
+                    changed["stopped" if sid not in new_s else "restarted"].append(f"sink:{sid}")
+            for sid, scfg in new_s.items():
+                if old_s.get(sid) != scfg:
+                    self.sinks[sid] = make_sink(scfg)
+                    self._start_sink(sid, scfg.max_age())
+                    if sid not in old_s:
+                        changed["started"].append(f"sink:{sid}")
+                else:
+                    changed["kept"].append(f"sink:{sid}")
+            # pipelines: swap in one step (no await between), so every sample goes to exactly one of them
+            retired = [p for p in self.pipelines if p.id not in new_p or p.id in built]
+            kept = [p for p in self.pipelines if p.id in new_p and p.id not in built]
+            self.pipelines = kept + [built[pid] for pid in new_p if pid in built]
+            self._outputs = {pid: list(cfg.outputs) for pid, cfg in new_p.items()}
+            self._routes.clear()
+            for pid in built:
+                self._start_pipeline(built[pid])
+            changed["kept"] += [f"pipeline:{p.id}" for p in kept]
+            for p in retired:
+                await self._retire(p)
+                changed["restarted" if p.id in new_p else "stopped"].append(f"pipeline:{p.id}")
+            changed["started"] += [f"pipeline:{pid}" for pid in built if pid not in old_p]
+            # devices
+            old_d = {d.id: d for d in old.devices}
+            new_d = {d.id: d for d in new.devices}
+            sources = dict(zip((d.id for d in old.devices), self.sources, strict=True))
+            for did, dcfg in old_d.items():
+                if new_d.get(did) != dcfg:
+                    await self._cancel(self._source_tasks.pop(did, None))  # supervise closes the source
+                    sources.pop(did)
+                    changed["stopped" if did not in new_d else "restarted"].append(f"device:{did}")
+            for did, dcfg in new_d.items():
+                if old_d.get(did) != dcfg:
+                    sources[did] = make_source(dcfg)
+                    self._start_source(did, sources[did])
+                    if did not in old_d:
+                        changed["started"].append(f"device:{did}")
+                else:
+                    changed["kept"].append(f"device:{did}")
+            self.sources = [sources[d.id] for d in new.devices]
+            self.deployment = new.model_copy(update={"service": old.service})
+            self.stats["reloads"] += 1
+            log.info(
+                "event=reloaded restarted=%s started=%s stopped=%s kept=%d",
+                ",".join(changed["restarted"]) or "-",
+                ",".join(changed["started"]) or "-",
+                ",".join(changed["stopped"]) or "-",
+                len(changed["kept"]),
+            )
+            return changed
+
+    async def _retire(self, pipeline: Pipeline, timeout_s: float = 10.0) -> None:
+        """Let a replaced pipeline store the results of what it already took, then stop it."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while not pipeline.idle and loop.time() < deadline:  # noqa: ASYNC110 (the pipeline's own counters)
+            await asyncio.sleep(0.02)
+        if not pipeline.idle:
+            log.warning("event=reload_pipeline_not_drained pipeline=%s", pipeline.id)
+        await self._cancel(self._pipeline_tasks.pop(id(pipeline), None))
 
     async def _close_all(self) -> None:
         components: list[Source | Sink] = [*self.sources, *self.sinks.values()]

@@ -63,6 +63,23 @@ class MqttConnectionConfig(StrictModel):
     tls_ca_file: Path | None = Field(
         default=None, description="CA certificate (PEM) that signed the broker's certificate; enables TLS."
     )
+    tls_cert_file: Path | None = Field(
+        default=None, description="Client certificate (PEM) for brokers that require one; needs `tls_key_file`."
+    )
+    tls_key_file: Path | None = Field(default=None, description="Private key (PEM) of `tls_cert_file`.")
+    tls_check_hostname: bool = Field(
+        default=True,
+        description="Check that the broker's certificate names `host`; turn off only for a broker addressed by an "
+        "IP its certificate does not list.",
+    )
+    status_topic: str | None = Field(
+        default=None,
+        description="Retained online/offline topic (template `{id}`): `status_online` is published on every "
+        "connect, `status_offline` is the last will (sent by the broker when the connection is lost) and is "
+        "also sent on a clean close.",
+    )
+    status_online: str = Field(default="online", description="Payload of `status_topic` while connected.")
+    status_offline: str = Field(default="offline", description="Payload of `status_topic` (last will) when gone.")
     keepalive_s: int = Field(default=30, ge=5, le=65535, description="MQTT keep-alive: ping after this idle time.")
     connect_timeout_s: float = Field(
         default=10.0, gt=0, description="How long `open()` waits for the first CONNACK before failing."
@@ -76,7 +93,23 @@ class MqttConnectionConfig(StrictModel):
     def _reconnect_order(self) -> MqttConnectionConfig:
         if self.reconnect_max_s < self.reconnect_min_s:
             raise ValueError("reconnect_max_s must be >= reconnect_min_s")
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("tls_cert_file and tls_key_file go together")
+        if self.tls_cert_file is not None and self.tls_ca_file is None:
+            raise ValueError("a client certificate needs TLS: set tls_ca_file too")
         return self
+
+    @field_validator("status_topic")
+    @classmethod
+    def _check_status_topic(cls, v: str | None) -> str | None:
+        if v is not None:
+            check_template(v, {"id": "x"}, "status_topic")
+            if "+" in v or "#" in v:
+                raise ValueError("a publish topic must not contain '+' or '#'")
+        return v
+
+    def status_topic_name(self) -> str | None:
+        return None if self.status_topic is None else self.status_topic.format(id=self.id)
 
 
 _STREAM_FIELDS: dict[str, object] = {

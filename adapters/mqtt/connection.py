@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
+import ssl
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -19,9 +21,28 @@ from adapters.mqtt.config import MqttConnectionConfig
 if TYPE_CHECKING:
     import paho.mqtt.client as paho
 
-__all__ = ["Connection"]
+__all__ = ["Connection", "tls_context"]
 
 log = logging.getLogger("adapters.mqtt")
+
+
+def tls_context(cfg: MqttConnectionConfig) -> ssl.SSLContext | None:
+    """The TLS context of `cfg` (None without `tls_ca_file`); a missing or bad file fails here, at open."""
+    if cfg.tls_ca_file is None:
+        return None
+    try:
+        ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(cfg.tls_ca_file))
+    except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+        raise AdapterError(f"mqtt {cfg.id}: TLS CA file {cfg.tls_ca_file}: {exc}") from exc
+    ctx.check_hostname = cfg.tls_check_hostname
+    if cfg.tls_cert_file is not None and cfg.tls_key_file is not None:
+        try:
+            ctx.load_cert_chain(str(cfg.tls_cert_file), str(cfg.tls_key_file))
+        except (OSError, ValueError) as exc:
+            raise AdapterError(
+                f"mqtt {cfg.id}: TLS client certificate {cfg.tls_cert_file} / key {cfg.tls_key_file}: {exc}"
+            ) from exc
+    return ctx
 
 
 class Connection:
@@ -33,18 +54,24 @@ class Connection:
         stats: Stats,
         *,
         on_connect: Callable[[paho.Client], None] | None = None,
+        before_connect: Callable[[paho.Client], None] | None = None,
         max_queued: int = 0,
     ) -> None:
+        """`on_connect(client)` runs on paho's thread on every CONNACK, `before_connect(client)` once before the
+        first CONNECT (e.g. to set a last will)."""
         self.config = config
         self.stats = stats
         self.connected = False
         self._on_connect_hook = on_connect
+        self._before_connect_hook = before_connect
+        self.send_will_on_close = config.status_topic is not None  # a clean close publishes the last will too
         self._max_queued = max_queued
         self._loop: asyncio.AbstractEventLoop | None = None
         self._first_connack: asyncio.Future[None] | None = None
         self._on_disconnect_hooks: list[Callable[[], None]] = []
         self._on_publish_hooks: list[Callable[[int, bool, str], None]] = []
         self.client: paho.Client | None = None
+        self._tls: ssl.SSLContext | None = None
 
     def on_disconnect(self, hook: Callable[[], None]) -> None:
         self._on_disconnect_hooks.append(hook)
@@ -74,11 +101,12 @@ class Connection:
         client.enable_logger(logging.getLogger("adapters.mqtt.paho"))
         if cfg.username is not None:
             client.username_pw_set(cfg.username, cfg.password.get_secret_value() if cfg.password else None)
-        if cfg.tls_ca_file is not None:
-            try:
-                client.tls_set(ca_certs=str(cfg.tls_ca_file))
-            except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
-                raise AdapterError(f"mqtt {cfg.id}: TLS CA file {cfg.tls_ca_file}: {exc}") from exc
+        self._tls = tls_context(cfg)
+        if self._tls is not None:
+            client.tls_set_context(self._tls)
+        status = cfg.status_topic_name()
+        if status is not None:
+            client.will_set(status, cfg.status_offline, qos=1, retain=True)
         client.reconnect_delay_set(cfg.reconnect_min_s, cfg.reconnect_max_s)  # type: ignore[arg-type]
         if self._max_queued:
             client.max_inflight_messages_set(self._max_queued)
@@ -86,6 +114,8 @@ class Connection:
         client.on_connect = self._paho_connect
         client.on_disconnect = self._paho_disconnect
         client.on_publish = self._paho_publish
+        if self._before_connect_hook is not None:
+            self._before_connect_hook(client)
         self.client = client
         client.connect_async(cfg.host, cfg.port, keepalive=cfg.keepalive_s, clean_start=True)
         client.loop_start()  # its thread retries the first connection too, with the back-off above
@@ -93,8 +123,10 @@ class Connection:
             await asyncio.wait_for(asyncio.shield(self._first_connack), cfg.connect_timeout_s)
         except TimeoutError:
             await self.close()
+            why = await asyncio.to_thread(self._tls_handshake_error) if self._tls is not None else None
             raise AdapterError(
                 f"mqtt {cfg.id}: no connection to {cfg.host}:{cfg.port} within {cfg.connect_timeout_s} s"
+                + (f" (TLS: {why})" if why else "")
             ) from None
         except AdapterError:
             await self.close()
@@ -109,8 +141,28 @@ class Connection:
         if client is None:
             return
         client.disable_logger()  # paho logs a spurious "not connected" error when its loop races the disconnect
-        client.disconnect()
+        if self.send_will_on_close:
+            from paho.mqtt.packettypes import PacketTypes
+            from paho.mqtt.reasoncodes import ReasonCode
+
+            # MQTT 5 reason 4: the broker publishes the last will (`status_offline`) on this clean close too
+            client.disconnect(ReasonCode(PacketTypes.DISCONNECT, identifier=4))
+        else:
+            client.disconnect()
         await asyncio.to_thread(client.loop_stop)
+
+    def _tls_handshake_error(self) -> str | None:
+        """Why a TLS handshake with the broker fails (paho's thread only retries silently), or None."""
+        assert self._tls is not None
+        cfg = self.config
+        try:
+            with (
+                socket.create_connection((cfg.host, cfg.port), timeout=cfg.connect_timeout_s) as sock,
+                self._tls.wrap_socket(sock, server_hostname=cfg.host),
+            ):
+                return None
+        except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+            return str(exc)
 
     def _paho_connect(
         self, client: paho.Client, userdata: Any, flags: Any, reason: Any, properties: Any
@@ -118,6 +170,9 @@ class Connection:
         if reason.is_failure:
             self.call_soon(self._refused, str(reason))
             return
+        status = self.config.status_topic_name()
+        if status is not None:
+            client.publish(status, self.config.status_online, qos=1, retain=True)
         if self._on_connect_hook is not None:
             self._on_connect_hook(client)
         self.connected = True

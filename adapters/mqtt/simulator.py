@@ -269,6 +269,9 @@ def gateway_for_profile(config: MqttConfig, data_dir: Path, *, port: int | None 
         username=config.username,
         password=config.password,
         tls_ca_file=config.tls_ca_file,
+        tls_cert_file=config.tls_cert_file,
+        tls_key_file=config.tls_key_file,
+        tls_check_hostname=config.tls_check_hostname,
         data_dir=data_dir,
         streams=streams,
     )

@@ -13,10 +13,10 @@ from adapters.base import DeviceConfigBase, SinkConfigBase, StrictModel
 
 __all__ = ["NAME", "OpcuaConfig", "OpcuaNode", "OpcuaServerConfig", "SecurityMode", "SecurityPolicy"]
 
-SecurityPolicy = Literal["None", "Basic256Sha256"]
+SecurityPolicy = Literal["None", "Basic256Sha256", "Aes128Sha256RsaOaep", "Aes256Sha256RsaPss"]
 SecurityMode = Literal["None", "Sign", "SignAndEncrypt"]
 
-NODE_ID = re.compile(r"^(ns=\d+;)?[isgb]=.+$")
+NODE_ID = re.compile(r"^(ns=\d+;|nsu=[^;]+;)?[isgb]=.+$")
 NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_\-]*$")
 
 
@@ -25,7 +25,9 @@ class OpcuaNode(StrictModel):
 
     name: str = Field(description="Stream suffix: readings are named `<device id>.<name>`.", pattern=NAME.pattern)
     node_id: str = Field(
-        description="Node id in OPC UA string form, e.g. `ns=2;s=Weld.Current` or `ns=3;i=1042`.",
+        description="Node id in OPC UA string form, e.g. `ns=2;s=Weld.Current`, `ns=3;i=1042`, or by namespace "
+        "URI `nsu=urn:vendor:plc;s=Weld.Current` (resolved through the server's namespace array on every "
+        "connect, so it survives a server update that renumbers namespaces).",
         pattern=NODE_ID.pattern,
     )
     mode: Literal["subscribe", "poll"] = Field(
@@ -58,10 +60,12 @@ class _Security(StrictModel):
     """Secure channel options shared by the client source and the results server."""
 
     security_policy: SecurityPolicy = Field(
-        "None", description="Security policy of the secure channel: `None` or `Basic256Sha256`."
+        "None",
+        description="Security policy of the secure channel: `None`, `Basic256Sha256`, `Aes128Sha256RsaOaep` or "
+        "`Aes256Sha256RsaPss` (the server must offer it).",
     )
     security_mode: SecurityMode = Field(
-        "None", description="Message security: `None`, `Sign` or `SignAndEncrypt` (needs Basic256Sha256)."
+        "None", description="Message security: `None`, `Sign` or `SignAndEncrypt` (needs a policy other than None)."
     )
     trust_list: list[Path] = Field(
         default_factory=list,
@@ -73,7 +77,7 @@ class _Security(StrictModel):
     def _policy_matches_mode(self) -> _Security:
         if (self.security_policy == "None") != (self.security_mode == "None"):
             raise ValueError(
-                "security_policy None goes with security_mode None, Basic256Sha256 with Sign/SignAndEncrypt"
+                "security_policy None goes with security_mode None, any other policy with Sign/SignAndEncrypt"
             )
         return self
 
@@ -130,7 +134,7 @@ class OpcuaConfig(_Security, DeviceConfigBase):
         if dupes:
             raise ValueError(f"duplicate node names: {', '.join(dupes)}")
         if self.security_policy != "None" and (self.client_certificate is None or self.client_private_key is None):
-            raise ValueError("Basic256Sha256 needs client_certificate and client_private_key")
+            raise ValueError(f"{self.security_policy} needs client_certificate and client_private_key")
         if self.password is not None and self.username is None:
             raise ValueError("password given without username")
         return self
@@ -151,11 +155,11 @@ class OpcuaServerConfig(_Security, SinkConfigBase):
         "urn:edge-runtime:results-server",
         description="Server application URI; must match the URI in the server certificate's subjectAltName.",
     )
-    certificate: Path | None = Field(None, description="Server certificate (DER or PEM), needed for Basic256Sha256.")
-    private_key: Path | None = Field(None, description="Server private key (PEM), needed for Basic256Sha256.")
+    certificate: Path | None = Field(None, description="Server certificate (DER or PEM), needed for any security.")
+    private_key: Path | None = Field(None, description="Server private key (PEM), needed for any security.")
 
     @model_validator(mode="after")
     def _check(self) -> OpcuaServerConfig:
         if self.security_policy != "None" and (self.certificate is None or self.private_key is None):
-            raise ValueError("Basic256Sha256 needs certificate and private_key")
+            raise ValueError(f"{self.security_policy} needs certificate and private_key")
         return self

@@ -28,11 +28,11 @@ async def secure_client(client: Any, cfg: OpcuaConfig) -> None:
     """Apply a device's security policy, trust list and user identity to an asyncua client before connecting."""
     from asyncua import ua
 
-    if cfg.security_policy == "Basic256Sha256":
-        from asyncua.crypto.security_policies import SecurityPolicyBasic256Sha256
+    if cfg.security_policy != "None":
+        from asyncua.crypto import security_policies
 
         await client.set_security(
-            SecurityPolicyBasic256Sha256,
+            getattr(security_policies, f"SecurityPolicy{cfg.security_policy}"),
             certificate=str(cfg.client_certificate),
             private_key=str(cfg.client_private_key),
             server_certificate=str(cfg.server_certificate) if cfg.server_certificate else None,
@@ -85,7 +85,7 @@ async def new_server(
     if security_policy == "None":
         server.set_security_policy([ua.SecurityPolicyType.NoSecurity])
     else:
-        policy = getattr(ua.SecurityPolicyType, f"Basic256Sha256_{security_mode}")
+        policy = getattr(ua.SecurityPolicyType, f"{security_policy}_{security_mode}")
         server.set_security_policy([policy])
         await server.load_certificate(str(certificate))
         await server.load_private_key(str(private_key))

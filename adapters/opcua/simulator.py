@@ -25,7 +25,7 @@ import numpy as np
 
 from adapters.base import now_ns
 from adapters.loopback import free_port
-from adapters.opcua.config import OpcuaConfig, OpcuaNode, SecurityMode
+from adapters.opcua.config import OpcuaConfig, OpcuaNode, SecurityMode, SecurityPolicy
 from adapters.opcua.convert import ns_to_dt
 from adapters.opcua.security import new_server, stop_server
 
@@ -110,6 +110,8 @@ async def _start_simulator(
     private_key: Path | None,
     trust_list: Sequence[Path],
     users: Mapping[str, str] | None,
+    security_policy: SecurityPolicy = "None",
+    namespaces_before: Sequence[str] = (),
 ) -> SimulatedServer:
     from asyncua import ua
 
@@ -118,7 +120,7 @@ async def _start_simulator(
         endpoint,
         name=f"edge-runtime simulated {config.id}",
         application_uri=f"urn:edge-runtime:sim:{config.id}",
-        security_policy="None" if security_mode == "None" else "Basic256Sha256",
+        security_policy=security_policy,
         security_mode=security_mode,
         certificate=certificate,
         private_key=private_key,
@@ -127,8 +129,14 @@ async def _start_simulator(
     )
     rng = np.random.default_rng(0)
     sim = SimulatedServer(server, endpoint)
+    for uri in namespaces_before:
+        await server.register_namespace(uri)
     for n in config.nodes:
-        nodeid = ua.NodeId.from_string(n.node_id)
+        node_id = n.node_id
+        if node_id.startswith("nsu="):  # the device's own namespace, by URI: registered where it falls
+            uri, _, rest = node_id[4:].partition(";")
+            node_id = f"ns={await server.register_namespace(uri)};{rest}"
+        nodeid = ua.NodeId.from_string(node_id)
         while len(await server.get_namespace_array()) <= nodeid.NamespaceIndex:
             await server.register_namespace(
                 f"urn:edge-runtime:sim:{config.id}:ns{len(await server.get_namespace_array())}"
@@ -154,16 +162,23 @@ async def running_simulator(
     trust_list: Sequence[Path] = (),
     users: Mapping[str, str] | None = None,
     hold: Mapping[str, float] | None = None,
+    security_policy: SecurityPolicy = "Basic256Sha256",
+    namespaces_before: Sequence[str] = (),
 ) -> AsyncIterator[SimulatedServer]:
     """A simulated machine serving `config.nodes` on loopback (a free port unless given), stopped on exit.
 
     `animate` updates the values continuously as `simulate` does; otherwise tests set them with `write`. `hold`
     keeps animated nodes at given values from the first tick (a scenario; change them later with `sim.hold`).
-    Security arguments make the server require a policy, trust only `trust_list` and check `users`' passwords.
+    Security arguments make the server require a policy (`security_policy` when `security_mode` is not None),
+    trust only `trust_list` and check `users`' passwords. `namespaces_before` are registered before the
+    device's own, so `nsu=` node ids land on other indexes than their author saw (a renumbering server update).
     """
     if port is None:
         port = free_port()
-    sim = await _start_simulator(config, port, security_mode, certificate, private_key, trust_list, users)
+    policy: SecurityPolicy = "None" if security_mode == "None" else security_policy
+    sim = await _start_simulator(
+        config, port, security_mode, certificate, private_key, trust_list, users, policy, namespaces_before
+    )
     for name, value in (hold or {}).items():
         sim.hold(name, value)
     task = asyncio.create_task(_animate(sim, config)) if animate else None

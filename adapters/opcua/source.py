@@ -24,7 +24,7 @@ import asyncio
 import logging
 import time
 from collections import defaultdict
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,6 +67,39 @@ class _Handler:
             self._source._fail(AdapterError(f"subscription status {code.name}"))
 
 
+def resolve_node_id(node_id: str, namespaces: Sequence[str]) -> str:
+    """`nsu=URI;s=...` as `ns=<index of URI in the server's namespace array>;s=...`; other forms unchanged.
+    Raises KeyError when the server has no such namespace."""
+    if not node_id.startswith("nsu="):
+        return node_id
+    uri, _, rest = node_id[4:].partition(";")
+    try:
+        return f"ns={list(namespaces).index(uri)};{rest}"
+    except ValueError:
+        raise KeyError(uri) from None
+
+
+async def _resolved_node_ids(client: Any, cfg: OpcuaConfig) -> dict[str, str]:
+    """Node ids by name, `nsu=` resolved through this session's namespace array (read again on every open,
+    since a restarted or updated server may number its namespaces differently)."""
+    if not any(n.node_id.startswith("nsu=") for n in cfg.nodes):
+        return {n.name: n.node_id for n in cfg.nodes}
+    try:
+        namespaces = await asyncio.wait_for(client.get_namespace_array(), cfg.timeout_s)
+    except Exception as exc:
+        raise AdapterError(f"{cfg.id}: cannot read the namespace array of {cfg.endpoint}: {exc!r}") from exc
+    out = {}
+    for n in cfg.nodes:
+        try:
+            out[n.name] = resolve_node_id(n.node_id, namespaces)
+        except KeyError as exc:
+            raise AdapterError(
+                f"{cfg.id}: node {n.name}: namespace {exc.args[0]!r} is not on {cfg.endpoint} "
+                f"(its namespaces: {list(namespaces)})"
+            ) from None
+    return out
+
+
 class OpcuaSource:
     """Reads a machine's OPC UA server; see the module docstring for timestamps, quality and recovery."""
 
@@ -100,7 +133,12 @@ class OpcuaSource:
         except Exception as exc:
             self._client = None  # connect() cleaned up after itself
             raise AdapterError(f"cannot connect to {cfg.endpoint}: {exc!r}") from exc
-        nodes = {n.name: client.get_node(n.node_id) for n in cfg.nodes}
+        try:
+            node_ids = await _resolved_node_ids(client, cfg)
+        except AdapterError:
+            await self.close()
+            raise
+        nodes = {n.name: client.get_node(node_ids[n.name]) for n in cfg.nodes}
         self._bindings = {
             nodes[n.name].nodeid: _Binding(f"{cfg.id}.{n.name}", n.unit, n.is_array, n.rate_hz) for n in cfg.nodes
         }

@@ -6,11 +6,13 @@ clients reconnect. A missing mosquitto binary is a set-up error: `make demo` and
 
 from __future__ import annotations
 
+import getpass
 import shutil
 import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -54,7 +56,17 @@ class Mosquitto:
             broker.start()  # same port again
     """
 
-    def __init__(self, port: int | None = None, *, start_timeout_s: float = 15.0) -> None:
+    def __init__(
+        self,
+        port: int | None = None,
+        *,
+        start_timeout_s: float = 15.0,
+        listener_options: Sequence[str] = (),
+        allow_anonymous: bool = True,
+        password_file: Path | None = None,
+    ) -> None:
+        """`listener_options` are mosquitto.conf lines for the listener (e.g. `certfile ...`, `require_certificate
+        true`); `password_file` is a file written by `mosquitto_passwd`."""
         self.binary = find_mosquitto()
         self.port = port if port is not None else free_port()
         self.start_timeout_s = start_timeout_s
@@ -63,8 +75,12 @@ class Mosquitto:
         self.log_file = self._dir / "mosquitto.log"
         self.config_file.write_text(
             f"listener {self.port} 127.0.0.1\n"
-            "allow_anonymous true\n"
-            "persistence false\n"
+            + "".join(f"{line}\n" for line in listener_options)
+            + f"allow_anonymous {'true' if allow_anonymous else 'false'}\n"
+            + (f"password_file {password_file}\n" if password_file is not None else "")
+            # started by root, mosquitto drops to user `mosquitto`, who cannot read a test's certificates
+            + f"user {getpass.getuser()}\n"
+            + "persistence false\n"
             "log_dest stderr\n"
             "log_type error\nlog_type warning\nlog_type notice\n"
         )

@@ -38,6 +38,20 @@ def test_validate_plan_prints_the_modbus_read_plan(tmp_path: Path, capsys: pytes
     assert "plc1 (modbus-tcp)" in out and "requests" in out
 
 
+@pytest.mark.parametrize("profile", sorted((repo_root() / "configs" / "devices").glob("*.yaml")), ids=lambda p: p.stem)
+def test_validate_accepts_a_device_profile_alone(profile: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["validate", str(profile)]) == 0
+    assert f"{profile}: ok (device profile, kind " in capsys.readouterr().out
+
+
+def test_validate_profile_errors_name_file_line_and_field(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "drive.yaml"
+    bad.write_text("kind: modbus-tcp\nport: 502\npoll_interval_ms: -5\ntags: []\n")
+    assert main(["validate", str(bad)]) == 2
+    out = capsys.readouterr().out.splitlines()
+    assert out == [f"{bad}:3: poll_interval_ms: Input should be greater than or equal to 10"]
+
+
 def test_schema_is_json_with_the_kinds(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["schema"]) == 0
     schema = json.loads(capsys.readouterr().out)

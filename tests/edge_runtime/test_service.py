@@ -310,3 +310,53 @@ async def test_write_back_resumes_after_the_plc_restarts(tmp_path: Path) -> None
         stop.set()
         await runner
         await plc.stop()
+
+
+async def test_reload_under_load_keeps_unchanged_parts_running_and_seq_whole(
+    mosquitto: Mosquitto, plant: Mosquitto, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """SIGHUP's path (`reload_file`) while the gateway streams: an invalid file is refused and nothing changes;
+    a valid one that adds a sink and changes the pipeline's batching restarts the pipeline and starts the
+    sink, while the gateway source and the plant sink keep their one connection; the plant sees every `seq`
+    once, in order, across both reloads."""
+    import yaml
+
+    base = deployment(mosquitto.port, plant.port, tmp_path / "outbox.sqlite")
+    site = tmp_path / "site.yaml"
+    site.write_text(yaml.safe_dump(base.model_dump(mode="json", exclude_unset=True)))
+    service = Service(base)
+    stop = asyncio.Event()
+    received: list[dict[str, Any]] = []
+    audit: list[dict[str, Any]] = []
+    with (
+        subscriber(plant.port, "edge/vibration/result") as got,
+        subscriber(plant.port, "audit/vibration") as got_audit,
+    ):
+        runner = asyncio.create_task(service.run(stop))
+        await service.started.wait()
+        async with gateway(mosquitto.port):
+            await until(lambda: drain(got, received) >= 10, what="results before the reloads")
+            source, plant_sink, old_pipeline = service.sources[0], service.sinks["plant"], service.pipelines[0]
+
+            site.write_text(site.read_text().replace("max_batch: 16", "max_batch: many"))
+            assert not await service.reload_file(site)
+            assert "event=reload_rejected" in caplog.text and "max_batch" in caplog.text
+            assert service.pipelines == [old_pipeline]
+
+            raw = base.model_dump(mode="json", exclude_unset=True)
+            raw["pipelines"][0]["batching"]["max_batch"] = 8
+            raw["pipelines"][0]["outputs"] = ["plant", "audit"]
+            raw["sinks"].append({"id": "audit", "kind": "mqtt", "port": plant.port, "topic": "audit/{pipeline}"})
+            site.write_text(yaml.safe_dump(raw))
+            assert await service.reload_file(site)
+            n = drain(got, received)
+            await until(lambda: drain(got, received) >= n + 20, what="results after the reload")
+            await until(lambda: drain(got_audit, audit) >= 5, what="the new sink delivering")
+        stop.set()
+        await runner
+    assert service.pipelines[0] is not old_pipeline and service.pipelines[0].max_batch == 8
+    assert service.sources[0] is source and source.stats["connects"] == 1, "unchanged source kept its session"
+    assert service.sinks["plant"] is plant_sink and plant_sink.stats["connects"] == 1, "unchanged sink kept"
+    seqs = [r["seq"] for r in received]
+    assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), "no gap, no reuse across the reloads"
+    assert service.stats["reloads"] == 1 and service.stats["reloads_rejected"] == 1

@@ -45,6 +45,22 @@ def test_sink_topic_template_is_checked() -> None:
         sink_config(1883, qos=0)
 
 
+@pytest.mark.parametrize(
+    ("extra", "why"),
+    [
+        ({"tls_ca_file": "ca.crt", "tls_cert_file": "c.crt"}, "go together"),
+        ({"tls_cert_file": "c.crt", "tls_key_file": "c.key"}, "needs TLS"),
+        ({"status_topic": "plant/+/status"}, "must not contain"),
+        ({"status_topic": "plant/{machine}/status"}, "bad status_topic template"),
+    ],
+)
+def test_tls_and_status_options_are_checked(extra: dict[str, Any], why: str) -> None:
+    with pytest.raises(ValidationError, match=why):
+        sink_config(1883, **extra)
+    with pytest.raises(ValidationError, match=why):
+        source_config(1883, {"topic": "a/b"}, **extra)
+
+
 def test_password_is_secret() -> None:
     cfg = sink_config(1883, username="u", password="hunter2")
     assert "hunter2" not in repr(cfg)

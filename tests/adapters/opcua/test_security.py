@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from adapters.base import AdapterError
-from adapters.opcua.config import OpcuaConfig, OpcuaServerConfig
+from adapters.opcua.config import OpcuaConfig, OpcuaServerConfig, SecurityPolicy
 from adapters.opcua.simulator import running_simulator
 from adapters.opcua.sink import OpcuaServerSink
 from adapters.opcua.source import OpcuaSource
@@ -104,3 +104,34 @@ async def test_results_server_requires_configured_security(tmp_path: Path) -> No
         assert {e.SecurityMode.name for e in endpoints} == {"SignAndEncrypt"}
     finally:
         await sink.close()
+
+
+@pytest.mark.parametrize("policy", ["Aes128Sha256RsaOaep", "Aes256Sha256RsaPss"])
+async def test_newer_security_policies_when_a_client_asks_for_them(tmp_path: Path, policy: SecurityPolicy) -> None:
+    """A server offering only `policy` (as newer PLC firmware may): the source connects with it, encrypted."""
+    port = free_port()
+    server_cert, server_key = write_cert(tmp_path, "server", "urn:edge-runtime:sim:cell", server=True)
+    client_cert, client_key = write_cert(tmp_path, "client", "urn:edge-runtime:opcua-client", server=False)
+    cfg = small_device(
+        port,
+        security_policy=policy,
+        security_mode="SignAndEncrypt",
+        client_certificate=client_cert,
+        client_private_key=client_key,
+        trust_list=[server_cert.parent],
+    )
+    async with running_simulator(
+        small_device(port),
+        port=port,
+        security_policy=policy,
+        security_mode="SignAndEncrypt",
+        certificate=server_cert,
+        private_key=server_key,
+        trust_list=[client_cert.parent],
+    ) as sim:
+        endpoints = await sim.server.get_endpoints()
+        # the policy URIs spell the names with underscores (…#Aes256_Sha256_RsaPss)
+        assert {e.SecurityPolicyUri.rsplit("#", 1)[-1].replace("_", "") for e in endpoints} == {policy}
+        async with supervised(OpcuaSource(cfg)) as got:
+            await sim.write("current", 42.0)
+            await until(has_value(got, 42.0), what=f"data over {policy}")

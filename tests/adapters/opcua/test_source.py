@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 from adapters.base import AdapterError
+from adapters.opcua.config import OpcuaConfig
 from adapters.opcua.simulator import running_simulator
-from adapters.opcua.source import OpcuaSource
+from adapters.opcua.source import OpcuaSource, resolve_node_id
 from tests.helpers import free_port, until
 
 from .common import T0_NS, device, has_value, small_device, supervised
@@ -116,3 +117,49 @@ async def test_open_fails_cleanly_without_server() -> None:
     with pytest.raises(AdapterError, match="cannot connect"):
         await source.open()
     await source.close()
+
+
+def test_resolve_node_id_by_namespace_uri() -> None:
+    namespaces = ["http://opcfoundation.org/UA/", "urn:server", "urn:other", "urn:acme:cell"]
+    assert resolve_node_id("nsu=urn:acme:cell;s=Weld.Current", namespaces) == "ns=3;s=Weld.Current"
+    assert resolve_node_id("nsu=urn:acme:cell;i=1042", namespaces) == "ns=3;i=1042"
+    assert resolve_node_id("ns=2;s=X", namespaces) == "ns=2;s=X"
+    with pytest.raises(KeyError):
+        resolve_node_id("nsu=urn:nope;s=X", namespaces)
+
+
+_CELL_NS = "urn:acme:weld-cell"
+
+
+def _by_uri(port: int) -> OpcuaConfig:
+    """The author saw the cell's namespace at index 2; the config names it by URI instead."""
+    return small_device(
+        port,
+        nodes=[{"name": "current", "node_id": f"nsu={_CELL_NS};s=Weld.Current", "sampling_interval_ms": 0}],
+    )
+
+
+async def test_nsu_node_ids_follow_the_namespace_across_a_renumbering_restart_and_unknown_uris_fail() -> None:
+    """Index 3 at first, index 4 after a server update that registered one more namespace first; the old
+    index then holds a decoy variable with the same string id, so a stale index would read -1."""
+    port = free_port()
+    cfg = _by_uri(port)
+    source = OpcuaSource(cfg)
+    async with supervised(source) as got:
+        async with running_simulator(cfg, port=port, namespaces_before=["urn:other:a"]) as sim:
+            assert (await sim.server.get_namespace_array()).index(_CELL_NS) == 3
+            await sim.write("current", 42.0)
+            await until(has_value(got, 42.0), what="value through ns=3")
+        await until(lambda: source.stats["reconnects"] >= 2, what="server gone")
+        async with running_simulator(cfg, port=port, namespaces_before=["urn:other:a", "urn:other:b"]) as sim:
+            assert (await sim.server.get_namespace_array()).index(_CELL_NS) == 4
+            await sim.server.nodes.objects.add_variable("ns=3;s=Weld.Current", "decoy", -1.0)
+            await sim.write("current", 7.0)
+            await until(has_value(got, 7.0), what="value through ns=4 after the restart")
+            # a URI the server does not have: open fails and names it, with the namespaces it does have
+            wrong = small_device(port, nodes=[{"name": "current", "node_id": "nsu=urn:not-here;s=Weld.Current"}])
+            stray = OpcuaSource(wrong)
+            with pytest.raises(AdapterError, match=r"namespace 'urn:not-here' is not on .*urn:acme:weld-cell"):
+                await stray.open()
+            await stray.close()
+    assert not has_value(got, -1.0)()
