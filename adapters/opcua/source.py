@@ -35,7 +35,7 @@ from adapters.base import AdapterError, Reading, Stats, now_ns
 from adapters.opcua.config import OpcuaConfig, OpcuaNode
 from adapters.opcua.convert import dt_to_ns, status_quality
 from adapters.opcua.security import secure_client
-from adapters.supervise import BurstLog
+from adapters.supervise import BurstLog, DecodeGuard
 
 __all__ = ["OpcuaSource"]
 
@@ -80,6 +80,7 @@ class OpcuaSource:
         self._tasks: list[asyncio.Task[None]] = []
         self._bindings: dict[Any, _Binding] = {}
         self._malformed = BurstLog("opcua_malformed_value", self.stats, "malformed")
+        self._guard = DecodeGuard("opcua_malformed_value", self.stats, "malformed", device=self.name)
         self._dropped = BurstLog("opcua_buffer_full", self.stats, "dropped")
 
     async def open(self) -> None:
@@ -162,9 +163,15 @@ class OpcuaSource:
 
     def _on_value(self, nodeid: Any, dv: Any) -> None:
         binding = self._bindings.get(nodeid)
-        if binding is None:
-            return
-        self._put(self._reading(binding, dv))
+        if binding is not None:
+            self._accept(binding, dv)
+
+    def _accept(self, binding: _Binding, dv: Any) -> None:
+        """Every value, subscribed or polled, is converted through the guard: a variant the conversion cannot
+        hold is counted, never raised into asyncua's callback or the poll task."""
+        reading = self._guard(self._reading, binding, dv, stream=binding.stream)
+        if reading is not None:
+            self._put(reading)
 
     def _reading(self, b: _Binding, dv: Any) -> Reading:
         quality = status_quality(dv.StatusCode)
@@ -233,7 +240,7 @@ class OpcuaSource:
                 self._fail(exc)
                 return
             for b, dv in zip(bindings, values, strict=True):
-                self._put(self._reading(b, dv))
+                self._accept(b, dv)
             next_t += interval_s
             delay = next_t - time.monotonic()
             if delay < 0:  # fell behind: skip missed ticks instead of bursting
