@@ -177,6 +177,8 @@ class OpcuaSource:
         quality = status_quality(dv.StatusCode)
         ts = dv.SourceTimestamp or dv.ServerTimestamp
         t_ns = dt_to_ns(ts) if ts is not None else now_ns()
+        if not 0 <= t_ns < 2**63:  # a device clock never set (1601) or garbage: stamped on arrival instead
+            t_ns = now_ns()
         raw = dv.Value.Value if dv.Value is not None else None
         value: npt.NDArray[Any]
         if raw is None:
@@ -190,6 +192,8 @@ class OpcuaSource:
                 value, quality = np.array(np.nan), "bad"
             if b.is_array and value.ndim != 1:
                 value = value.reshape(-1)
+            if value.dtype.kind in "fc" and not np.isfinite(value).all():
+                quality = "bad"  # the server's NaN/Inf means no value, as a Modbus fault word does
         return Reading(b.stream, t_ns, value, quality, b.unit, b.rate_hz if b.is_array else None)
 
     def _put(self, reading: Reading) -> None:
