@@ -19,6 +19,7 @@ from adapters import registry
 from adapters.base import DeviceConfigBase, EdgeRuntimeError, SinkConfigBase, StrictModel
 from edge_runtime.compensation import CompensationConfig
 from edge_runtime.paths import configs_dir
+from edge_runtime.streams import DEFAULT_MAX_STREAMS
 from edge_runtime.tasks import task_union
 from edge_runtime.tasks.base import TaskConfigBase
 from edge_runtime.yamlsrc import Located, Problem, load_located
@@ -95,6 +96,15 @@ class ServiceConfig(StrictModel):
         default=None,
         description="Ambient range [lo, hi] degC the site sees over a year (e.g. [-35, 35]); `validate` warns when "
         "a compensation layer's calibration is not valid over all of it.",
+    )
+    max_streams: int = Field(
+        default=DEFAULT_MAX_STREAMS,
+        ge=1,
+        le=1_000_000,
+        strict=True,
+        description="Most streams whose state (routes, latest reading, ring buffer, debounce) is kept; the least "
+        "recently seen stream is evicted beyond it and counted (`*_evicted_total`), so a flood of new topics "
+        "costs bounded memory.",
     )
 
 

@@ -25,6 +25,7 @@ import numpy.typing as npt
 from adapters.base import Frame, Reading, Result, Sample, Stats
 from edge_runtime.compensation import Compensator
 from edge_runtime.dsp import cut_windows, source_window_length
+from edge_runtime.streams import DEFAULT_MAX_STREAMS, StreamMap
 from edge_runtime.tasks.base import Task, Window
 
 __all__ = ["BoundedQueue", "Pipeline", "Pipelined", "WindowBuffer"]
@@ -175,6 +176,7 @@ class Pipeline:
         executor: Executor,
         on_result: ResultHandler,
         compensator: Compensator | None = None,
+        max_streams: int = DEFAULT_MAX_STREAMS,
     ) -> None:
         self.id = pipeline_id
         self.patterns = list(inputs)
@@ -191,12 +193,15 @@ class Pipeline:
             raise ValueError(f"pipeline {pipeline_id}: model hop {self.hop} must be in 1..window ({self.window})")
         policy = when_full or ("block" if self.waveform else "drop_oldest")
         self.queue: BoundedQueue[Pipelined] = BoundedQueue(queue_size, policy, self.stats, "input")
-        self._buffers: dict[str, WindowBuffer] = {}
+        self._buffers: StreamMap[str, WindowBuffer] = StreamMap(max_streams, self.stats, "buffers_evicted")
         self._executor = executor
         self._on_result = on_result
         self.compensator = compensator or Compensator([])
         self.latencies_ns: collections.deque[int] = collections.deque(maxlen=10_000)
-        self._warned: set[str] = set()
+        self._warned: StreamMap[str, bool] = StreamMap(max_streams, self.stats, "warnings_evicted")
+        task_state = getattr(task, "stream_state", None)  # a task's own per-stream state gets the same bound
+        if isinstance(task_state, StreamMap):
+            task_state.limit, task_state.stats, task_state.key = max_streams, self.stats, "task_state_evicted"
         self._in_flight = 0  # inputs taken from the queue whose results are not stored yet
         self._failing = False  # the last batch failed: log the next failure not at all, the recovery once
 
@@ -243,7 +248,7 @@ class Pipeline:
     def _warn_once(self, stream: str, why: str) -> None:
         key = f"{stream}:{why}"
         if key not in self._warned:
-            self._warned.add(key)
+            self._warned[key] = True
             log.warning("event=input_ignored pipeline=%s stream=%s why=%r", self.id, stream, why)
 
     async def run(self) -> None:

@@ -27,6 +27,7 @@ from edge_runtime.inference import ModelRunner, load_model
 from edge_runtime.metrics import MetricsServer
 from edge_runtime.outbox import Outbox, deliver_forever
 from edge_runtime.pipeline import Pipeline
+from edge_runtime.streams import StreamMap
 from edge_runtime.tasks import make_task
 
 __all__ = ["Service"]
@@ -77,11 +78,14 @@ class Service:
         self.stats = Stats()
         self.result_observers: list[ResultObserver] = []
         self.sample_observers: list[SampleObserver] = []
-        self._routes: dict[str, tuple[list[Pipeline], list[Pipeline]]] = {}  # stream -> (inputs to, side inputs to)
-        # Latest scalar reading per stream: exported as metrics, so tags without a model are still visible.
-        self.latest: dict[str, Reading] = {}
-        self._outputs: dict[str, list[str]] = {}
         svc = deployment.service
+        # stream -> (pipelines it is an input of, pipelines it is a side input of)
+        self._routes: StreamMap[str, tuple[list[Pipeline], list[Pipeline]]] = StreamMap(
+            svc.max_streams, self.stats, "routes_evicted"
+        )
+        # Latest scalar reading per stream: exported as metrics, so tags without a model are still visible.
+        self.latest: StreamMap[str, Reading] = StreamMap(svc.max_streams, self.stats, "latest_evicted")
+        self._outputs: dict[str, list[str]] = {}
         outbox_path = Path(svc.outbox.path)
         if not outbox_path.is_absolute():
             outbox_path = self.base_dir / outbox_path
@@ -117,6 +121,7 @@ class Service:
                             p.compensation, self.config_dir, p.id, waveform="window" in runner.manifest.preprocessing
                         )
                     ),
+                    max_streams=self.deployment.service.max_streams,
                 )
             )
             self._outputs[p.id] = list(p.outputs)
