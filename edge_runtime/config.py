@@ -97,6 +97,14 @@ class ServiceConfig(StrictModel):
         description="Ambient range [lo, hi] degC the site sees over a year (e.g. [-35, 35]); `validate` warns when "
         "a compensation layer's calibration is not valid over all of it.",
     )
+    progress_timeout_s: float = Field(
+        default=60.0,
+        gt=0,
+        le=3600,
+        allow_inf_nan=False,
+        description="Longest inputs may wait with no result stored before the service counts as stalled: "
+        "/healthz answers 503 and the systemd watchdog is no longer petted (so systemd restarts it).",
+    )
     max_streams: int = Field(
         default=DEFAULT_MAX_STREAMS,
         ge=1,

@@ -24,7 +24,7 @@ from adapters.supervise import Backoff, OutageLog, close_quietly, supervise
 from edge_runtime.compensation import Compensator, build_layers
 from edge_runtime.config import Deployment
 from edge_runtime.inference import ModelRunner, load_model
-from edge_runtime.metrics import MetricsServer
+from edge_runtime.metrics import Health, MetricsServer, health, make_registry
 from edge_runtime.outbox import Outbox, deliver_forever
 from edge_runtime.pipeline import Pipeline
 from edge_runtime.streams import StreamMap
@@ -42,7 +42,9 @@ SampleObserver = Callable[[Sample], None]
 
 
 class _Notifier:
-    """systemd `Type=notify`: READY=1 once running, WATCHDOG=1 at half the watchdog period."""
+    """systemd `Type=notify`: READY=1 once running; WATCHDOG=1 at half the watchdog period, but only while the
+    service makes progress (`metrics.health`), with a one-line `STATUS=`. The check runs on the event loop, so a
+    blocked loop stops the pets too; a hung inference thread or stuck outbox shows as a stalled pipeline."""
 
     def __init__(self) -> None:
         self.address = os.environ.get("NOTIFY_SOCKET")
@@ -59,12 +61,24 @@ class _Notifier:
         except OSError as exc:  # systemd gone or socket unwritable: never a reason to stop inference
             log.warning("event=sd_notify_failed message=%s error=%r", message.split("=")[0], exc)
 
-    async def watchdog(self) -> None:
-        if not self.address or not self.watchdog_s:
+    async def watchdog(self, check: Callable[[], Health], status_every_s: float = 10.0) -> None:
+        if not self.address:
             return
+        period = min(self.watchdog_s or status_every_s, status_every_s)
+        withheld = False
         while True:
-            self.send("WATCHDOG=1")
-            await asyncio.sleep(self.watchdog_s)
+            h = check()
+            if h.ok and self.watchdog_s:
+                self.send(f"WATCHDOG=1\nSTATUS={h.reason}")
+            else:
+                self.send(f"STATUS={h.reason}")
+            if h.ok == withheld:  # log the change, not every period
+                withheld = not h.ok
+                if withheld:
+                    log.error("event=watchdog_withheld reason=%r (systemd restarts the service)", h.reason)
+                else:
+                    log.warning("event=watchdog_resumed status=%r", h.reason)
+            await asyncio.sleep(period)
 
 
 class Service:
@@ -92,6 +106,8 @@ class Service:
         self.outbox = Outbox(outbox_path, max_rows=svc.outbox.max_rows, when_full=svc.outbox.when_full)
         self._executor = ThreadPoolExecutor(max_workers=svc.inference_workers, thread_name_prefix="infer")
         self.started = asyncio.Event()
+        self.registry = make_registry(self)  # this service's metrics only (edge_runtime.metrics.render)
+        self.metrics: MetricsServer | None = None
 
     def load(self) -> None:
         """Open models and build components; raises ModelError/AdapterError before anything runs."""
@@ -219,10 +235,11 @@ class Service:
         metrics: MetricsServer | None = None
         try:
             if self.deployment.service.metrics_listen:
-                metrics = MetricsServer(self.deployment.service.metrics_listen, self)
-                await metrics.start()
+                metrics = self.metrics = MetricsServer(self.deployment.service.metrics_listen, self)
             async with asyncio.TaskGroup() as tg:
                 tasks: list[asyncio.Task[Any]] = []
+                if metrics is not None:  # a busy port is retried in the background, never a reason to exit
+                    tasks.append(tg.create_task(metrics.serve(), name="metrics"))
                 for sink_config in self.deployment.sinks:
                     sink = self.sinks[sink_config.id]
                     tasks.append(tg.create_task(self._run_sink(sink, sink_config.max_age()), name=f"sink:{sink.name}"))
@@ -233,7 +250,7 @@ class Service:
                     for source in self.sources
                 ]
                 tasks.extend(source_tasks)
-                tasks.append(tg.create_task(notifier.watchdog(), name="watchdog"))
+                tasks.append(tg.create_task(notifier.watchdog(lambda: health(self)), name="watchdog"))
                 notifier.send("READY=1")
                 self.started.set()
                 log.info(

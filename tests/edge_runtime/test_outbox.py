@@ -1,14 +1,17 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Mapping
 from functools import partial
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from adapters.base import DeliveryError, EdgeRuntimeError, Result, Stats
 from adapters.supervise import Backoff
-from edge_runtime.outbox import Outbox, deliver_forever
+from edge_runtime.outbox import Outbox, OutboxError, deliver_forever
 from tests import helpers
 
 
@@ -238,4 +241,35 @@ async def test_rows_dropped_during_a_delivery_are_not_counted_twice(tmp_path: Pa
     await box.ack([r.id for r in in_flight])
     assert box.pending_rows == 1
     assert [r.payload["i"] for r in await box.pending("s")] == [3]
+    await box.close()
+
+
+async def test_a_corrupt_outbox_is_quarantined_and_a_new_one_started(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A file that is not a database (a power cut mid-write, a wrong path) no longer stops the service for good:
+    it is renamed aside for inspection, a clear line says where, and seq keeps increasing past the old file's."""
+    path = tmp_path / "o.sqlite"
+    box = Outbox(path)
+    await box.open()
+    old_seq = (await box.put(res("vib", {}), ["s"])).seq
+    await box.close()
+    path.write_bytes(b"this is not a database" * 100)
+    caplog.set_level(logging.ERROR, logger="edge_runtime.outbox")
+    box = Outbox(path)
+    await box.open()
+    new_seq = (await box.put(res("vib", {}), ["s"])).seq
+    await box.close()
+    aside = list(tmp_path.glob("o.sqlite.corrupt-*"))  # noqa: ASYNC240 (a test's tmp dir)
+    assert len(aside) == 1 and aside[0].read_bytes().startswith(b"this is not a database")
+    assert new_seq > old_seq  # consumers that de-duplicate by seq do not drop the new results
+    assert any("event=outbox_quarantined" in m and aside[0].name in m for m in caplog.messages)
+
+
+async def test_an_unwritable_outbox_path_names_the_path(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    box = Outbox(blocker / "sub" / "o.sqlite")  # a directory cannot be made under a file
+    with pytest.raises(OutboxError, match=r"outbox .*file/sub/o\.sqlite"):
+        await box.open()
     await box.close()
