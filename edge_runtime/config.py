@@ -210,6 +210,18 @@ def cross_check(d: Deployment) -> list[tuple[tuple[str | int, ...], str]]:
                 problems.append(
                     (("pipelines", i, "inputs", j), f"'{pattern}' matches no device id (devices: {sorted(device_ids)})")
                 )
+    forbidden = [(i, block) for i, dev in enumerate(d.devices) for block in dev.forbidden_blocks()]
+    for i, sink in enumerate(d.sinks):
+        for write in sink.written_blocks():
+            for j, block in ((j, b) for j, b in forbidden if b.meets(write)):
+                problems.append(
+                    (
+                        ("sinks", i, *_path(write.field)),
+                        f"writes {write.table} {write.first}..{write.last} on {write.endpoint}, which "
+                        f"devices.{j} ({d.devices[j].id}) declares forbidden ({block.field}: {block.table} "
+                        f"{block.first}..{block.last})",
+                    )
+                )
     owners: dict[str, int] = {}
     for i, dev in enumerate(d.devices):
         for res in dev.exclusive_resources():
@@ -219,6 +231,10 @@ def cross_check(d: Deployment) -> list[tuple[tuple[str | int, ...], str]]:
                 )
             owners.setdefault(res.name, i)
     return problems
+
+
+def _path(field: str) -> tuple[str | int, ...]:
+    return tuple(int(p) if p.isdigit() else p for p in field.split("."))
 
 
 def check_models(d: Deployment) -> list[tuple[tuple[str | int, ...], str]]:

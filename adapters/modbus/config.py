@@ -12,7 +12,7 @@ from typing import Annotated, Literal, NamedTuple
 
 from pydantic import Field, model_validator
 
-from adapters.base import DeviceConfigBase, ExclusiveResource, SinkConfigBase, StrictModel
+from adapters.base import AddressBlock, DeviceConfigBase, ExclusiveResource, SinkConfigBase, StrictModel
 from adapters.modbus.codec import ByteOrder, Dtype, register_count
 from adapters.modbus.plan import BIT_TABLES
 
@@ -206,6 +206,12 @@ class ModbusTcpConfig(ModbusDeviceBase):
         self._check_tags(self.tags, "tags")
         return self
 
+    def forbidden_blocks(self) -> list[AddressBlock]:
+        return [
+            AddressBlock(f"tcp {self.host.lower()}:{self.port}", r.table, r.start, r.last, f"forbidden.{i}")
+            for i, r in enumerate(self.forbidden)
+        ]
+
     def slaves(self) -> list[Slave]:
         return [Slave(self.device_id, self.id, list(self.tags))]
 
@@ -266,6 +272,12 @@ class ModbusRtuConfig(SerialLine, ModbusDeviceBase):
                 d.device_id, f"{self.id}.{d.name}" if d.name else self.id, list(self.tags if d.tags is None else d.tags)
             )
             for d in self.devices
+        ]
+
+    def forbidden_blocks(self) -> list[AddressBlock]:
+        return [
+            AddressBlock(f"serial {self.serial_port}", r.table, r.start, r.last, f"forbidden.{i}")
+            for i, r in enumerate(self.forbidden)
         ]
 
     def exclusive_resources(self) -> list[ExclusiveResource]:
@@ -380,9 +392,27 @@ class ModbusWriteConfig(SinkConfigBase):
                 )
         return self
 
+    forbidden: list[AddressRange] = Field(
+        default_factory=list,
+        description="Never written, even inside `writable` (the device's program area). `validate` also refuses "
+        "actions that hit a `forbidden` range of a device deployed on the same host:port or serial line.",
+    )
+
+    @property
+    def endpoint(self) -> str:
+        c = self.connection
+        return f"tcp {c.host.lower()}:{c.port}" if isinstance(c, TcpConnection) else f"serial {c.serial_port}"
+
     def allows(self, table: str, first: int, last: int) -> bool:
-        """True when every address in [first, last] of `table` is allow-listed."""
+        """True when every address in [first, last] of `table` is allow-listed and none is forbidden."""
+        if any(r.meets(table, first, last) for r in self.forbidden):
+            return False
         return all(any(r.covers(table, a, a) for r in self.writable) for a in range(first, last + 1))
+
+    def written_blocks(self) -> list[AddressBlock]:
+        return [
+            AddressBlock(self.endpoint, a.table, a.address, a.last, f"actions.{i}") for i, a in enumerate(self.actions)
+        ]
 
     def max_age(self) -> float | None:
         return self.max_age_s
