@@ -136,6 +136,18 @@ class OpcuaConfig(_Security, DeviceConfigBase):
         return self
 
 
+class OpcuaUser(StrictModel):
+    """A user the results server lets in (UserName token); every other name and password is refused."""
+
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.@\-]+$", description="User name.")
+    password: SecretStr = Field(description="Password; fill it from `${ENV}` or a systemd credential, never inline.")
+    access: Literal["read", "write"] = Field(
+        "read",
+        description="`read`: browse, read, subscribe. `write`: also write the Value of variables that are writable "
+        "(the results themselves are read-only for everyone). No client may add or delete nodes.",
+    )
+
+
 class OpcuaServerConfig(_Security, SinkConfigBase):
     """The results server that SCADA reads (sink kind `opcua-server`); see `adapters.opcua.sink` for its model."""
 
@@ -153,9 +165,22 @@ class OpcuaServerConfig(_Security, SinkConfigBase):
     )
     certificate: Path | None = Field(None, description="Server certificate (DER or PEM), needed for Basic256Sha256.")
     private_key: Path | None = Field(None, description="Server private key (PEM), needed for Basic256Sha256.")
+    users: list[OpcuaUser] = Field(
+        default_factory=list,
+        description="Users let in with a password; any other user name is refused. Without Basic256Sha256 the "
+        "password crosses the network unencrypted.",
+    )
+    anonymous: Literal["read", "none"] = Field(
+        "read", description="What an anonymous client may do: `read` (browse, read, subscribe) or `none` (refused)."
+    )
 
     @model_validator(mode="after")
     def _check(self) -> OpcuaServerConfig:
         if self.security_policy != "None" and (self.certificate is None or self.private_key is None):
             raise ValueError("Basic256Sha256 needs certificate and private_key")
+        names = [u.name for u in self.users]
+        if len(set(names)) != len(names):
+            raise ValueError("duplicate user names")
+        if self.anonymous == "none" and not self.users:
+            raise ValueError("anonymous: none without users lets nobody in")
         return self

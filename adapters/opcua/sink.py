@@ -42,7 +42,7 @@ import numpy as np
 from adapters.base import AdapterError, DeliveryError, Result, Scalar, Stats, dumps
 from adapters.opcua.config import NAME, OpcuaServerConfig
 from adapters.opcua.convert import EPOCH, ns_to_dt
-from adapters.opcua.security import new_server, stop_server
+from adapters.opcua.security import AccessRules, ResultsUsers, new_server, stop_server
 from adapters.supervise import BurstLog
 
 __all__ = ["FIXED_VARIABLES", "OpcuaServerSink", "variable_name"]
@@ -134,6 +134,7 @@ class OpcuaServerSink:
             certificate=cfg.certificate,
             private_key=cfg.private_key,
             trust_list=cfg.trust_list,
+            access=(ResultsUsers(cfg.users, anonymous=cfg.anonymous), AccessRules()),
         )
         self._ns = await server.register_namespace(cfg.namespace_uri)
         self._root = await server.nodes.objects.add_object(
