@@ -165,7 +165,7 @@ async def test_results_server_lets_in_only_configured_users_and_anonymous_reads_
 
         # a node the server made writable (none of the results is): only a `write` user may write it
         writable = sink._server.get_node(ua.NodeId("EdgeRuntime.weld.Label", ns))
-        await writable.set_writable()
+        await sink.on_server(writable.set_writable())
         viewer = await connect("viewer", "view-pw")
         scada = await connect("scada", "s3cret-pw")
         try:
@@ -173,7 +173,7 @@ async def test_results_server_lets_in_only_configured_users_and_anonymous_reads_
             with pytest.raises(ua.uaerrors.BadUserAccessDenied):
                 await viewer.get_node(writable.nodeid).write_value(ua.Variant("x", ua.VariantType.String))
             await scada.get_node(writable.nodeid).write_value(ua.Variant("set by scada", ua.VariantType.String))
-            assert await writable.read_value() == "set by scada"
+            assert await sink.on_server(writable.read_value()) == "set by scada"
             with pytest.raises(ua.UaStatusCodeError):  # results are read-only, even for a write user
                 await scada.get_node(decision_id).write_value(ua.Variant("forged", ua.VariantType.String))
             access = ua.DataValue(ua.Variant(3, ua.VariantType.Byte))  # CurrentRead | CurrentWrite
@@ -184,6 +184,6 @@ async def test_results_server_lets_in_only_configured_users_and_anonymous_reads_
         finally:
             await viewer.disconnect()
             await scada.disconnect()
-        assert await sink._server.get_node(decision_id).read_value() == "ok"
+        assert await sink.on_server(sink._server.get_node(decision_id).read_value()) == "ok"
     finally:
         await sink.close()
