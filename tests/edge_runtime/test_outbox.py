@@ -42,6 +42,7 @@ class RecordingSink:
 
 
 until = partial(helpers.until, timeout_s=10.0)
+ROOT = Path(__file__).resolve().parents[2]
 
 
 async def test_seq_is_strictly_increasing_and_survives_restart(tmp_path: Path) -> None:
@@ -273,3 +274,34 @@ async def test_an_unwritable_outbox_path_names_the_path(tmp_path: Path) -> None:
     with pytest.raises(OutboxError, match=r"outbox .*file/sub/o\.sqlite"):
         await box.open()
     await box.close()
+
+
+async def test_a_kill_9_mid_drain_re_sends_at_most_one_result_per_sink(tmp_path: Path) -> None:
+    """A real child process drains 400 results into a file sink and is killed with SIGKILL mid-drain; a second
+    one finishes. Every result arrives, and at most one (the one delivered but not yet acknowledged) twice."""
+    import sys
+
+    path, out = tmp_path / "o.sqlite", tmp_path / "delivered.txt"
+    box = Outbox(path)
+    await box.open()
+    await box.put_many("vib", [res("vib", {"i": i}) for i in range(400)], ["s"])
+    await box.close()
+    args = ["-m", "tests.helpers.drain_child", str(path), str(out), "0.005"]
+    root = str(ROOT)
+
+    def delivered() -> int:
+        return len(out.read_text().split()) if out.exists() else 0
+
+    for kill_after in (150, 290):
+        child = await asyncio.create_subprocess_exec(sys.executable, *args, cwd=root)
+        try:
+            await until(partial(lambda n: delivered() >= n, kill_after), what="mid-drain")
+        finally:
+            child.kill()  # SIGKILL: no clean-up in the child
+            await asyncio.wait_for(child.wait(), 30)
+    last = await asyncio.create_subprocess_exec(sys.executable, *args, cwd=root)
+    assert await asyncio.wait_for(last.wait(), 120) == 0
+    seqs = [int(x) for x in out.read_text().split()]
+    assert sorted(set(seqs)) == list(range(1, 401))  # nothing lost
+    resent = len(seqs) - 400
+    assert 0 <= resent <= 2, f"{resent} results re-sent after two kill -9 (bound: one per crash per sink)"
