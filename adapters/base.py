@@ -68,9 +68,10 @@ class DeliveryError(AdapterError):
 
 
 class StrictModel(BaseModel):
-    """Base of every config model: unknown keys are errors, values are immutable."""
+    """Base of every config model: unknown keys are errors, values are immutable, floats are finite (`.inf` and
+    `.nan` are refused everywhere; sizes and ports are `adapters.types`, which also refuse booleans)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,6 +18,7 @@ from typing import Protocol, TypeVar
 import numpy as np
 
 from adapters.base import EdgeRuntimeError, Frame, Reading, Sample, Source
+from adapters.types import MAX_RATE_HZ, MIN_RATE_HZ
 
 __all__ = [
     "MAX_RATE_HZ",
@@ -89,8 +90,6 @@ class BurstLog:
             self._suppressed += count
 
 
-MIN_RATE_HZ = 1e-3  # one sample in ~17 min: slower is a scalar tag, not a waveform
-MAX_RATE_HZ = 10e6  # 10 MHz: above any vibration or acoustic sensor on a line
 _MAX_T_NS = 2**63 - 1  # int64 nanoseconds, what numpy, SQLite and OPC UA's DateTime can all hold
 
 

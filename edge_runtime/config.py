@@ -17,6 +17,7 @@ from pydantic import Field, ValidationError, ValidationInfo, field_validator, mo
 
 from adapters import registry
 from adapters.base import DeviceConfigBase, EdgeRuntimeError, SinkConfigBase, StrictModel
+from adapters.types import QueueSize, check_host
 from edge_runtime.compensation import CompensationConfig
 from edge_runtime.paths import configs_dir
 from edge_runtime.streams import DEFAULT_MAX_STREAMS
@@ -63,7 +64,7 @@ class OutboxConfig(StrictModel):
         description="SQLite file of undelivered results (WAL mode); a relative path is relative to "
         "$STATE_DIRECTORY (systemd StateDirectory=) or else the working directory.",
     )
-    max_rows: int = Field(default=100_000, gt=0, description="Undelivered rows (one per result and sink) kept at most.")
+    max_rows: QueueSize = Field(default=100_000, description="Undelivered rows (one per result and sink) kept at most.")
     when_full: Literal["block", "drop_oldest"] = Field(
         default="block",
         description="At max_rows: `block` the pipelines (nothing is lost, inputs back up and are counted where "
@@ -87,6 +88,7 @@ class ServiceConfig(StrictModel):
         host, sep, port = v.rpartition(":")
         if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
             raise ValueError("expected host:port, e.g. 127.0.0.1:9464 (or null to disable)")
+        check_host(host)
         return v
 
     inference_workers: int = Field(
@@ -127,7 +129,7 @@ class BatchingConfig(StrictModel):
     max_wait_ms: float = Field(
         default=20.0, ge=0, description="Longest an input waits for a batch to fill before it runs anyway."
     )
-    queue_size: int = Field(default=256, ge=1, description="Bounded input queue length of the pipeline.")
+    queue_size: QueueSize = Field(default=256, description="Bounded input queue length of the pipeline.")
     when_full: Literal["block", "drop_oldest"] | None = Field(
         default=None,
         description="Input queue policy: `drop_oldest` (default for camera frames: the newest matters) or "

@@ -15,6 +15,7 @@ from pydantic import Field, model_validator
 from adapters.base import AddressBlock, DeviceConfigBase, ExclusiveResource, SinkConfigBase, StrictModel
 from adapters.modbus.codec import ByteOrder, Dtype, register_count
 from adapters.modbus.plan import BIT_TABLES
+from adapters.types import Host, Port
 
 __all__ = [
     "AddressRange",
@@ -193,8 +194,8 @@ class ModbusTcpConfig(ModbusDeviceBase):
     """A Modbus TCP device (PLC, gateway); one unit id."""
 
     kind: Literal["modbus-tcp"] = Field(description="Device kind.")
-    host: str = Field(default="127.0.0.1", description="Host name or IP address of the device.")
-    port: int = Field(default=502, ge=1, le=65535, description="TCP port.")
+    host: Host = Field(default="127.0.0.1", description="Host name or IP address of the device.")
+    port: Port = Field(default=502, description="TCP port.")
     device_id: int = Field(default=1, ge=0, le=255, description="Modbus unit id (slave address behind a gateway).")
     timeout_s: float = Field(default=1.0, gt=0, le=60, description="Timeout of one request.")
 
@@ -293,8 +294,8 @@ class TcpConnection(StrictModel):
     """Where a write sink reaches a Modbus TCP device."""
 
     transport: Literal["tcp"] = Field(default="tcp", description="Connection type.")
-    host: str = Field(default="127.0.0.1", description="Host name or IP address.")
-    port: int = Field(default=502, ge=1, le=65535, description="TCP port.")
+    host: Host = Field(default="127.0.0.1", description="Host name or IP address.")
+    port: Port = Field(default=502, description="TCP port.")
 
 
 class RtuConnection(SerialLine):

@@ -10,6 +10,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, model_validator
 
 from adapters.base import DeviceConfigBase, SinkConfigBase, StrictModel
+from adapters.types import Endpoint, QueueSize
 
 __all__ = ["NAME", "OpcuaConfig", "OpcuaNode", "OpcuaServerConfig", "SecurityMode", "SecurityPolicy"]
 
@@ -83,10 +84,8 @@ class OpcuaConfig(_Security, DeviceConfigBase):
 
     kind: Literal["opcua"] = Field(description="Device kind discriminator.")
     id: str = Field(description="Device id; prefix of every stream name.", pattern=NAME.pattern)
-    endpoint: str = Field(
-        "opc.tcp://127.0.0.1:4840",
-        description="Server endpoint URL, `opc.tcp://host:port[/path]`.",
-        pattern="^opc.tcp://",
+    endpoint: Endpoint = Field(
+        "opc.tcp://127.0.0.1:4840", description="Server endpoint URL, `opc.tcp://host:port[/path]`."
     )
     application_uri: str = Field(
         "urn:edge-runtime:opcua-client",
@@ -109,14 +108,13 @@ class OpcuaConfig(_Security, DeviceConfigBase):
         60.0, gt=0, description="Requested session timeout: how long the server keeps a session of a vanished client."
     )
     publishing_interval_ms: float = Field(100.0, gt=0, description="Subscription publishing interval.")
-    queue_size: int = Field(
+    queue_size: QueueSize = Field(
         1000,
-        ge=1,
         description="Server-side queue per monitored item: changes kept between two publishes. 1 keeps only the "
         "latest change and silently loses the others.",
     )
-    buffer_size: int = Field(
-        10000, ge=1, description="Readings buffered in the gateway before the pipeline takes them; overflow is counted."
+    buffer_size: QueueSize = Field(
+        10000, description="Readings buffered in the gateway before the pipeline takes them; overflow is counted."
     )
     nodes: list[OpcuaNode] = Field(min_length=1, description="Variables to read.")
 
@@ -153,10 +151,9 @@ class OpcuaServerConfig(_Security, SinkConfigBase):
 
     kind: Literal["opcua-server"] = Field(description="Sink kind discriminator.")
     id: str = Field(description="Sink id.", pattern=NAME.pattern)
-    endpoint: str = Field(
+    endpoint: Endpoint = Field(
         "opc.tcp://127.0.0.1:4841",
         description="Listen endpoint `opc.tcp://host:port`; use 0.0.0.0 to serve other hosts.",
-        pattern="^opc.tcp://",
     )
     namespace_uri: str = Field("urn:edge-runtime:results", description="Namespace of the results variables.")
     application_uri: str = Field(
