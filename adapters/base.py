@@ -31,6 +31,7 @@ from pydantic import BaseModel, ConfigDict
 
 __all__ = [
     "AdapterError",
+    "AddressBlock",
     "DeliveryError",
     "DeviceConfigBase",
     "EdgeRuntimeError",
