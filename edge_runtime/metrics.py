@@ -102,6 +102,17 @@ class _ServiceCollector(Collector):
             latency.add_metric([p.id], buckets, p.latency_sum_s)
         yield from (queue, stalled, latency)
 
+        layer_gauges: dict[str, GaugeMetricFamily] = {}  # compensation layers' own gauges (lens health)
+        for p in svc.pipelines:
+            for metric, labels, level in p.compensator.gauges():
+                keys = ["pipeline", *sorted(labels)]
+                name = f"{_P}_{_name(metric)}"
+                fam = layer_gauges.get(name)
+                if fam is None:
+                    fam = layer_gauges[name] = GaugeMetricFamily(name, f"{metric} (compensation layer).", labels=keys)
+                fam.add_metric([p.id, *(labels[k] for k in sorted(labels))], level)
+        yield from layer_gauges.values()
+
         reading = GaugeMetricFamily(
             f"{_P}_reading", "Latest scalar value per stream.", labels=["stream", "unit", "quality"]
         )
