@@ -31,6 +31,7 @@ from pydantic import BaseModel, ConfigDict
 
 __all__ = [
     "AdapterError",
+    "AddressBlock",
     "DeliveryError",
     "DeviceConfigBase",
     "EdgeRuntimeError",
@@ -68,9 +69,10 @@ class DeliveryError(AdapterError):
 
 
 class StrictModel(BaseModel):
-    """Base of every config model: unknown keys are errors, values are immutable."""
+    """Base of every config model: unknown keys are errors, values are immutable, floats are finite (`.inf` and
+    `.nan` are refused everywhere; sizes and ports are `adapters.types`, which also refuse booleans)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +82,23 @@ class ExclusiveResource:
     field: str  # the config field that names it, for the FILE:LINE error
     name: str  # e.g. "serial port '/dev/ttyUSB0'"
     hint: str  # what to do instead
+
+
+@dataclass(frozen=True, slots=True)
+class AddressBlock:
+    """A block of addresses on one connection (`endpoint`, e.g. "tcp 10.0.0.5:502", "serial /dev/ttyUSB0"): a
+    device's never-write ranges, or what a write-back sink writes. The cross-check refuses writes into the former."""
+
+    endpoint: str
+    table: str
+    first: int
+    last: int
+    field: str  # the config path under the device or sink that declares it, for the FILE:LINE error
+
+    def meets(self, other: AddressBlock) -> bool:
+        return (self.endpoint, self.table) == (other.endpoint, other.table) and (
+            self.first <= other.last and other.first <= self.last
+        )
 
 
 class DeviceConfigBase(StrictModel):
@@ -103,6 +122,10 @@ class DeviceConfigBase(StrictModel):
     def exclusive_resources(self) -> list[ExclusiveResource]:
         return []
 
+    def forbidden_blocks(self) -> list[AddressBlock]:
+        """Addresses no sink may write on this device's connection (a PLC's program area)."""
+        return []
+
 
 class SinkConfigBase(StrictModel):
     """What the service asks of every sink config, whatever its protocol."""
@@ -113,6 +136,10 @@ class SinkConfigBase(StrictModel):
     def max_age(self) -> float | None:
         """Results older than this many seconds are not delivered (a stale ejector pulse is worse than none)."""
         return None
+
+    def written_blocks(self) -> list[AddressBlock]:
+        """Addresses this sink may write, by connection (checked against the devices' `forbidden_blocks`)."""
+        return []
 
 
 def jsonable(obj: Any) -> Any:

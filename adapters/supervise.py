@@ -13,11 +13,25 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
 
-from adapters.base import Sample, Source
+import numpy as np
 
-__all__ = ["Backoff", "BurstLog", "OutageLog", "close_quietly", "supervise"]
+from adapters.base import EdgeRuntimeError, Frame, Reading, Sample, Source
+from adapters.types import MAX_RATE_HZ, MIN_RATE_HZ
+
+__all__ = [
+    "MAX_RATE_HZ",
+    "MIN_RATE_HZ",
+    "Backoff",
+    "BurstLog",
+    "DecodeGuard",
+    "InsaneSampleError",
+    "OutageLog",
+    "check_sample",
+    "close_quietly",
+    "supervise",
+]
 
 log = logging.getLogger("adapters")
 
@@ -74,6 +88,73 @@ class BurstLog:
             self._suppressed = 0
         else:
             self._suppressed += count
+
+
+_MAX_T_NS = 2**63 - 1  # int64 nanoseconds, what numpy, SQLite and OPC UA's DateTime can all hold
+
+
+class InsaneSampleError(EdgeRuntimeError, ValueError):
+    """A decoded sample the rest of the product cannot hold (a time outside int64 ns, a rate outside
+    [MIN_RATE_HZ, MAX_RATE_HZ], a good value that is NaN or infinite)."""
+
+
+def check_sample(sample: Sample) -> Sample:
+    """The one sanity check every source's output passes, whatever the protocol: raises InsaneSampleError.
+
+    Bad-quality readings may carry NaN (that is how a source says "no value"); good ones may not.
+    """
+    if not 0 <= sample.t_ns <= _MAX_T_NS:
+        raise InsaneSampleError(f"t_ns {sample.t_ns} is outside int64 epoch nanoseconds")
+    if isinstance(sample, Frame):
+        image = sample.image
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8 or image.size == 0:
+            raise InsaneSampleError(f"image of shape {image.shape} {image.dtype} is not H x W x 3 uint8")
+        return sample
+    if sample.rate_hz is not None and not MIN_RATE_HZ <= sample.rate_hz <= MAX_RATE_HZ:
+        raise InsaneSampleError(f"rate_hz {sample.rate_hz} is outside [{MIN_RATE_HZ}, {MAX_RATE_HZ:g}]")
+    value = sample.value
+    if sample.quality != "bad" and value.dtype.kind in "fc" and not np.isfinite(value).all():
+        raise InsaneSampleError(f"a {sample.quality} value is NaN or infinite")
+    return sample
+
+
+T = TypeVar("T")
+
+
+class DecodeGuard:
+    """The one guarded decode path of every source: `guard(decode, payload, ...)` returns what `decode` returns,
+    or None when it raises anything (RecursionError and OverflowError included); the failure is counted in
+    `stats[key]` and logged once per burst. So no payload, however hostile, can end a source's session.
+
+    Readings and frames it returns have passed `check_sample`.
+    """
+
+    def __init__(self, event: str, stats: Counter[str], key: str = "malformed", **context: object) -> None:
+        self._burst = BurstLog(event, stats, key)
+        self._context = context
+
+    def __call__(self, decode: Callable[..., T], /, *args: object, **context: object) -> T | None:
+        try:
+            out = decode(*args)
+            if isinstance(out, Reading | Frame):
+                check_sample(out)
+            elif isinstance(out, list):
+                for item in out:
+                    if isinstance(item, Reading | Frame):
+                        check_sample(item)
+            return out
+        except Exception as exc:  # any payload-caused failure: counted, never raised
+            self.refused(exc, **context)
+            return None
+
+    def refused(self, exc: BaseException, **context: object) -> None:
+        """Count and log (once per burst) one input refused for `exc`."""
+        self._burst(1, **self._context, **context, error=_short(exc))
+
+
+def _short(exc: BaseException, limit: int = 200) -> str:
+    text = repr(exc)
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 class OutageLog:

@@ -113,8 +113,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
         asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, reload)
         await service.run(stop)
 
+    from edge_runtime.outbox import OutboxError
+
     try:
         asyncio.run(main())
+    except OutboxError as exc:  # an unwritable outbox path: a config fault, so exit 2 (no restart loop)
+        print(f"refusing to start: {exc}", file=sys.stderr)
+        return 2
     except Exception as exc:  # the service's task group failed: say what, once, in the log's format
         causes = exc.exceptions if isinstance(exc, BaseExceptionGroup) else [exc]
         for cause in causes:

@@ -17,8 +17,10 @@ from pydantic import Field, ValidationError, ValidationInfo, field_validator, mo
 
 from adapters import registry
 from adapters.base import DeviceConfigBase, EdgeRuntimeError, SinkConfigBase, StrictModel
+from adapters.types import QueueSize, check_host
 from edge_runtime.compensation import CompensationConfig
 from edge_runtime.paths import configs_dir
+from edge_runtime.streams import DEFAULT_MAX_STREAMS
 from edge_runtime.tasks import task_union
 from edge_runtime.tasks.base import TaskConfigBase
 from edge_runtime.yamlsrc import Located, Problem, load_located
@@ -62,7 +64,7 @@ class OutboxConfig(StrictModel):
         description="SQLite file of undelivered results (WAL mode); a relative path is relative to "
         "$STATE_DIRECTORY (systemd StateDirectory=) or else the working directory.",
     )
-    max_rows: int = Field(default=100_000, gt=0, description="Undelivered rows (one per result and sink) kept at most.")
+    max_rows: QueueSize = Field(default=100_000, description="Undelivered rows (one per result and sink) kept at most.")
     when_full: Literal["block", "drop_oldest"] = Field(
         default="block",
         description="At max_rows: `block` the pipelines (nothing is lost, inputs back up and are counted where "
@@ -91,6 +93,7 @@ class ServiceConfig(StrictModel):
         host, sep, port = v.rpartition(":")
         if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
             raise ValueError("expected host:port, e.g. 127.0.0.1:9464 (or null to disable)")
+        check_host(host)
         return v
 
     inference_workers: int = Field(
@@ -100,6 +103,23 @@ class ServiceConfig(StrictModel):
         default=None,
         description="Ambient range [lo, hi] degC the site sees over a year (e.g. [-35, 35]); `validate` warns when "
         "a compensation layer's calibration is not valid over all of it.",
+    )
+    progress_timeout_s: float = Field(
+        default=60.0,
+        gt=0,
+        le=3600,
+        allow_inf_nan=False,
+        description="Longest inputs may wait with no result stored before the service counts as stalled: "
+        "/healthz answers 503 and the systemd watchdog is no longer petted (so systemd restarts it).",
+    )
+    max_streams: int = Field(
+        default=DEFAULT_MAX_STREAMS,
+        ge=1,
+        le=1_000_000,
+        strict=True,
+        description="Most streams whose state (routes, latest reading, ring buffer, debounce) is kept; the least "
+        "recently seen stream is evicted beyond it and counted (`*_evicted_total`), so a flood of new topics "
+        "costs bounded memory.",
     )
 
 
@@ -114,7 +134,7 @@ class BatchingConfig(StrictModel):
     max_wait_ms: float = Field(
         default=20.0, ge=0, description="Longest an input waits for a batch to fill before it runs anyway."
     )
-    queue_size: int = Field(default=256, ge=1, description="Bounded input queue length of the pipeline.")
+    queue_size: QueueSize = Field(default=256, description="Bounded input queue length of the pipeline.")
     when_full: Literal["block", "drop_oldest"] | None = Field(
         default=None,
         description="Input queue policy: `drop_oldest` (default for camera frames: the newest matters) or "
@@ -197,6 +217,18 @@ def cross_check(d: Deployment) -> list[tuple[tuple[str | int, ...], str]]:
                 problems.append(
                     (("pipelines", i, "inputs", j), f"'{pattern}' matches no device id (devices: {sorted(device_ids)})")
                 )
+    forbidden = [(i, block) for i, dev in enumerate(d.devices) for block in dev.forbidden_blocks()]
+    for i, sink in enumerate(d.sinks):
+        for write in sink.written_blocks():
+            for j, block in ((j, b) for j, b in forbidden if b.meets(write)):
+                problems.append(
+                    (
+                        ("sinks", i, *_path(write.field)),
+                        f"writes {write.table} {write.first}..{write.last} on {write.endpoint}, which "
+                        f"devices.{j} ({d.devices[j].id}) declares forbidden ({block.field}: {block.table} "
+                        f"{block.first}..{block.last})",
+                    )
+                )
     owners: dict[str, int] = {}
     for i, dev in enumerate(d.devices):
         for res in dev.exclusive_resources():
@@ -206,6 +238,10 @@ def cross_check(d: Deployment) -> list[tuple[tuple[str | int, ...], str]]:
                 )
             owners.setdefault(res.name, i)
     return problems
+
+
+def _path(field: str) -> tuple[str | int, ...]:
+    return tuple(int(p) if p.isdigit() else p for p in field.split("."))
 
 
 def check_models(d: Deployment) -> list[tuple[tuple[str | int, ...], str]]:

@@ -1,90 +1,212 @@
-"""Prometheus text exposition of the service's counters, served on `service.metrics_listen`.
+"""`/metrics` (Prometheus) and `/healthz` on `service.metrics_listen`, as plain functions of the service.
 
-Counters are the components' own `Stats`; nothing is sampled on the hot path to produce them. A tiny HTTP
-responder is enough for one scrape endpoint, so no client library is added.
+`render(service)` and `health(service)` are what the HTTP responder serves; any other page (an operator UI) may
+call them too. Metrics go through `prometheus_client`: one `CollectorRegistry` per service (two services in one
+process, as in tests, never mix), so names, HELP/TYPE lines and label escaping follow the exposition format, and a
+hostile unit or topic cannot forge lines. Counters are the components' own `Stats`, read at scrape time; nothing
+is sampled on the hot path for them. Latency is a histogram (cumulative buckets add up across gateways, unlike
+quantiles); process metrics (RSS, CPU, open files) and `edge_runtime_build_info` come with it.
+
+Health (the same rule drives the systemd watchdog): a pipeline makes progress when it has no input waiting, or
+when it finished a batch (results stored in the outbox) within `service.progress_timeout_s` of its inputs
+arriving. A hung inference thread or a stuck outbox makes `/healthz` answer 503 with the reason. A device that
+sends nothing is not a fault of the runtime (a stopped line is quiet); its source's counters show it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
+import logging
+import platform
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING
 
-import numpy as np
+from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from adapters.supervise import Backoff
+from edge_runtime.pipeline import LATENCY_BUCKETS_S
 
 if TYPE_CHECKING:
     from edge_runtime.service import Service
 
-__all__ = ["MetricsServer", "render"]
+__all__ = ["CONTENT_TYPE", "Health", "MetricsServer", "health", "make_registry", "render"]
 
-_BAD = re.compile(r"[^a-zA-Z0-9_]")
+log = logging.getLogger("edge_runtime.metrics")
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+_P = "edge_runtime"
+
+
+def _package_version() -> str:
+    try:
+        return version("edge-runtime")
+    except PackageNotFoundError:
+        return "unknown"
 
 
 def _name(text: str) -> str:
-    return _BAD.sub("_", text)
+    return "".join(c if c.isalnum() or c == "_" else "_" for c in text)
 
 
-def _label(value: str) -> str:
-    """A label value in the exposition format: backslash, double quote and newline escaped."""
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+class _ServiceCollector(Collector):
+    """Reads the service's counters, queues and latest readings at scrape time."""
+
+    def __init__(self, service: Service) -> None:
+        self.service = service
+
+    def collect(self) -> Iterator[Metric]:
+        svc = self.service
+        counters: dict[str, CounterMetricFamily] = {}
+
+        def counter(metric: str, label: str, value: float, labels: list[str] | None = None, doc: str = "") -> None:
+            name = f"{_P}_{_name(metric)}"
+            fam = counters.get(name)
+            if fam is None:
+                fam = counters[name] = CounterMetricFamily(name, doc or f"Count of {metric}.", labels=labels or [])
+            fam.add_metric([label] if labels else [], value)
+
+        for p in svc.pipelines:
+            for key, value in sorted(p.stats.items()):
+                counter(f"pipeline_{key}", p.id, value, ["pipeline"])
+        for s in svc.sources:
+            for key, value in sorted(s.stats.items()):
+                counter(f"source_{key}", s.name, value, ["source"])
+        for name, sink in svc.sinks.items():
+            for key, value in sorted(sink.stats.items()):
+                counter(f"sink_{key}", name, value, ["sink"])
+        for key, value in sorted(svc.stats.items()):
+            counter(key, "", value, doc=f"Count of {key} (service).")
+        counter("outbox_dropped_rows", "", svc.outbox.dropped, doc="Outbox rows dropped when full (drop_oldest).")
+        yield from counters.values()
+
+        queue = GaugeMetricFamily(f"{_P}_pipeline_queue_length", "Inputs waiting in the pipeline.", labels=["pipeline"])
+        stalled = GaugeMetricFamily(
+            f"{_P}_pipeline_stalled_seconds", "How long inputs have waited with no batch finished.", labels=["pipeline"]
+        )
+        latency = HistogramMetricFamily(
+            f"{_P}_pipeline_latency_seconds", "Input arrival to result stored.", labels=["pipeline"]
+        )
+        now = time.monotonic()
+        for p in svc.pipelines:
+            queue.add_metric([p.id], len(p.queue))
+            stalled.add_metric([p.id], p.stalled_s(now))
+            cumulative = p.latency_counts.cumsum()
+            buckets = [(f"{b:g}", float(c)) for b, c in zip(LATENCY_BUCKETS_S, cumulative[:-1], strict=True)]
+            buckets.append(("+Inf", float(cumulative[-1])))
+            latency.add_metric([p.id], buckets, p.latency_sum_s)
+        yield from (queue, stalled, latency)
+
+        layer_gauges: dict[str, GaugeMetricFamily] = {}  # compensation layers' own gauges (lens health)
+        for p in svc.pipelines:
+            for metric, labels, level in p.compensator.gauges():
+                keys = ["pipeline", *sorted(labels)]
+                name = f"{_P}_{_name(metric)}"
+                fam = layer_gauges.get(name)
+                if fam is None:
+                    fam = layer_gauges[name] = GaugeMetricFamily(name, f"{metric} (compensation layer).", labels=keys)
+                fam.add_metric([p.id, *(labels[k] for k in sorted(labels))], level)
+        yield from layer_gauges.values()
+
+        reading = GaugeMetricFamily(
+            f"{_P}_reading", "Latest scalar value per stream.", labels=["stream", "unit", "quality"]
+        )
+        for stream, r in sorted(svc.latest.items()):
+            try:
+                scalar = float(r.value)
+            except (TypeError, ValueError):  # strings and other non-numeric tags have no gauge
+                continue
+            reading.add_metric([stream, r.unit, r.quality], scalar)
+        yield reading
+        yield GaugeMetricFamily(f"{_P}_outbox_pending_rows", "Rows waiting for a sink.", value=svc.outbox.pending_rows)
+        ok = health(svc).ok
+        yield GaugeMetricFamily(f"{_P}_healthy", "1 when every pipeline makes progress.", value=1.0 if ok else 0.0)
+        build = GaugeMetricFamily(f"{_P}_build_info", "Version of the runtime.", labels=["version", "python"])
+        build.add_metric([_package_version(), platform.python_version()], 1.0)
+        yield build
+
+
+def make_registry(service: Service) -> CollectorRegistry:
+    """The service's own registry: its collector plus process and platform metrics."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_ServiceCollector(service))
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    return registry
 
 
 def render(service: Service) -> str:
-    lines: list[str] = []
-    typed: set[str] = set()
+    """The Prometheus text exposition of the service."""
+    return generate_latest(service.registry).decode()
 
-    def sample(kind: str, metric: str, labels: dict[str, str], value: float) -> None:
-        name = f"edge_runtime_{_name(metric)}"
-        if name not in typed:
-            typed.add(name)
-            lines.append(f"# TYPE {name} {kind}")
-        body = ",".join(f'{k}="{_label(v)}"' for k, v in labels.items())
-        lines.append(f"{name}{{{body}}} {value:g}")
 
-    def counter(metric: str, labels: dict[str, str], value: float) -> None:
-        sample("counter", metric, labels, value)
+@dataclass(frozen=True, slots=True)
+class Health:
+    ok: bool
+    reason: str  # one line: "ok: ..." or what is stuck
 
-    def gauge(metric: str, labels: dict[str, str], value: float) -> None:
-        sample("gauge", metric, labels, value)
 
-    for p in service.pipelines:
-        for key, value in p.stats.items():
-            counter(f"pipeline_{key}_total", {"pipeline": p.id}, value)
-        gauge("pipeline_queue_length", {"pipeline": p.id}, len(p.queue))
-        if p.latencies_ns:
-            lat = np.fromiter(p.latencies_ns, dtype=np.int64)
-            for q in (0.5, 0.99):
-                gauge("pipeline_latency_seconds", {"pipeline": p.id, "quantile": str(q)}, np.quantile(lat, q) / 1e9)
-    for s in service.sources:
-        for key, value in s.stats.items():
-            counter(f"source_{key}_total", {"source": s.name}, value)
-    for name, sink in service.sinks.items():
-        for key, value in sink.stats.items():
-            counter(f"sink_{key}_total", {"sink": name}, value)
-    for stream, reading in sorted(service.latest.items()):
-        labels = {"stream": stream, "unit": reading.unit, "quality": reading.quality}
-        try:
-            gauge("reading", labels, float(reading.value))
-        except (TypeError, ValueError):  # strings and other non-numeric tags have no gauge
-            continue
-    gauge("outbox_pending_rows", {}, service.outbox.pending_rows)
-    counter("outbox_dropped_rows_total", {}, service.outbox.dropped)
-    for key, value in service.stats.items():
-        counter(f"{key}_total", {}, value)
-    return "\n".join(lines) + "\n"
+def health(service: Service, now: float | None = None) -> Health:
+    """Whether every pipeline makes progress (module docstring), with a one-line summary or the reason."""
+    now = time.monotonic() if now is None else now
+    limit = service.deployment.service.progress_timeout_s
+    stuck = [
+        f"pipeline {p.id}: {len(p.queue) + p.in_flight} inputs waiting {p.stalled_s(now):.0f} s with no result "
+        f"stored (limit {limit:g} s)"
+        for p in service.pipelines
+        if p.stalled_s(now) > limit
+    ]
+    if stuck:
+        return Health(False, "stalled: " + "; ".join(stuck))
+    results = sum(p.stats["inputs"] for p in service.pipelines)
+    return Health(
+        True,
+        f"ok: {len(service.pipelines)} pipelines, {results} results, {service.outbox.pending_rows} rows pending",
+    )
 
 
 class MetricsServer:
+    """A minimal HTTP/1.1 responder for `/metrics` and `/healthz` on the event loop (one request per
+    connection). A port that is busy at start-up is retried in the background; the service runs meanwhile."""
+
     def __init__(self, listen: str, service: Service) -> None:
         host, _, port = listen.rpartition(":")
-        self.host = host or "127.0.0.1"
+        self.host = host.strip("[]") or "127.0.0.1"
         self.port = int(port)
         self.service = service
+        self.bound = asyncio.Event()
         self._server: asyncio.Server | None = None
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._handle, self.host, self.port)
+        self.bound.set()
+
+    async def serve(self, backoff: Backoff | None = None) -> None:
+        """Bind, retrying with back-off (up to a minute apart) while the port is taken; then serve for ever."""
+        backoff = backoff or Backoff(initial_s=1.0, max_s=60.0)
+        failed = False
+        while self._server is None:
+            try:
+                await self.start()
+            except OSError as exc:
+                if not failed:
+                    log.error(
+                        "event=metrics_bind_failed listen=%s:%d error=%r action=running_without_metrics "
+                        "(retrying in the background)",
+                        self.host,
+                        self.port,
+                        exc,
+                    )
+                    failed = True
+                await asyncio.sleep(backoff.next_delay())
+        if failed:
+            log.warning("event=metrics_bound listen=%s:%d", self.host, self.port)
+        await asyncio.Event().wait()
 
     async def stop(self) -> None:
         if self._server is not None:
@@ -94,15 +216,24 @@ class MetricsServer:
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5.0)
-            body = render(self.service).encode()
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5.0)
+            parts = head.split(b"\r\n", 1)[0].split()
+            path = parts[1].decode(errors="replace").split("?")[0] if len(parts) >= 2 else "/"
+            if path == "/healthz":
+                h = health(self.service)
+                status, body = ("200 OK" if h.ok else "503 Service Unavailable"), (h.reason + "\n").encode()
+                ctype = "text/plain; charset=utf-8"
+            elif path in ("/metrics", "/"):
+                status, body, ctype = "200 OK", render(self.service).encode(), CONTENT_TYPE
+            else:
+                status, body, ctype = "404 Not Found", b"/metrics or /healthz\n", "text/plain; charset=utf-8"
             writer.write(
-                b"HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\n"
-                + f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+                f"HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\n"
+                "Connection: close\r\n\r\n".encode()
                 + body
             )
             await writer.drain()
-        except (TimeoutError, asyncio.IncompleteReadError, ConnectionError):
+        except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
             pass
         finally:
             writer.close()

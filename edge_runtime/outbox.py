@@ -4,8 +4,14 @@ One row per (sink, result): each sink acknowledges on its own, so a dead OPC UA 
 rows share one `max_rows`: when a long outage fills it, `when_full` decides between blocking the pipelines
 (nothing lost) and dropping the oldest undelivered rows (the line goes on; drops counted).
 `seq` is allocated in the same transaction that stores the result, so it is strictly increasing per pipeline and
-survives restarts. Delivery is at-least-once: a crash between a sink's confirmation and the delete re-sends that
-result once, with the same `seq`, which consumers use to de-duplicate.
+survives restarts.
+
+Delivery is at-least-once, with this bound: each result is acknowledged (deleted) as soon as its sink confirms
+it, before the next is sent, so a crash of the process (kill -9, OOM kill, a watchdog restart) re-sends at most
+one result per sink: the one confirmed but not yet deleted. Acks are committed without an fsync (WAL, synchronous
+NORMAL: durable across a process crash, one cheap write each), so after a power cut the acks of the last moments
+may be undone too and a few more results are re-sent; a stored result is never lost either way. Re-sent results
+carry the same `seq`: consumers de-duplicate on (`pipeline`, `seq`).
 """
 
 from __future__ import annotations
@@ -25,13 +31,14 @@ from typing import Any, Literal, TypeVar
 from adapters.base import AdapterError, DeliveryError, EdgeRuntimeError, Result, Sink, dumps
 from adapters.supervise import Backoff
 
-__all__ = ["Outbox", "PendingResult", "deliver_forever"]
+__all__ = ["Outbox", "OutboxError", "PendingResult", "deliver_forever"]
 
 log = logging.getLogger("edge_runtime.outbox")
 T = TypeVar("T")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS seqs (pipeline TEXT PRIMARY KEY, last_seq INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS seq_floor (floor INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS pending (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     sink TEXT NOT NULL,
@@ -55,6 +62,10 @@ CREATE TABLE IF NOT EXISTS rejected (
 """
 
 MAX_ATTEMPTS_UNEXPECTED = 10
+
+
+class OutboxError(EdgeRuntimeError):
+    """The outbox file cannot be created or opened (a path that is not writable); the service cannot start."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +101,7 @@ class Outbox:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="outbox")
         self._db: sqlite3.Connection | None = None
         self._rows = 0
+        self._seq_floor = 0  # > 0 after a corrupt file was quarantined: new seqs start above every old one
         self._space = asyncio.Condition()
         self._new: dict[str, asyncio.Event] = {}
 
@@ -99,15 +111,61 @@ class Outbox:
         so they neither count against `max_rows` nor wait for ever."""
         await self._call(self._open_sync, None if sinks is None else list(sinks))
 
-    def _open_sync(self, sinks: list[str] | None) -> None:
-        if str(self.path) != ":memory:":
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+    def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False, timeout=5.0)
-        db.execute("PRAGMA journal_mode=WAL")
-        # FULL: a result (and its seq) reported stored is on disk even after a power cut; with NORMAL the last
-        # commits could vanish and seq would repeat after the reboot.
-        db.execute("PRAGMA synchronous=FULL")
-        db.executescript(_SCHEMA)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            # FULL: a result (and its seq) reported stored is on disk even after a power cut; with NORMAL the last
+            # commits could vanish and seq would repeat after the reboot.
+            db.execute("PRAGMA synchronous=FULL")
+            check = db.execute("PRAGMA quick_check").fetchone()
+            if check is None or check[0] != "ok":
+                raise sqlite3.DatabaseError(f"quick_check: {check[0] if check else 'no answer'}")
+            db.executescript(_SCHEMA)
+        except BaseException:
+            db.close()
+            raise
+        return db
+
+    def _quarantine(self, exc: sqlite3.DatabaseError) -> None:
+        """Rename a corrupt file (and its WAL) aside with a UTC timestamp, for inspection; a new one starts with
+        seqs above any the old file can have handed out (microseconds since the epoch)."""
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        aside = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
+        for suffix in ("", "-wal", "-shm"):
+            part = self.path.with_name(self.path.name + suffix)
+            if part.exists():
+                part.rename(aside.with_name(aside.name + suffix))
+        self._seq_floor = time.time_ns() // 1000
+        log.error(
+            "event=outbox_quarantined path=%s moved_to=%s error=%r action=new_outbox seq_floor=%d "
+            "(undelivered results in the old file are not sent; inspect it with sqlite3)",
+            self.path,
+            aside.name,
+            exc,
+            self._seq_floor,
+        )
+
+    def _open_sync(self, sinks: list[str] | None) -> None:
+        try:
+            if str(self.path) != ":memory:":
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                db = self._connect()
+            except sqlite3.OperationalError:
+                raise
+            except sqlite3.DatabaseError as exc:  # not a database, or a damaged one
+                self._quarantine(exc)
+                db = self._connect()
+        except (OSError, sqlite3.Error) as exc:
+            raise OutboxError(
+                f"outbox {self.path}: cannot create or open it ({exc}); check service.outbox.path and that the "
+                "service's user may write to its directory"
+            ) from exc
+        if self._seq_floor:
+            db.execute("INSERT INTO seq_floor (floor) VALUES (?)", (self._seq_floor,))
+        row = db.execute("SELECT MAX(floor) FROM seq_floor").fetchone()
+        self._seq_floor = int(row[0]) if row and row[0] is not None else 0
         self._db = db
         if sinks is not None:
             marks = ",".join("?" * len(sinks))
@@ -209,7 +267,7 @@ class Outbox:
         db.execute("BEGIN IMMEDIATE")
         try:
             row = db.execute("SELECT last_seq FROM seqs WHERE pipeline = ?", (pipeline,)).fetchone()
-            first = (row[0] if row else 0) + 1
+            first = max(row[0] if row else 0, self._seq_floor) + 1
             seqs = list(range(first, first + len(results)))
             db.execute(
                 "INSERT INTO seqs (pipeline, last_seq) VALUES (?, ?) "
@@ -267,13 +325,19 @@ class Outbox:
 
     def _ack_sync(self, ids: list[int]) -> int:
         db = self._conn()
-        db.execute("BEGIN IMMEDIATE")  # one transaction (one fsync) per acknowledged batch, not per row
+        # An ack that a power cut undoes only re-sends a result, so it skips the fsync (module docstring); a
+        # result's own store keeps synchronous=FULL.
+        db.execute("PRAGMA synchronous=NORMAL")
         try:
-            deleted = db.execute(f"DELETE FROM pending WHERE id IN ({','.join('?' * len(ids))})", ids).rowcount
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                deleted = db.execute(f"DELETE FROM pending WHERE id IN ({','.join('?' * len(ids))})", ids).rowcount
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+        finally:
+            db.execute("PRAGMA synchronous=FULL")
         return int(deleted)
 
     async def reject(self, ident: int, reason: str) -> None:
@@ -351,7 +415,6 @@ async def deliver_forever(
         if not items:
             await new.wait()
             continue
-        done: list[int] = []
         try:
             for item in items:
                 if max_age_s is not None and time.time_ns() - item.created_ns > max_age_s * 1e9:
@@ -375,7 +438,8 @@ async def deliver_forever(
                         raise DeliveryError(f"unexpected {exc!r}") from exc
                     await _reject(outbox, sink, item, exc)
                     continue
-                done.append(item.id)
+                await outbox.ack([item.id])  # before the next is sent: a crash re-sends at most this one
+                sink.stats["acknowledged"] += 1
             if failing:
                 log.warning("event=sink_recovered sink=%s", sink.name)
                 failing = False
@@ -387,8 +451,6 @@ async def deliver_forever(
             if not failing:  # once per outage, not once per retry
                 log.warning("event=sink_failed sink=%s error=%r (results wait in the outbox)", sink.name, exc)
                 failing = True
-            await outbox.ack(done)
-            sink.stats["acknowledged"] += len(done)
             if reopen_after is not None and consecutive >= reopen_after:
                 return
             await asyncio.sleep(backoff.next_delay())
@@ -397,8 +459,6 @@ async def deliver_forever(
             log.error("event=outbox_update_failed sink=%s error=%r", sink.name, exc)
             await asyncio.sleep(backoff.next_delay())
             continue
-        await outbox.ack(done)
-        sink.stats["acknowledged"] += len(done)
 
 
 async def _reject(outbox: Outbox, sink: Sink, item: PendingResult, exc: Exception) -> None:

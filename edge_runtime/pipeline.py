@@ -25,12 +25,17 @@ import numpy.typing as npt
 from adapters.base import Frame, Reading, Result, Sample, Stats
 from edge_runtime.compensation import Compensator
 from edge_runtime.dsp import cut_windows, source_window_length
+from edge_runtime.streams import DEFAULT_MAX_STREAMS, StreamMap
 from edge_runtime.tasks.base import Task, Window
 
 __all__ = ["BoundedQueue", "Pipeline", "Pipelined", "WindowBuffer"]
 
 log = logging.getLogger("edge_runtime.pipeline")
 T = TypeVar("T")
+
+# Latency histogram bucket bounds (seconds, Prometheus `le`): cumulative counts add up across gateways.
+LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+_BUCKET_EDGES_NS = np.array([round(b * 1e9) for b in LATENCY_BUCKETS_S], dtype=np.int64)
 
 
 class WindowBuffer:
@@ -175,6 +180,7 @@ class Pipeline:
         executor: Executor,
         on_result: ResultHandler,
         compensator: Compensator | None = None,
+        max_streams: int = DEFAULT_MAX_STREAMS,
     ) -> None:
         self.id = pipeline_id
         self.patterns = list(inputs)
@@ -191,19 +197,40 @@ class Pipeline:
             raise ValueError(f"pipeline {pipeline_id}: model hop {self.hop} must be in 1..window ({self.window})")
         policy = when_full or ("block" if self.waveform else "drop_oldest")
         self.queue: BoundedQueue[Pipelined] = BoundedQueue(queue_size, policy, self.stats, "input")
-        self._buffers: dict[str, WindowBuffer] = {}
+        self._buffers: StreamMap[str, WindowBuffer] = StreamMap(max_streams, self.stats, "buffers_evicted")
         self._executor = executor
         self._on_result = on_result
         self.compensator = compensator or Compensator([])
         self.latencies_ns: collections.deque[int] = collections.deque(maxlen=10_000)
-        self._warned: set[str] = set()
+        self._warned: StreamMap[str, bool] = StreamMap(max_streams, self.stats, "warnings_evicted")
+        task_state = getattr(task, "stream_state", None)  # a task's own per-stream state gets the same bound
+        if isinstance(task_state, StreamMap):
+            task_state.limit, task_state.stats, task_state.key = max_streams, self.stats, "task_state_evicted"
         self._in_flight = 0  # inputs taken from the queue whose results are not stored yet
         self._failing = False  # the last batch failed: log the next failure not at all, the recovery once
+        # Progress (health and watchdog): since when inputs have waited with no batch finished; None when idle.
+        self.waiting_since: float | None = None
+        self.latency_counts = np.zeros(len(LATENCY_BUCKETS_S) + 1, dtype=np.int64)  # last slot: above all bounds
+        self.latency_sum_s = 0.0
 
     @property
     def idle(self) -> bool:
         """Nothing queued and nothing being processed: every input so far has its result in the outbox."""
         return len(self.queue) == 0 and self._in_flight == 0
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    def stalled_s(self, now: float | None = None) -> float:
+        """How long inputs have been waiting without the pipeline finishing a batch (0 when idle or moving)."""
+        if self.waiting_since is None:
+            return 0.0
+        return max(0.0, (time.monotonic() if now is None else now) - self.waiting_since)
+
+    def _waiting(self) -> None:
+        if self.waiting_since is None:
+            self.waiting_since = time.monotonic()
 
     def matches(self, stream: str) -> bool:
         return any(fnmatch.fnmatchcase(stream, p) for p in self.patterns)
@@ -221,6 +248,7 @@ class Pipeline:
             if self.waveform:
                 self._warn_once(sample.stream, "frame sent to a waveform pipeline")
                 return
+            self._waiting()
             await self.queue.put(Pipelined(sample, now))
             return
         if not self.waveform:
@@ -238,12 +266,13 @@ class Pipeline:
             buf = WindowBuffer(sample.stream, sample.rate_hz, self.rate_hz, self.window, self.hop)
             self._buffers[sample.stream] = buf
         for window in buf.push(sample.t_ns, sample.value):
+            self._waiting()
             await self.queue.put(Pipelined(window, now))
 
     def _warn_once(self, stream: str, why: str) -> None:
         key = f"{stream}:{why}"
         if key not in self._warned:
-            self._warned.add(key)
+            self._warned[key] = True
             log.warning("event=input_ignored pipeline=%s stream=%s why=%r", self.id, stream, why)
 
     async def run(self) -> None:
@@ -255,6 +284,7 @@ class Pipeline:
                 await self._process(loop, batch)
             finally:
                 self._in_flight = 0
+                self.waiting_since = time.monotonic() if len(self.queue) else None
 
     async def _process(self, loop: asyncio.AbstractEventLoop, batch: list[Pipelined]) -> None:
         items = [p.item for p in batch]
@@ -274,12 +304,15 @@ class Pipeline:
         self.stats["batches"] += 1
         self.stats["inputs"] += len(items)
         results = []
-        for pipelined, outcome in zip(batch, outcomes, strict=True):
-            latency = time.time_ns() - pipelined.ingest_ns
+        latencies = np.empty(len(batch), dtype=np.int64)
+        for i, (pipelined, outcome) in enumerate(zip(batch, outcomes, strict=True)):
+            latency = latencies[i] = time.time_ns() - pipelined.ingest_ns
             self.latencies_ns.append(latency)
             results.append(
                 outcome.with_(pipeline=self.id, t_ns=pipelined.item.t_ns, latency_ns=latency, model=self.model_ident)
             )
+        np.add.at(self.latency_counts, np.searchsorted(_BUCKET_EDGES_NS, latencies, side="left"), 1)
+        self.latency_sum_s += float(latencies.sum()) / 1e9
         try:
             await self._on_result(self.id, results)  # one durable transaction per micro-batch
         except Exception as exc:  # storage retries on its own; what reaches here is a bug, not an outage

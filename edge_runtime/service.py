@@ -24,9 +24,10 @@ from adapters.supervise import Backoff, OutageLog, close_quietly, supervise
 from edge_runtime.compensation import Compensator, build_layers
 from edge_runtime.config import Deployment, PipelineConfig, validate_file
 from edge_runtime.inference import ModelRunner, load_model
-from edge_runtime.metrics import MetricsServer
+from edge_runtime.metrics import Health, MetricsServer, health, make_registry
 from edge_runtime.outbox import Outbox, deliver_forever
 from edge_runtime.pipeline import Pipeline
+from edge_runtime.streams import StreamMap
 from edge_runtime.tasks import make_task
 
 if TYPE_CHECKING:
@@ -44,7 +45,9 @@ SampleObserver = Callable[[Sample], None]
 
 
 class _Notifier:
-    """systemd `Type=notify`: READY=1 once running, WATCHDOG=1 at half the watchdog period."""
+    """systemd `Type=notify`: READY=1 once running; WATCHDOG=1 at half the watchdog period, but only while the
+    service makes progress (`metrics.health`), with a one-line `STATUS=`. The check runs on the event loop, so a
+    blocked loop stops the pets too; a hung inference thread or stuck outbox shows as a stalled pipeline."""
 
     def __init__(self) -> None:
         self.address = os.environ.get("NOTIFY_SOCKET")
@@ -61,12 +64,24 @@ class _Notifier:
         except OSError as exc:  # systemd gone or socket unwritable: never a reason to stop inference
             log.warning("event=sd_notify_failed message=%s error=%r", message.split("=")[0], exc)
 
-    async def watchdog(self) -> None:
-        if not self.address or not self.watchdog_s:
+    async def watchdog(self, check: Callable[[], Health], status_every_s: float = 10.0) -> None:
+        if not self.address:
             return
+        period = min(self.watchdog_s or status_every_s, status_every_s)
+        withheld = False
         while True:
-            self.send("WATCHDOG=1")
-            await asyncio.sleep(self.watchdog_s)
+            h = check()
+            if h.ok and self.watchdog_s:
+                self.send(f"WATCHDOG=1\nSTATUS={h.reason}")
+            else:
+                self.send(f"STATUS={h.reason}")
+            if h.ok == withheld:  # log the change, not every period
+                withheld = not h.ok
+                if withheld:
+                    log.error("event=watchdog_withheld reason=%r (systemd restarts the service)", h.reason)
+                else:
+                    log.warning("event=watchdog_resumed status=%r", h.reason)
+            await asyncio.sleep(period)
 
 
 class Service:
@@ -80,11 +95,14 @@ class Service:
         self.stats = Stats()
         self.result_observers: list[ResultObserver] = []
         self.sample_observers: list[SampleObserver] = []
-        self._routes: dict[str, tuple[list[Pipeline], list[Pipeline]]] = {}  # stream -> (inputs to, side inputs to)
-        # Latest scalar reading per stream: exported as metrics, so tags without a model are still visible.
-        self.latest: dict[str, Reading] = {}
-        self._outputs: dict[str, list[str]] = {}
         svc = deployment.service
+        # stream -> (pipelines it is an input of, pipelines it is a side input of)
+        self._routes: StreamMap[str, tuple[list[Pipeline], list[Pipeline]]] = StreamMap(
+            svc.max_streams, self.stats, "routes_evicted"
+        )
+        # Latest scalar reading per stream: exported as metrics, so tags without a model are still visible.
+        self.latest: StreamMap[str, Reading] = StreamMap(svc.max_streams, self.stats, "latest_evicted")
+        self._outputs: dict[str, list[str]] = {}
         outbox_path = Path(svc.outbox.path)
         if not outbox_path.is_absolute():
             outbox_path = self.base_dir / outbox_path
@@ -99,6 +117,8 @@ class Service:
         self._sink_tasks: dict[str, asyncio.Task[Any]] = {}
         self._pipeline_tasks: dict[int, asyncio.Task[Any]] = {}  # by id(pipeline): old and new share a name
         self._reload_lock = asyncio.Lock()
+        self.registry = make_registry(self)  # this service's metrics only (edge_runtime.metrics.render)
+        self.metrics: MetricsServer | None = None
 
     def load(self) -> None:
         """Open models and build components; raises ModelError/AdapterError before anything runs."""
@@ -133,6 +153,7 @@ class Service:
             compensator=Compensator(
                 build_layers(p.compensation, self.config_dir, p.id, waveform="window" in runner.manifest.preprocessing)
             ),
+            max_streams=self.deployment.service.max_streams,
         )
 
     async def _store_results(self, pipeline: str, batch: list[Result]) -> list[Result]:
@@ -226,18 +247,19 @@ class Service:
         metrics: MetricsServer | None = None
         try:
             if self.deployment.service.metrics_listen:
-                metrics = MetricsServer(self.deployment.service.metrics_listen, self)
-                await metrics.start()
+                metrics = self.metrics = MetricsServer(self.deployment.service.metrics_listen, self)
             await self._start_ui()
             async with asyncio.TaskGroup() as tg:
                 self._tg = tg
+                # a busy metrics port is retried in the background, never a reason to exit
+                metrics_task = None if metrics is None else tg.create_task(metrics.serve(), name="metrics")
                 for sink_config in self.deployment.sinks:
                     self._start_sink(sink_config.id, sink_config.max_age())
                 for pipeline in self.pipelines:
                     self._start_pipeline(pipeline)
                 for device, source in zip(self.deployment.devices, self.sources, strict=True):
                     self._start_source(device.id, source)
-                watchdog = tg.create_task(notifier.watchdog(), name="watchdog")
+                watchdog = tg.create_task(notifier.watchdog(lambda: health(self)), name="watchdog")
                 notifier.send("READY=1")
                 self.started.set()
                 log.info(
@@ -255,8 +277,9 @@ class Service:
                 notifier.send("STOPPING=1")
                 async with self._reload_lock:  # a reload in progress finishes first
                     await self._drain(list(self._source_tasks.values()), drain_s)
-                    for task in [*self._sink_tasks.values(), *self._pipeline_tasks.values(), watchdog]:
-                        task.cancel()
+                    for task in [*self._sink_tasks.values(), *self._pipeline_tasks.values(), watchdog, metrics_task]:
+                        if task is not None:
+                            task.cancel()
                     self._tg = None
         finally:
             await self._close_all()

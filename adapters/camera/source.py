@@ -25,6 +25,7 @@ import numpy.typing as npt
 
 from adapters.base import AdapterError, Frame, Stats, now_ns
 from adapters.camera.config import IMAGE_SUFFIXES, CameraConfig
+from adapters.supervise import DecodeGuard
 
 __all__ = ["CameraSource", "SourceKind", "classify_source", "redact"]
 
@@ -71,11 +72,24 @@ def _as_bgr(image: Any) -> Image:
     array = np.asarray(image)
     if array.ndim == 2:
         array = cv2.cvtColor(array, cv2.COLOR_GRAY2BGR)
+    elif array.ndim != 3 or array.shape[2] not in (3, 4) or array.size == 0:
+        raise AdapterError(f"image of shape {array.shape} is neither grey, BGR nor BGRA")
     elif array.shape[2] == 4:
         array = cv2.cvtColor(array, cv2.COLOR_BGRA2BGR)
     if array.dtype != np.uint8:
         array = cv2.convertScaleAbs(array)
     return np.asarray(array, dtype=np.uint8)
+
+
+def decode_image(data: bytes) -> Image:
+    """The BGR uint8 image of encoded bytes (JPEG, PNG, BMP, TIFF...); raises on anything else. Callers go
+    through a `DecodeGuard`, so hostile bytes are counted, never raised out of the capture thread."""
+    import cv2
+
+    image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
+    if image is None:
+        raise AdapterError(f"{len(data)} bytes are not a decodable image")
+    return _as_bgr(image)
 
 
 class _CaptureReader:
@@ -144,6 +158,10 @@ class _CaptureReader:
         self._cap.release()
 
 
+def _read_image(path: Path) -> Image:
+    return decode_image(path.read_bytes())
+
+
 class _FolderReader:
     """Images of a folder in sorted name order; unreadable files are counted and skipped."""
 
@@ -155,6 +173,7 @@ class _FolderReader:
         self._files = self._list()
         self._next = 0
         self._bad_burst = 0
+        self._guard = DecodeGuard("image_unreadable", stats, "frames_unreadable", camera=config.id)
 
     def _list(self) -> list[Path]:
         files = sorted(p for p in self.folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
@@ -163,8 +182,6 @@ class _FolderReader:
         return files
 
     def read(self) -> tuple[Image, dict[str, float | str]] | None:
-        import cv2
-
         readable_in_pass = False
         while True:
             if self._next >= len(self._files):
@@ -175,17 +192,14 @@ class _FolderReader:
                 self._files, self._next = self._list(), 0  # new files in the folder join the next pass
             path = self._files[self._next]
             self._next += 1
-            image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+            image = self._guard(_read_image, path, file=path.name)
             if image is None:
-                self.stats["frames_unreadable"] += 1
-                if self._bad_burst == 0:
-                    log.warning("event=image_unreadable camera=%s file=%s", self.config.id, path.name)
                 self._bad_burst += 1
                 continue
             if self._bad_burst:
                 log.info("event=images_readable_again camera=%s skipped=%d", self.config.id, self._bad_burst)
             self._bad_burst, readable_in_pass = 0, True
-            return _as_bgr(image), {"source": path.name}
+            return image, {"source": path.name}
 
     def release(self) -> None:
         pass

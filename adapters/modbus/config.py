@@ -12,9 +12,10 @@ from typing import Annotated, Literal, NamedTuple
 
 from pydantic import Field, model_validator
 
-from adapters.base import DeviceConfigBase, ExclusiveResource, SinkConfigBase, StrictModel
+from adapters.base import AddressBlock, DeviceConfigBase, ExclusiveResource, SinkConfigBase, StrictModel
 from adapters.modbus.codec import ByteOrder, Dtype, register_count
 from adapters.modbus.plan import BIT_TABLES
+from adapters.types import Host, Port
 
 __all__ = [
     "AddressRange",
@@ -193,8 +194,8 @@ class ModbusTcpConfig(ModbusDeviceBase):
     """A Modbus TCP device (PLC, gateway); one unit id."""
 
     kind: Literal["modbus-tcp"] = Field(description="Device kind.")
-    host: str = Field(default="127.0.0.1", description="Host name or IP address of the device.")
-    port: int = Field(default=502, ge=1, le=65535, description="TCP port.")
+    host: Host = Field(default="127.0.0.1", description="Host name or IP address of the device.")
+    port: Port = Field(default=502, description="TCP port.")
     device_id: int = Field(default=1, ge=0, le=255, description="Modbus unit id (slave address behind a gateway).")
     timeout_s: float = Field(default=1.0, gt=0, le=60, description="Timeout of one request.")
 
@@ -205,6 +206,12 @@ class ModbusTcpConfig(ModbusDeviceBase):
             raise ValueError("a device needs at least one tag")
         self._check_tags(self.tags, "tags")
         return self
+
+    def forbidden_blocks(self) -> list[AddressBlock]:
+        return [
+            AddressBlock(f"tcp {self.host.lower()}:{self.port}", r.table, r.start, r.last, f"forbidden.{i}")
+            for i, r in enumerate(self.forbidden)
+        ]
 
     def slaves(self) -> list[Slave]:
         return [Slave(self.device_id, self.id, list(self.tags))]
@@ -268,6 +275,12 @@ class ModbusRtuConfig(SerialLine, ModbusDeviceBase):
             for d in self.devices
         ]
 
+    def forbidden_blocks(self) -> list[AddressBlock]:
+        return [
+            AddressBlock(f"serial {self.serial_port}", r.table, r.start, r.last, f"forbidden.{i}")
+            for i, r in enumerate(self.forbidden)
+        ]
+
     def exclusive_resources(self) -> list[ExclusiveResource]:
         """One serial line, one owner: two devices polling one port would garble each other's frames."""
         return [
@@ -281,8 +294,8 @@ class TcpConnection(StrictModel):
     """Where a write sink reaches a Modbus TCP device."""
 
     transport: Literal["tcp"] = Field(default="tcp", description="Connection type.")
-    host: str = Field(default="127.0.0.1", description="Host name or IP address.")
-    port: int = Field(default=502, ge=1, le=65535, description="TCP port.")
+    host: Host = Field(default="127.0.0.1", description="Host name or IP address.")
+    port: Port = Field(default=502, description="TCP port.")
 
 
 class RtuConnection(SerialLine):
@@ -380,9 +393,27 @@ class ModbusWriteConfig(SinkConfigBase):
                 )
         return self
 
+    forbidden: list[AddressRange] = Field(
+        default_factory=list,
+        description="Never written, even inside `writable` (the device's program area). `validate` also refuses "
+        "actions that hit a `forbidden` range of a device deployed on the same host:port or serial line.",
+    )
+
+    @property
+    def endpoint(self) -> str:
+        c = self.connection
+        return f"tcp {c.host.lower()}:{c.port}" if isinstance(c, TcpConnection) else f"serial {c.serial_port}"
+
     def allows(self, table: str, first: int, last: int) -> bool:
-        """True when every address in [first, last] of `table` is allow-listed."""
+        """True when every address in [first, last] of `table` is allow-listed and none is forbidden."""
+        if any(r.meets(table, first, last) for r in self.forbidden):
+            return False
         return all(any(r.covers(table, a, a) for r in self.writable) for a in range(first, last + 1))
+
+    def written_blocks(self) -> list[AddressBlock]:
+        return [
+            AddressBlock(self.endpoint, a.table, a.address, a.last, f"actions.{i}") for i, a in enumerate(self.actions)
+        ]
 
     def max_age(self) -> float | None:
         return self.max_age_s

@@ -43,7 +43,7 @@ class ModbusWriteSink:
     """Writes result fields to coils/registers (e.g. ejector valves, an alarm coil, a score register).
 
     `deliver` returns once the device acknowledged every write; latencies are kept for p50/p99. Addresses
-    outside `writable` are refused at validation and again here (`WriteRefusedError`).
+    outside `writable`, or inside `forbidden`, are refused at validation and again here (`WriteRefusedError`).
     Stats: ``delivered``, ``writes``, ``refused``, ``missing_field``, ``clipped``, ``write_errors``.
     """
 

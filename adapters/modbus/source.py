@@ -21,13 +21,27 @@ from adapters.base import AdapterError, Reading, Sample, Stats, now_ns
 from adapters.modbus.client import READ_METHOD, connect, exceptions, serial_client, tcp_client
 from adapters.modbus.config import ModbusDeviceConfig, ModbusRtuConfig, ModbusTcpConfig
 from adapters.modbus.plan import BIT_TABLES, PlannedRead, plan_device
-from adapters.supervise import Backoff
+from adapters.supervise import Backoff, DecodeGuard
 
 __all__ = ["ModbusSource"]
 
 log = logging.getLogger("adapters.modbus")
 
 _NAN = np.array(np.nan)
+
+
+def decode_registers(read: PlannedRead, raw: npt.NDArray[Any], t_ns: int) -> list[Reading]:
+    """The readings of one response. A float that decodes to NaN or infinity is what the device sent for "no
+    value" (a sensor fault word), so it is kept with quality `bad` rather than passed on as a good value."""
+    out: list[Reading] = []
+    streams, units = read.streams, read.units
+    for decode, positions in read.groups:
+        values = decode(raw)
+        for pos, value in zip(positions, values, strict=True):
+            arr = np.asarray(value)
+            good = arr.dtype.kind not in "fc" or bool(np.isfinite(arr).all())
+            out.append(Reading(streams[pos], t_ns, arr, "good" if good else "bad", units[pos]))
+    return out
 
 
 @dataclass(slots=True)
@@ -52,6 +66,7 @@ class ModbusSource:
         self._slaves: dict[int, _SlaveState] = {}
         self._failing: set[tuple[int, str, int]] = set()
         self._consecutive_timeouts = 0
+        self._guard = DecodeGuard("modbus_undecodable", self.stats, "malformed", device=self.name)
         self._errors: tuple[type[Exception], type[Exception]] | None = None
 
     @property
@@ -164,12 +179,9 @@ class ModbusSource:
         if raw.shape[0] < req.count:
             self.stats["short_responses"] += 1
             return self._bad(read, t_ns)
-        out: list[Reading] = []
-        streams, units = read.streams, read.units
-        for decode, positions in read.groups:
-            values = decode(raw)
-            for pos, value in zip(positions, values, strict=True):
-                out.append(Reading(streams[pos], t_ns, np.asarray(value), "good", units[pos]))
+        out = self._guard(decode_registers, read, raw, t_ns, start=req.start)
+        if out is None:  # counted in stats["malformed"]; the tags show bad quality instead of a wrong value
+            return self._bad(read, t_ns)
         self.stats["readings"] += len(out)
         return out
 

@@ -1,12 +1,14 @@
 """Payload codecs: how a subscription's messages become values, and how the simulated gateway encodes blocks.
 
 A decoder is chosen once per subscription at start-up (a closure over its defaults), so the hot path only calls
-it. Decoders raise `MalformedPayloadError`; the source counts and skips such messages, never ends the stream.
+it. Decoders raise `MalformedPayloadError` on input they recognise as bad; whatever else hostile input makes
+them raise, the source's `DecodeGuard` counts and skips the message, so the stream never ends on a payload.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -58,9 +60,12 @@ def _as_float(value: Any, what: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float | str):
         raise MalformedPayloadError(f"{what} is not a number: {value!r}")
     try:
-        return float(value)
-    except ValueError as exc:
+        number = float(value)
+    except (ValueError, OverflowError) as exc:
         raise MalformedPayloadError(f"{what} is not a number: {value!r}") from exc
+    if not math.isfinite(number):
+        raise MalformedPayloadError(f"{what} is not finite: {value!r}")
+    return number
 
 
 def _rate(value: Any) -> float:
@@ -94,7 +99,7 @@ def _json_decoder(sub: MqttSubscription) -> Decoder:
             doc = {"value": doc}
         raw = doc.get("value")
         quality = doc.get("quality", "good")
-        if quality not in _QUALITIES:
+        if quality not in ("good", "uncertain", "bad"):  # a tuple: an unhashable quality compares unequal
             raise MalformedPayloadError(f"quality {quality!r} is not one of {sorted(_QUALITIES)}")
         unit = doc.get("unit", sub.unit)
         if not isinstance(unit, str):
@@ -109,9 +114,11 @@ def _json_decoder(sub: MqttSubscription) -> Decoder:
         else:
             t_ns = recv_ns
         if isinstance(raw, list):
+            if not all(isinstance(x, int | float) and not isinstance(x, bool) for x in raw):
+                raise MalformedPayloadError("value list holds something other than numbers (null, text, lists)")
             try:
                 value = np.asarray(raw, dtype=np.float64)
-            except (TypeError, ValueError) as exc:
+            except (TypeError, ValueError, OverflowError) as exc:
                 raise MalformedPayloadError(f"value list is not numeric: {exc}") from exc
             if value.ndim != 1 or value.size == 0:
                 raise MalformedPayloadError(f"value list must be a non-empty flat list, got shape {value.shape}")

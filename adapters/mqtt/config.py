@@ -6,6 +6,7 @@ Validation never touches the network: an unreachable broker fails when the compo
 from __future__ import annotations
 
 import re
+import string
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
@@ -13,6 +14,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from adapters.base import DeviceConfigBase, SinkConfigBase, StrictModel
+from adapters.types import Host, Port, QueueSize, RateHz
 
 __all__ = [
     "MqttConfig",
@@ -43,6 +45,9 @@ def check_topic_filter(topic: str) -> str:
 def check_template(template: str, fields: Mapping[str, object], what: str) -> str:
     """A `str.format` template that only uses `fields`, checked once at load so formatting never fails later."""
     try:
+        for _, name, _, _ in string.Formatter().parse(template):
+            if name is not None and ("." in name or ("[" in name and not re.fullmatch(r"\w+\[\d+\]", name))):
+                raise ValueError(f"field {{{name}}}: only plain fields and levels[N] are allowed")
         template.format_map(fields)
     except (KeyError, IndexError, ValueError, AttributeError) as exc:
         raise ValueError(f"bad {what} template {template!r}: {exc!r}; allowed fields: {sorted(fields)}") from exc
@@ -53,8 +58,8 @@ class MqttConnectionConfig(StrictModel):
     """Broker connection options shared by the source, the sink and the simulated gateway."""
 
     id: str = Field(description="Component id; also the `{id}` in stream and topic templates.", min_length=1)
-    host: str = Field(default="127.0.0.1", description="Broker host name or address.")
-    port: int = Field(default=1883, ge=1, le=65535, description="Broker TCP port (8883 is usual with TLS).")
+    host: Host = Field(default="127.0.0.1", description="Broker host name or address.")
+    port: Port = Field(default=1883, description="Broker TCP port (8883 is usual with TLS).")
     client_id: str = Field(
         default="", description="MQTT client id; empty lets the broker assign one. Must be unique per broker."
     )
@@ -135,8 +140,8 @@ class MqttSubscription(StrictModel):
         ),
     )
     unit: str = Field(default="", description="Unit of the values unless the payload names one (e.g. `g`, `degC`).")
-    rate_hz: float | None = Field(
-        default=None, gt=0, description="Sample rate of waveform blocks when the message does not carry one."
+    rate_hz: RateHz | None = Field(
+        default=None, description="Sample rate of waveform blocks when the message does not carry one."
     )
     qos: Literal[0, 1, 2] = Field(default=0, description="Subscription QoS (0 suits high-rate waveform blocks).")
 
@@ -163,8 +168,8 @@ class MqttConfig(MqttConnectionConfig, DeviceConfigBase):
     subscriptions: list[MqttSubscription] = Field(
         min_length=1, description="Topic filters to subscribe to, each with its codec and stream naming."
     )
-    queue_size: int = Field(
-        default=1000, ge=1, description="Messages held between paho's thread and the pipeline; overflow is dropped."
+    queue_size: QueueSize = Field(
+        default=1000, description="Messages held between paho's thread and the pipeline; overflow is dropped."
     )
 
     def stream_prefixes(self) -> list[str]:

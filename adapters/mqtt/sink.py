@@ -2,8 +2,8 @@
 
 `deliver` refuses at once while disconnected (nothing queues inside paho) and otherwise waits for the broker's
 PUBACK (QoS 1) or PUBCOMP (QoS 2), so the outbox never drops a result the broker did not take. A publish that
-timed out may still reach the broker after a reconnect: delivery is at-least-once, consumers de-duplicate by
-(`pipeline`, `seq`).
+timed out may still reach the broker after a reconnect: delivery is at-least-once (after a crash of the service
+at most one result per sink is sent again: `edge_runtime.outbox`), consumers de-duplicate by (`pipeline`, `seq`).
 """
 
 from __future__ import annotations

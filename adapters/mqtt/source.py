@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from adapters.base import AdapterError, Reading, Stats, now_ns
-from adapters.mqtt.codec import MalformedPayloadError, decoder_for
+from adapters.mqtt.codec import decoder_for
 from adapters.mqtt.config import MqttConfig
 from adapters.mqtt.connection import Connection
-from adapters.supervise import BurstLog
+from adapters.supervise import BurstLog, DecodeGuard
 
 if TYPE_CHECKING:
     import paho.mqtt.client as paho
@@ -55,7 +55,7 @@ class MqttSource:
         self._queue: asyncio.Queue[_Message] | None = None
         self._conn: Connection | None = None
         self._streams: dict[tuple[int, str], str] = {}
-        self._malformed = BurstLog("mqtt_malformed", self.stats, "malformed")
+        self._guard = DecodeGuard("mqtt_malformed", self.stats, "malformed", source=self.name)
         self._dropped = BurstLog("mqtt_queue_full", self.stats, "dropped")
         self._subscribed: asyncio.Future[None] | None = None
 
@@ -136,14 +136,14 @@ class MqttSource:
         queue = self._queue
         while True:
             msg = await queue.get()
-            try:
-                d = self._decoders[msg.sub](msg.payload, msg.props, msg.recv_ns)
-                stream = self._stream_name(msg.sub, msg.topic)
-            except (MalformedPayloadError, ValueError, IndexError, KeyError) as exc:
-                self._malformed(source=self.name, topic=msg.topic, error=exc)
-                continue
-            self.stats["readings"] += 1
-            yield Reading(stream, d.t_ns, d.value, d.quality, d.unit, d.rate_hz)
+            reading = self._guard(self._decode, msg, topic=msg.topic)
+            if reading is not None:
+                self.stats["readings"] += 1
+                yield reading
+
+    def _decode(self, msg: _Message) -> Reading:
+        d = self._decoders[msg.sub](msg.payload, msg.props, msg.recv_ns)
+        return Reading(self._stream_name(msg.sub, msg.topic), d.t_ns, d.value, d.quality, d.unit, d.rate_hz)
 
     async def close(self) -> None:
         if self._subscribed is not None and not self._subscribed.done():

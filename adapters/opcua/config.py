@@ -10,6 +10,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, model_validator
 
 from adapters.base import DeviceConfigBase, SinkConfigBase, StrictModel
+from adapters.types import Endpoint, QueueSize
 
 __all__ = ["NAME", "OpcuaConfig", "OpcuaNode", "OpcuaServerConfig", "SecurityMode", "SecurityPolicy"]
 
@@ -87,10 +88,8 @@ class OpcuaConfig(_Security, DeviceConfigBase):
 
     kind: Literal["opcua"] = Field(description="Device kind discriminator.")
     id: str = Field(description="Device id; prefix of every stream name.", pattern=NAME.pattern)
-    endpoint: str = Field(
-        "opc.tcp://127.0.0.1:4840",
-        description="Server endpoint URL, `opc.tcp://host:port[/path]`.",
-        pattern="^opc.tcp://",
+    endpoint: Endpoint = Field(
+        "opc.tcp://127.0.0.1:4840", description="Server endpoint URL, `opc.tcp://host:port[/path]`."
     )
     application_uri: str = Field(
         "urn:edge-runtime:opcua-client",
@@ -113,14 +112,13 @@ class OpcuaConfig(_Security, DeviceConfigBase):
         60.0, gt=0, description="Requested session timeout: how long the server keeps a session of a vanished client."
     )
     publishing_interval_ms: float = Field(100.0, gt=0, description="Subscription publishing interval.")
-    queue_size: int = Field(
+    queue_size: QueueSize = Field(
         1000,
-        ge=1,
         description="Server-side queue per monitored item: changes kept between two publishes. 1 keeps only the "
         "latest change and silently loses the others.",
     )
-    buffer_size: int = Field(
-        10000, ge=1, description="Readings buffered in the gateway before the pipeline takes them; overflow is counted."
+    buffer_size: QueueSize = Field(
+        10000, description="Readings buffered in the gateway before the pipeline takes them; overflow is counted."
     )
     nodes: list[OpcuaNode] = Field(min_length=1, description="Variables to read.")
 
@@ -140,15 +138,26 @@ class OpcuaConfig(_Security, DeviceConfigBase):
         return self
 
 
+class OpcuaUser(StrictModel):
+    """A user the results server lets in (UserName token); every other name and password is refused."""
+
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.@\-]+$", description="User name.")
+    password: SecretStr = Field(description="Password; fill it from `${ENV}` or a systemd credential, never inline.")
+    access: Literal["read", "write"] = Field(
+        "read",
+        description="`read`: browse, read, subscribe. `write`: also write the Value of variables that are writable "
+        "(the results themselves are read-only for everyone). No client may add or delete nodes.",
+    )
+
+
 class OpcuaServerConfig(_Security, SinkConfigBase):
     """The results server that SCADA reads (sink kind `opcua-server`); see `adapters.opcua.sink` for its model."""
 
     kind: Literal["opcua-server"] = Field(description="Sink kind discriminator.")
     id: str = Field(description="Sink id.", pattern=NAME.pattern)
-    endpoint: str = Field(
+    endpoint: Endpoint = Field(
         "opc.tcp://127.0.0.1:4841",
         description="Listen endpoint `opc.tcp://host:port`; use 0.0.0.0 to serve other hosts.",
-        pattern="^opc.tcp://",
     )
     namespace_uri: str = Field("urn:edge-runtime:results", description="Namespace of the results variables.")
     application_uri: str = Field(
@@ -157,9 +166,22 @@ class OpcuaServerConfig(_Security, SinkConfigBase):
     )
     certificate: Path | None = Field(None, description="Server certificate (DER or PEM), needed for any security.")
     private_key: Path | None = Field(None, description="Server private key (PEM), needed for any security.")
+    users: list[OpcuaUser] = Field(
+        default_factory=list,
+        description="Users let in with a password; any other user name is refused. Without Basic256Sha256 the "
+        "password crosses the network unencrypted.",
+    )
+    anonymous: Literal["read", "none"] = Field(
+        "read", description="What an anonymous client may do: `read` (browse, read, subscribe) or `none` (refused)."
+    )
 
     @model_validator(mode="after")
     def _check(self) -> OpcuaServerConfig:
         if self.security_policy != "None" and (self.certificate is None or self.private_key is None):
             raise ValueError(f"{self.security_policy} needs certificate and private_key")
+        names = [u.name for u in self.users]
+        if len(set(names)) != len(names):
+            raise ValueError("duplicate user names")
+        if self.anonymous == "none" and not self.users:
+            raise ValueError("anonymous: none without users lets nobody in")
         return self

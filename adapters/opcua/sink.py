@@ -25,24 +25,34 @@ Json          String    ``result.to_json()`` (NaN as null), for the structured `
 Seq is written after the other variables, so a client that reacts to a Seq change reads a consistent set. A
 result that cannot be served (a pipeline name that is no node name, an unencodable detail) is counted as
 `malformed` and skipped, so it cannot block the outbox behind it; a value key whose CamelCase name collides with
-a fixed variable or another key is left out of the variables (`unmapped_values`) and stays in `Json`.
+a fixed variable or another key is left out of the variables (`unmapped_values`) and stays in `Json`. Values are
+converted defensively: a number no Double holds becomes NaN, a time outside OPC UA's DateTime range is replaced
+by the server time (`bad_timestamps`), so no field of a result can jam the outbox behind it.
+
+The asyncua server lives on its own thread and event loop: building it (seconds of CPU on a gateway), serving
+clients and publishing subscriptions never hold up the service's loop (MQTT delivery, routing). If a variable
+has disappeared (a node deleted), the write fails, the pipeline's nodes are rebuilt and the delivery is retried,
+so the outbox keeps the result until it is really served (`nodes_rebuilt`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import re
+import threading
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 
 from adapters.base import AdapterError, DeliveryError, Result, Scalar, Stats, dumps
 from adapters.opcua.config import NAME, OpcuaServerConfig
 from adapters.opcua.convert import EPOCH, ns_to_dt
-from adapters.opcua.security import new_server, stop_server
+from adapters.opcua.security import AccessRules, ResultsUsers, new_server, stop_server
 from adapters.supervise import BurstLog
 
 __all__ = ["FIXED_VARIABLES", "OpcuaServerSink", "variable_name"]
@@ -84,10 +94,21 @@ def _type_of(value: Scalar) -> VariableType:
     return "Double"  # int, float and None (a measurement the task could not make this time)
 
 
+def _double(value: object) -> float:
+    """A Double for any number, NaN for anything a Double cannot hold (a 400-digit integer, a non-number)."""
+    try:
+        return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else math.nan
+    except OverflowError:
+        return math.nan
+
+
+_MIN_DT_NS, _MAX_DT_NS = 0, 253_402_300_799 * 10**9  # 1970 .. 9999-12-31, what a datetime and ns_to_dt hold
+
+
 def _coerce(vtype: VariableType, value: Scalar) -> Any:
     """`value` as the variable's type; a value of another kind becomes the type's "no value" (NaN, "", False)."""
     if vtype == "Double":
-        return float(value) if isinstance(value, int | float) else math.nan
+        return _double(value)
     if vtype == "String":
         return "" if value is None else str(value)
     return bool(value) if isinstance(value, bool | int | float) else False
@@ -102,6 +123,32 @@ class _Pipeline:
     keys: dict[str, str | None] = field(default_factory=dict)  # values key -> variable name (None: unmapped)
 
 
+T = TypeVar("T")
+
+
+class _ServerThread:
+    """An event loop on a thread of its own, where every asyncua server call of one sink runs."""
+
+    def __init__(self, name: str) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name=name, daemon=True)
+        self._thread.start()
+
+    async def call(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run `coro` on the server loop; cancelling the caller cancels it there too."""
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, self.loop))
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(10)
+        if not self._thread.is_alive():
+            self.loop.close()
+
+
+class _NodeGoneError(Exception):
+    """A variable of a pipeline is no longer in the address space."""
+
+
 class OpcuaServerSink:
     """Serves each pipeline's latest result to SCADA as OPC UA variables (information model: module docstring)."""
 
@@ -110,18 +157,32 @@ class OpcuaServerSink:
         self.name = config.id
         self.stats = Stats()
         self._server: Any = None
+        self._thread: _ServerThread | None = None
         self._ns = 0
         self._root: Any = None
         self._pipelines: dict[str, _Pipeline] = {}
         self._malformed = BurstLog("opcua_malformed_result", self.stats, "malformed")
         self._unmapped = BurstLog("opcua_unmapped_value", self.stats, "unmapped_values")
+        self._bad_time = BurstLog("opcua_bad_timestamp", self.stats, "bad_timestamps")
 
     @property
     def namespace_index(self) -> int:
         """Index of `namespace_uri` on the running server."""
         return self._ns
 
+    async def on_server(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run a coroutine that touches the asyncua server on the server's own loop (tests, tools)."""
+        if self._thread is None:
+            coro.close()
+            raise DeliveryError(f"{self.name}: results server is not open")
+        return await self._thread.call(coro)
+
     async def open(self) -> None:
+        if self._thread is None:
+            self._thread = _ServerThread(f"opcua-{self.name}")
+        await self._thread.call(self._open())
+
+    async def _open(self) -> None:
         from asyncua import ua
 
         cfg = self.config
@@ -134,6 +195,7 @@ class OpcuaServerSink:
             certificate=cfg.certificate,
             private_key=cfg.private_key,
             trust_list=cfg.trust_list,
+            access=(ResultsUsers(cfg.users, anonymous=cfg.anonymous), AccessRules()),
         )
         self._ns = await server.register_namespace(cfg.namespace_uri)
         self._root = await server.nodes.objects.add_object(
@@ -169,6 +231,26 @@ class OpcuaServerSink:
         self._pipelines[pipeline] = p
         return p
 
+    async def _rebuild(self, pipeline: str) -> None:
+        """Remove what is left of a pipeline's nodes (and recreate the root if it went too); the next delivery
+        adds them afresh."""
+        from asyncua import ua
+
+        self.stats["nodes_rebuilt"] += 1
+        server, ns = self._server, self._ns
+        self._pipelines.pop(pipeline, None)
+        obj = server.get_node(ua.NodeId(f"EdgeRuntime.{pipeline}", ns))
+        if ua.NodeId(f"EdgeRuntime.{pipeline}", ns) in server.iserver.aspace:
+            await server.delete_nodes([obj], recursive=True)
+        for other in list(self._pipelines.values()):  # variables of other pipelines may have gone too
+            if any(nodeid not in server.iserver.aspace for nodeid, _ in other.variables.values()):
+                self._pipelines = {k: v for k, v in self._pipelines.items() if v is not other}
+        if ua.NodeId("EdgeRuntime", ns) not in server.iserver.aspace:
+            self._pipelines = {}
+            self._root = await server.nodes.objects.add_object(
+                ua.NodeId("EdgeRuntime", ns), ua.QualifiedName("EdgeRuntime", ns)
+            )
+
     async def _value_variables(self, p: _Pipeline, result: Result) -> list[tuple[str, Any]]:
         """(variable, value) for each key of `result.values`, creating the variables of keys seen first now."""
         out: list[tuple[str, Any]] = []
@@ -189,41 +271,78 @@ class OpcuaServerSink:
         return out
 
     async def deliver(self, result: Result) -> None:
-        from asyncua import ua
-
-        if self._server is None:
+        if self._server is None or self._thread is None:
             raise DeliveryError(f"{self.name}: results server is not open")
+        await self._thread.call(self._deliver(result))
+
+    def _source_time(self, result: Result, now: datetime) -> datetime:
+        if isinstance(result.t_ns, int) and _MIN_DT_NS <= result.t_ns <= _MAX_DT_NS:
+            return ns_to_dt(result.t_ns)
+        self._bad_time(sink=self.name, pipeline=result.pipeline, seq=result.seq, t_ns=str(result.t_ns)[:40])
+        return now
+
+    def _fixed(self, result: Result, doc: str, source_ts: datetime) -> list[tuple[str, Any]]:
+        return [
+            ("Decision", str(result.decision)),
+            ("Label", str(result.label or "")),
+            ("Score", _double(result.score)),
+            ("LatencyMs", _double(result.latency_ns) / 1e6),
+            ("Model", str(result.model)),
+            ("Stream", str(result.stream)),
+            ("TimestampUtc", source_ts),
+            ("Json", doc),
+        ]
+
+    async def _deliver(self, result: Result) -> None:
         try:
             if not NAME.match(result.pipeline):
                 raise ValueError(f"pipeline name {result.pipeline!r} is not a valid node name")
+            if not isinstance(result.seq, int) or not 0 <= result.seq < 2**63:
+                raise ValueError(f"seq {result.seq!r} is no Int64")
             doc = dumps(result.to_json())
-        except (TypeError, ValueError) as exc:  # a bad result must not block the outbox behind it
-            self._malformed(sink=self.name, pipeline=result.pipeline, seq=result.seq, error=repr(exc))
+            server_ts = datetime.now(UTC)
+            source_ts = self._source_time(result, server_ts)
+            fixed = self._fixed(result, doc, source_ts)
+        except Exception as exc:  # a bad result must not block the outbox behind it
+            self._malformed(sink=self.name, pipeline=result.pipeline, seq=result.seq, error=repr(exc)[:200])
             return
+        for attempt in (1, 2):
+            try:
+                await self._write_all(result, fixed, source_ts, server_ts)
+                break
+            except _NodeGoneError as exc:
+                log.warning("event=opcua_node_gone sink=%s pipeline=%s error=%s action=rebuild", self.name,
+                            result.pipeline, exc)  # fmt: skip
+                await self._rebuild(result.pipeline)
+                if attempt == 2:  # still gone after a rebuild: fail, so the outbox keeps the result
+                    raise DeliveryError(f"{self.name}: {exc}") from exc
+        self.stats["delivered"] += 1
+
+    async def _write_all(
+        self, result: Result, fixed: list[tuple[str, Any]], source_ts: datetime, server_ts: datetime
+    ) -> None:
+        from asyncua import ua
+
         p = self._pipelines.get(result.pipeline) or await self._add_pipeline(result.pipeline)
-        source_ts = ns_to_dt(result.t_ns)
-        writes: list[tuple[str, Any]] = [
-            ("Decision", result.decision),
-            ("Label", result.label or ""),
-            ("Score", math.nan if result.score is None else float(result.score)),
-            ("LatencyMs", result.latency_ns / 1e6),
-            ("Model", result.model),
-            ("Stream", result.stream),
-            ("TimestampUtc", source_ts),
-            ("Json", doc),
-            *await self._value_variables(p, result),
-            ("Seq", result.seq),  # last: a client triggered by Seq reads a consistent set
-        ]
-        server_ts = datetime.now(UTC)
+        writes = [*fixed, *await self._value_variables(p, result), ("Seq", result.seq)]  # Seq last: consistent set
+        aspace = self._server.iserver.aspace
         for var, value in writes:
             nodeid, vtype = p.variables[var]
             dv = ua.DataValue(
                 ua.Variant(value, getattr(ua.VariantType, vtype)), SourceTimestamp=source_ts, ServerTimestamp=server_ts
             )
-            await self._server.write_attribute_value(nodeid, dv)
-        self.stats["delivered"] += 1
+            # the address space's own write returns the status that Server.write_attribute_value drops
+            status = await aspace.write_attribute_value(nodeid, ua.AttributeIds.Value, dv)
+            if not status.is_good():
+                raise _NodeGoneError(f"write of {nodeid.to_string()} failed: {status.name}")
 
     async def close(self) -> None:
+        thread, self._thread = self._thread, None
         server, self._server = self._server, None
-        if server is not None:
-            await stop_server(server)
+        if thread is None:
+            return
+        try:
+            if server is not None:
+                await thread.call(stop_server(server))
+        finally:
+            thread.stop()

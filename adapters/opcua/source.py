@@ -35,7 +35,7 @@ from adapters.base import AdapterError, Reading, Stats, now_ns
 from adapters.opcua.config import OpcuaConfig, OpcuaNode
 from adapters.opcua.convert import dt_to_ns, status_quality
 from adapters.opcua.security import secure_client
-from adapters.supervise import BurstLog
+from adapters.supervise import BurstLog, DecodeGuard
 
 __all__ = ["OpcuaSource"]
 
@@ -113,6 +113,7 @@ class OpcuaSource:
         self._tasks: list[asyncio.Task[None]] = []
         self._bindings: dict[Any, _Binding] = {}
         self._malformed = BurstLog("opcua_malformed_value", self.stats, "malformed")
+        self._guard = DecodeGuard("opcua_malformed_value", self.stats, "malformed", device=self.name)
         self._dropped = BurstLog("opcua_buffer_full", self.stats, "dropped")
 
     async def open(self) -> None:
@@ -200,14 +201,22 @@ class OpcuaSource:
 
     def _on_value(self, nodeid: Any, dv: Any) -> None:
         binding = self._bindings.get(nodeid)
-        if binding is None:
-            return
-        self._put(self._reading(binding, dv))
+        if binding is not None:
+            self._accept(binding, dv)
+
+    def _accept(self, binding: _Binding, dv: Any) -> None:
+        """Every value, subscribed or polled, is converted through the guard: a variant the conversion cannot
+        hold is counted, never raised into asyncua's callback or the poll task."""
+        reading = self._guard(self._reading, binding, dv, stream=binding.stream)
+        if reading is not None:
+            self._put(reading)
 
     def _reading(self, b: _Binding, dv: Any) -> Reading:
         quality = status_quality(dv.StatusCode)
         ts = dv.SourceTimestamp or dv.ServerTimestamp
         t_ns = dt_to_ns(ts) if ts is not None else now_ns()
+        if not 0 <= t_ns < 2**63:  # a device clock never set (1601) or garbage: stamped on arrival instead
+            t_ns = now_ns()
         raw = dv.Value.Value if dv.Value is not None else None
         value: npt.NDArray[Any]
         if raw is None:
@@ -221,6 +230,8 @@ class OpcuaSource:
                 value, quality = np.array(np.nan), "bad"
             if b.is_array and value.ndim != 1:
                 value = value.reshape(-1)
+            if value.dtype.kind in "fc" and not np.isfinite(value).all():
+                quality = "bad"  # the server's NaN/Inf means no value, as a Modbus fault word does
         return Reading(b.stream, t_ns, value, quality, b.unit, b.rate_hz if b.is_array else None)
 
     def _put(self, reading: Reading) -> None:
@@ -271,7 +282,7 @@ class OpcuaSource:
                 self._fail(exc)
                 return
             for b, dv in zip(bindings, values, strict=True):
-                self._put(self._reading(b, dv))
+                self._accept(b, dv)
             next_t += interval_s
             delay = next_t - time.monotonic()
             if delay < 0:  # fell behind: skip missed ticks instead of bursting

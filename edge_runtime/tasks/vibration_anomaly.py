@@ -18,6 +18,7 @@ from pydantic import Field, model_validator
 from adapters.base import EdgeRuntimeError, Result, Stats
 from calibration.severity import ZONE_LIMITS, velocity_spectrum_rms, zone
 from edge_runtime.inference import ModelRunner
+from edge_runtime.streams import StreamMap
 from edge_runtime.tasks.base import InvalidInputs, TaskConfigBase, Window
 
 __all__ = ["MODEL_NAME", "VibrationAnomalyConfig", "VibrationAnomalyTask"]
@@ -93,12 +94,14 @@ class VibrationAnomalyTask:
         else:
             raise EdgeRuntimeError(f"model {runner.ident}: no `thresholds.anomaly` and no anomaly_threshold set")
         self._invalid = InvalidInputs(self.stats, "invalid_windows", runner.ident)
-        self._recent: dict[str, collections.deque[bool]] = {}  # per stream: last alarm_n over-threshold flags
+        # per stream: last alarm_n over-threshold flags; bounded (the pipeline sets the limit to max_streams)
+        self.stream_state: StreamMap[str, collections.deque[bool]] = StreamMap()
 
     def _debounced(self, stream: str, over: bool) -> bool:
-        recent = self._recent.get(stream)
+        recent = self.stream_state.get(stream)
         if recent is None:
-            recent = self._recent[stream] = collections.deque(maxlen=self.config.alarm_n)
+            recent = collections.deque(maxlen=self.config.alarm_n)
+            self.stream_state[stream] = recent
         recent.append(over)
         return sum(recent) >= self.config.alarm_k
 

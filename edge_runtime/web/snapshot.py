@@ -221,7 +221,7 @@ class LiveView:
             "anomaly": {k: list(v) for k, v in self.anomaly.items()},
             "shown": dict(self.shown),
             "blocks": blocks,
-            "readings": dict(svc.latest),
+            "readings": dict(svc.latest.items()),
             "history": {k: list(v) for k, v in self.history.items()},
         }
 

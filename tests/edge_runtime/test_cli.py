@@ -99,6 +99,21 @@ def test_run_refuses_a_tampered_model_before_starting(tmp_path: Path, capsys: py
     assert "sha256" in capsys.readouterr().err
 
 
+def test_run_with_an_unwritable_outbox_exits_2_naming_the_path(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "file").write_text("")
+    outbox = tmp_path / "file" / "outbox.sqlite"
+    site = tmp_path / "site.yaml"
+    site.write_text(
+        f"service: {{metrics_listen: null, outbox: {{path: '{outbox}'}}}}\n"
+        "devices: [{id: gw1, kind: mqtt, subscriptions: [{topic: a/b, codec: f32le}]}]\n"
+        "pipelines: [{id: v, inputs: ['gw1.*'], task: {kind: vibration_anomaly}, model: {name: vibration_anomaly}}]\n"
+    )
+    assert main(["run", str(site)]) == 2
+    assert str(outbox) in capsys.readouterr().err
+
+
 def test_evaluate_json_last_line_is_strict_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """A held-out directory with one class only: per-class ratios of absent classes are null, never NaN."""
     import numpy as np

@@ -1,15 +1,18 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Mapping
 from functools import partial
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from adapters.base import DeliveryError, EdgeRuntimeError, Result, Stats
 from adapters.supervise import Backoff
-from edge_runtime.outbox import Outbox, deliver_forever
+from edge_runtime.outbox import Outbox, OutboxError, deliver_forever
 from tests import helpers
 
 
@@ -40,6 +43,7 @@ class RecordingSink:
 
 
 until = partial(helpers.until, timeout_s=10.0)
+ROOT = Path(__file__).resolve().parents[2]
 
 
 async def test_seq_is_strictly_increasing_and_survives_restart(tmp_path: Path) -> None:
@@ -256,3 +260,65 @@ async def test_backlog_counts_each_sinks_rows_and_dates_its_oldest(tmp_path: Pat
     await box.ack([p.id for p in await box.pending("plc")])
     assert {sink: n for sink, (n, _) in (await box.backlog()).items()} == {"mqtt": 4}
     await box.close()
+
+
+async def test_a_corrupt_outbox_is_quarantined_and_a_new_one_started(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A file that is not a database (a power cut mid-write, a wrong path) no longer stops the service for good:
+    it is renamed aside for inspection, a clear line says where, and seq keeps increasing past the old file's."""
+    path = tmp_path / "o.sqlite"
+    box = Outbox(path)
+    await box.open()
+    old_seq = (await box.put(res("vib", {}), ["s"])).seq
+    await box.close()
+    path.write_bytes(b"this is not a database" * 100)
+    caplog.set_level(logging.ERROR, logger="edge_runtime.outbox")
+    box = Outbox(path)
+    await box.open()
+    new_seq = (await box.put(res("vib", {}), ["s"])).seq
+    await box.close()
+    aside = list(tmp_path.glob("o.sqlite.corrupt-*"))  # noqa: ASYNC240 (a test's tmp dir)
+    assert len(aside) == 1 and aside[0].read_bytes().startswith(b"this is not a database")
+    assert new_seq > old_seq  # consumers that de-duplicate by seq do not drop the new results
+    assert any("event=outbox_quarantined" in m and aside[0].name in m for m in caplog.messages)
+
+
+async def test_an_unwritable_outbox_path_names_the_path(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    box = Outbox(blocker / "sub" / "o.sqlite")  # a directory cannot be made under a file
+    with pytest.raises(OutboxError, match=r"outbox .*file/sub/o\.sqlite"):
+        await box.open()
+    await box.close()
+
+
+async def test_a_kill_9_mid_drain_re_sends_at_most_one_result_per_sink(tmp_path: Path) -> None:
+    """A real child process drains 400 results into a file sink and is killed with SIGKILL mid-drain; a second
+    one finishes. Every result arrives, and at most one (the one delivered but not yet acknowledged) twice."""
+    import sys
+
+    path, out = tmp_path / "o.sqlite", tmp_path / "delivered.txt"
+    box = Outbox(path)
+    await box.open()
+    await box.put_many("vib", [res("vib", {"i": i}) for i in range(400)], ["s"])
+    await box.close()
+    args = ["-m", "tests.helpers.drain_child", str(path), str(out), "0.005"]
+    root = str(ROOT)
+
+    def delivered() -> int:
+        return len(out.read_text().split()) if out.exists() else 0
+
+    for kill_after in (150, 290):
+        child = await asyncio.create_subprocess_exec(sys.executable, *args, cwd=root)
+        try:
+            await until(partial(lambda n: delivered() >= n, kill_after), what="mid-drain")
+        finally:
+            child.kill()  # SIGKILL: no clean-up in the child
+            await asyncio.wait_for(child.wait(), 30)
+    last = await asyncio.create_subprocess_exec(sys.executable, *args, cwd=root)
+    assert await asyncio.wait_for(last.wait(), 120) == 0
+    seqs = [int(x) for x in out.read_text().split()]
+    assert sorted(set(seqs)) == list(range(1, 401))  # nothing lost
+    resent = len(seqs) - 400
+    assert 0 <= resent <= 2, f"{resent} results re-sent after two kill -9 (bound: one per crash per sink)"

@@ -20,6 +20,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
@@ -360,3 +361,45 @@ async def test_reload_under_load_keeps_unchanged_parts_running_and_seq_whole(
     seqs = [r["seq"] for r in received]
     assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), "no gap, no reuse across the reloads"
     assert service.stats["reloads"] == 1 and service.stats["reloads_rejected"] == 1
+
+
+async def test_many_new_topics_keep_per_stream_state_bounded(
+    mosquitto: Mosquitto, plant: Mosquitto, tmp_path: Path
+) -> None:
+    """3x `max_streams` new topics over a real broker (waveform blocks and scalars): every per-stream map stays
+    at the limit, the evictions are counted and exported, and the newest streams still produce results."""
+    from adapters.mqtt.codec import encode_f32le
+    from edge_runtime.metrics import render
+    from tests.adapters.mqtt.common import props, raw_client
+
+    limit, n = 40, 120
+    d = deployment(mosquitto.port, plant.port, tmp_path / "outbox.sqlite").model_dump()
+    d["service"]["max_streams"] = limit
+    d["devices"][0]["subscriptions"] += [{"topic": "plant/temp/+", "stream": "{id}.{levels[2]}"}]
+    d["pipelines"][0]["batching"] = {"max_batch": 64, "max_wait_ms": 20, "queue_size": 4096}
+    service = Service(Deployment.model_validate(d))
+    stop = asyncio.Event()
+    runner = asyncio.create_task(service.run(stop))
+    await service.started.wait()
+    await until(lambda: service.sources[0].stats["subscribed"] >= 1, what="subscribed")
+    block = encode_f32le(np.sin(np.arange(2048, dtype=np.float32) / 5))
+    pipeline = service.pipelines[0]
+    with raw_client(mosquitto.port) as (pub, _):
+        for i in range(n):
+            pub.publish(f"plant/line1/m{i}/vib", block, qos=1, properties=props(rate_hz="12000"))
+            pub.publish(f"plant/temp/t{i}", str(i), qos=1).wait_for_publish(20)
+        await until(lambda: service.stats["samples"] >= 2 * n, what="every message routed")
+        await until(lambda: pipeline.stats["inputs"] >= n, what="a window of every stream processed")
+    task_state = pipeline.task.stream_state  # type: ignore[attr-defined]
+    sizes = (len(service._routes), len(service.latest), len(pipeline._buffers), len(pipeline._warned), len(task_state))
+    text = render(service)
+    stop.set()
+    await runner
+    assert sizes == (limit, limit, limit, limit, limit)
+    assert service.stats["routes_evicted"] == 2 * n - limit
+    assert service.stats["latest_evicted"] == n - limit
+    assert pipeline.stats["buffers_evicted"] == n - limit
+    assert pipeline.stats["task_state_evicted"] == n - limit
+    assert pipeline.stats["warnings_evicted"] == n - limit  # one "not a waveform" warning per scalar stream
+    assert "gw1.m119" in pipeline._buffers and "gw1.t119" in service.latest  # the newest are kept
+    assert "edge_runtime_routes_evicted_total" in text and "edge_runtime_pipeline_buffers_evicted_total" in text

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from collections import Counter
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from adapters.base import AdapterError, Frame, Sample
 from adapters.camera.simulator import ChuteSimulator, MjpegServer
-from adapters.camera.source import classify_source, redact
-from adapters.supervise import Backoff, supervise
+from adapters.camera.source import classify_source, decode_image, redact
+from adapters.supervise import Backoff, DecodeGuard, supervise
 
 from .common import camera, collect, small_chute, wait_for
 
@@ -172,3 +175,39 @@ async def test_looping_file_that_vanishes_and_returns_is_reopened(tmp_path: Path
         with pytest.raises(asyncio.CancelledError):
             await task
     assert source.stats["reconnects"] >= 2
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Image bytes under fuzz
+
+
+def _corrupted(seed_image: bytes) -> st.SearchStrategy[bytes]:
+    """Real encodings cut short, bit-flipped or prefixed: what a half-written or damaged file holds."""
+    cut = st.integers(0, len(seed_image)).map(lambda n: seed_image[:n])
+    flips = st.lists(st.tuples(st.integers(0, len(seed_image) - 1), st.integers(0, 255)), min_size=1, max_size=8)
+    flipped = flips.map(lambda fs: bytes(_flip(bytearray(seed_image), fs)))
+    return st.one_of(st.binary(max_size=512), cut, flipped)
+
+
+def _flip(data: bytearray, flips: list[tuple[int, int]]) -> bytearray:
+    for at, byte in flips:
+        data[at] = byte
+    return data
+
+
+_IMAGES = {
+    ext: cv2.imencode(ext, np.random.default_rng(1).integers(0, 255, (24, 32, 3), dtype=np.uint8))[1].tobytes()
+    for ext in (".png", ".jpg", ".bmp", ".tiff")
+}
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.sampled_from(sorted(_IMAGES)).flatmap(lambda ext: _corrupted(_IMAGES[ext])))
+def test_fuzz_image_bytes_decode_to_bgr_or_are_counted(data: bytes) -> None:
+    stats: Counter[str] = Counter()
+    guard = DecodeGuard("image_unreadable", stats, "frames_unreadable")
+    image = guard(decode_image, data)
+    if image is None:
+        assert stats["frames_unreadable"] == 1
+    else:
+        assert image.ndim == 3 and image.shape[2] == 3 and image.dtype == np.uint8 and image.size > 0

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from adapters.base import DeliveryError
-from adapters.modbus.config import ModbusWriteConfig
+from adapters.modbus.config import AddressRange, ModbusWriteConfig
 from adapters.modbus.simulator import SimulatedMachine, serve_simulated
 from adapters.modbus.sink import ModbusWriteSink, WriteRefusedError
 from tests.helpers import until
@@ -90,6 +90,26 @@ async def test_forbidden_writes_are_refused_at_runtime() -> None:
         assert (await machine.read("holding", 20))[0] == 0
         assert (await machine.read("coil", 5))[0] is False  # nothing of a refused result is written
     assert sink.stats["refused"] == 1 and rogue.stats["refused"] == 1 and rogue.stats["writes"] == 0
+
+
+async def test_a_forbidden_range_is_refused_at_runtime_even_inside_the_allow_list() -> None:
+    """The sink's `forbidden` list wins over `writable`: validation refuses such an action, and a config that
+    slipped past validation writes nothing there either (the PLC's program area stays untouched)."""
+    with pytest.raises(ValueError, match="not writable"):
+        sink_config(502, forbidden=[{"table": "holding", "start": 20, "end": 29}])
+    async with serve_simulated(plc_profile()) as machine:
+        assert isinstance(machine.port, int)
+        good = sink_config(machine.port)
+        forged = good.model_copy(update={"forbidden": [AddressRange(table="holding", start=20, end=29)]})
+        sink = ModbusWriteSink(forged)
+        await sink.open()
+        try:
+            with pytest.raises(WriteRefusedError):
+                await sink.deliver(result(anomaly_score=0.5))
+        finally:
+            await sink.close()
+        assert (await machine.read("holding", 20))[0] == 0
+    assert sink.stats["refused"] == 1 and sink.stats["writes"] == 0
 
 
 async def test_single_pulse_ends_and_device_refusal_is_a_delivery_error() -> None:

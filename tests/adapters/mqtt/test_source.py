@@ -115,6 +115,37 @@ async def test_malformed_payloads_are_counted_and_the_stream_continues(
     assert sum("event=mqtt_malformed" in m for m in caplog.messages) == 1  # once per burst, not per message
 
 
+async def test_hostile_payloads_never_leave_the_stream(mosquitto: Mosquitto) -> None:
+    """Payloads that raised TypeError, OverflowError or RecursionError out of the decoder (and so cut the
+    connection), or that slipped through as NaN/Inf, are each refused and counted; the stream keeps going."""
+    cfg = source_config(mosquitto.port, {"topic": "j/#", "rate_hz": 100}, {"topic": "f/#", "codec": "f32le"})
+    bad: list[tuple[str, bytes, Properties | None]] = [
+        ("j/a", b'{"value":1,"quality":[]}', None),
+        ("j/a", b'{"value":1,"ts":1e300}', None),
+        ("j/a", b'{"value":1,"t_ns":' + b"9" * 400 + b"}", None),
+        ("j/a", b"9" * 400, None),
+        ("j/a", b"[" * 100_000, None),
+        ("j/a", b'{"value":[1,2],"rate_hz":Infinity}', None),
+        ("j/a", b'{"value":[1,2],"rate_hz":1e-300}', None),
+        ("j/a", b"[1,null,2]", None),
+        ("j/a", b"Infinity", None),
+        ("j/a", b'{"value":[1,NaN]}', None),
+        ("f/a", encode_f32le([1.0]), props(rate_hz="inf")),
+        ("f/a", encode_f32le([1.0, float("inf")]), props(rate_hz="100")),
+        ("f/a", encode_f32le([1.0]), props(rate_hz="100", t0_ns="-5")),
+    ]
+    async with opened(MqttSource(cfg)) as source:
+        it = source.stream()
+        with raw_client(mosquitto.port) as (pub, _):
+            for topic, payload, p in bad:
+                pub.publish(topic, payload, qos=1, properties=p).wait_for_publish(20)
+            pub.publish("j/ok", b"42", qos=1).wait_for_publish(20)
+            r = await next_reading(it)
+        await it.aclose()
+    assert float(r.value) == 42.0
+    assert (source.stats["malformed"], source.stats["readings"]) == (len(bad), 1)
+
+
 async def test_full_queue_drops_are_counted(mosquitto: Mosquitto) -> None:
     cfg = source_config(mosquitto.port, {"topic": "q/#", "qos": 1}, queue_size=2)
     async with opened(MqttSource(cfg)) as source:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -135,3 +137,84 @@ async def test_newer_security_policies_when_a_client_asks_for_them(tmp_path: Pat
         async with supervised(OpcuaSource(cfg)) as got:
             await sim.write("current", 42.0)
             await until(has_value(got, 42.0), what=f"data over {policy}")
+
+
+async def test_results_server_lets_in_only_configured_users_and_anonymous_reads_only(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """asyncua's default user manager let `admin` in with any password as administrator (forge Decision and Seq,
+    add and delete nodes). Now: wrong passwords and unknown names are refused, anonymous clients read but cannot
+    write, add or delete, a `write` user writes Values of writable nodes only, and nobody changes the model."""
+    from asyncua import Client, ua
+
+    cfg = OpcuaServerConfig.model_validate(
+        {
+            "kind": "opcua-server",
+            "id": "scada",
+            "endpoint": f"opc.tcp://127.0.0.1:{free_port()}",
+            "users": [
+                {"name": "scada", "password": "s3cret-pw", "access": "write"},
+                {"name": "viewer", "password": "view-pw"},
+            ],
+        }
+    )
+    sink = OpcuaServerSink(cfg)
+    await sink.open()
+
+    async def connect(user: str | None = None, password: str | None = None) -> Any:
+        client = Client(cfg.endpoint, timeout=10)
+        if user is not None:
+            client.set_user(user)
+            client.set_password(password or "")
+        try:
+            await client.connect()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await client.disconnect()  # a refused session leaves the channel open until closed
+            raise
+        return client
+
+    try:
+        await sink.deliver(result("weld", 1, decision="ok"))
+        ns = sink.namespace_index
+        decision_id = ua.NodeId("EdgeRuntime.weld.Decision", ns)
+        for user, password in [("admin", "anything"), ("scada", "wrong"), ("nobody", "s3cret-pw"), ("scada", "")]:
+            with pytest.raises(ua.UaStatusCodeError):
+                await (await connect(user, password)).disconnect()
+
+        anon = await connect()
+        try:
+            assert await anon.get_node(decision_id).read_value() == "ok"
+            with pytest.raises(ua.uaerrors.BadUserAccessDenied):
+                await anon.get_node(decision_id).write_value(ua.Variant("forged", ua.VariantType.String))
+            with pytest.raises(ua.uaerrors.BadUserAccessDenied):
+                await anon.get_node(ua.NodeId("EdgeRuntime", ns)).add_object(ns, "Rogue")
+            with pytest.raises(ua.uaerrors.BadUserAccessDenied):
+                await anon.delete_nodes([anon.get_node(decision_id)])
+        finally:
+            await anon.disconnect()
+
+        # a node the server made writable (none of the results is): only a `write` user may write it
+        writable = sink._server.get_node(ua.NodeId("EdgeRuntime.weld.Label", ns))
+        await sink.on_server(writable.set_writable())
+        viewer = await connect("viewer", "view-pw")
+        scada = await connect("scada", "s3cret-pw")
+        try:
+            assert await viewer.get_node(decision_id).read_value() == "ok"
+            with pytest.raises(ua.uaerrors.BadUserAccessDenied):
+                await viewer.get_node(writable.nodeid).write_value(ua.Variant("x", ua.VariantType.String))
+            await scada.get_node(writable.nodeid).write_value(ua.Variant("set by scada", ua.VariantType.String))
+            assert await sink.on_server(writable.read_value()) == "set by scada"
+            with pytest.raises(ua.UaStatusCodeError):  # results are read-only, even for a write user
+                await scada.get_node(decision_id).write_value(ua.Variant("forged", ua.VariantType.String))
+            access = ua.DataValue(ua.Variant(3, ua.VariantType.Byte))  # CurrentRead | CurrentWrite
+            with pytest.raises(ua.uaerrors.BadUserAccessDenied):
+                await scada.get_node(decision_id).write_attribute(ua.AttributeIds.AccessLevel, access)
+            with pytest.raises(ua.uaerrors.BadUserAccessDenied):
+                await scada.delete_nodes([scada.get_node(decision_id)])
+        finally:
+            await viewer.disconnect()
+            await scada.disconnect()
+        assert await sink.on_server(sink._server.get_node(decision_id).read_value()) == "ok"
+    finally:
+        await sink.close()

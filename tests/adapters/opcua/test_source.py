@@ -6,11 +6,14 @@ import asyncio
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from adapters.base import AdapterError
 from adapters.opcua.config import OpcuaConfig
 from adapters.opcua.simulator import running_simulator
-from adapters.opcua.source import OpcuaSource, resolve_node_id
+from adapters.opcua.source import OpcuaSource, _Binding, resolve_node_id
+from adapters.supervise import check_sample
 from tests.helpers import free_port, until
 
 from .common import T0_NS, device, has_value, small_device, supervised
@@ -163,3 +166,57 @@ async def test_nsu_node_ids_follow_the_namespace_across_a_renumbering_restart_an
                 await stray.open()
             await stray.close()
     assert not has_value(got, -1.0)()
+
+
+# ------------------------------------------------------------------------------------------------ fuzz
+
+_VARIANTS = st.one_of(
+    st.tuples(st.floats(), st.just("Double")),
+    st.tuples(st.integers(-(2**63), 2**63 - 1), st.just("Int64")),
+    st.tuples(st.text(max_size=20), st.just("String")),
+    st.tuples(st.binary(max_size=20), st.just("ByteString")),
+    st.tuples(st.booleans(), st.just("Boolean")),
+    st.tuples(st.lists(st.floats(), max_size=20), st.just("Double")),
+    st.tuples(st.lists(st.lists(st.floats(), min_size=2, max_size=2), max_size=4), st.just("Double")),
+    st.tuples(st.lists(st.text(max_size=4), max_size=5), st.just("String")),
+    st.tuples(st.none(), st.just("Null")),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    _VARIANTS,
+    st.booleans(),
+    st.none() | st.datetimes(),
+    st.sampled_from([0, 0x40000000, 0x80000000, 0x808D0000]),
+)
+def test_fuzz_any_variant_becomes_a_sane_reading_or_is_counted(
+    variant: tuple[object, str], is_array: bool, source_ts: object, status: int
+) -> None:
+    from asyncua import ua
+
+    value, vtype = variant
+    source = OpcuaSource(small_device(4840))
+    binding = _Binding("cell.x", "A", is_array, 50.0 if is_array else None)
+    dv = ua.DataValue(
+        Value=ua.Variant(value, getattr(ua.VariantType, vtype)),
+        StatusCode_=ua.StatusCode(status),
+        SourceTimestamp=source_ts,
+    )
+    source._accept(binding, dv)
+    queued = [source._queue.get_nowait() for _ in range(source._queue.qsize())]
+    assert len(queued) + source.stats["malformed"] == 1
+    for r in queued:
+        assert r is not None and check_sample(r) is r
+
+
+def test_unset_device_clock_is_stamped_on_arrival() -> None:
+    import datetime
+
+    from asyncua import ua
+
+    source = OpcuaSource(small_device(4840))
+    dv = ua.DataValue(Value=ua.Variant(1.5, ua.VariantType.Double), SourceTimestamp=datetime.datetime(1601, 1, 1))
+    source._accept(_Binding("cell.x", "A", False, None), dv)
+    r = source._queue.get_nowait()
+    assert r is not None and r.quality == "good" and r.t_ns > 1_700_000_000 * 10**9
