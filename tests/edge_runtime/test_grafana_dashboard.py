@@ -23,7 +23,10 @@ def _exported() -> set[str]:
     """Every family `render()` can write: its fixed names, and `<role>_<key>_total` for each counter key the
     code increments (`stats["key"] +=` anywhere in the runtime and the adapters)."""
     metrics_py = (repo_root() / "edge_runtime" / "metrics.py").read_text()
-    fixed = {f"edge_runtime_{m}" for m in re.findall(r'(?:gauge|counter)\("([a-z_]+)"', metrics_py)}
+    fixed = {f"edge_runtime_{m}" for m in re.findall(r'\{_P\}_([a-z_]+)"', metrics_py)}
+    fixed |= {f"edge_runtime_{m}_total" for m in re.findall(r'counter\("([a-z_]+)"', metrics_py)}
+    histograms = {f"edge_runtime_{m}" for m in re.findall(r'HistogramMetricFamily\(\s*f"\{_P\}_([a-z_]+)"', metrics_py)}
+    fixed |= {f"{h}_{part}" for h in histograms for part in ("bucket", "sum", "count")}
     keys: set[str] = set()
     for py in [*(repo_root() / "edge_runtime").rglob("*.py"), *(repo_root() / "adapters").rglob("*.py")]:
         keys |= set(re.findall(r'stats\["([a-z_]+)"\] \+=', py.read_text()))
