@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol
 
 import numpy as np
+import numpy.typing as npt
 from pydantic import Field, ValidationError, model_validator
 
 from adapters.base import EdgeRuntimeError, Frame, Reading, Result, Scalar, StrictModel
@@ -118,6 +119,17 @@ class ColdStartLayerConfig(_TemperatureLayerConfig):
     )
 
 
+class PyrometerConfig(StrictModel):
+    """A line-scan pyrometer on the seam behind the torch: one temperature profile per scan."""
+
+    stream: str = Field(description="Stream of the profile (an array reading, first point nearest the torch).")
+    spacing_mm: float = Field(gt=0.0, le=1000.0, description="Distance along the seam between profile points (mm).")
+    emissivity: float = Field(gt=0.0, le=1.0, description="The seam's true emissivity (oxidised steel ~0.8).")
+    emissivity_set: float = Field(default=1.0, gt=0.0, le=1.0, description="Emissivity set in the pyrometer.")
+    mode: Literal["broadband", "spectral"] = Field(default="broadband", description="Pyrometer type.")
+    wavelength_um: float = Field(default=1.0, gt=0.0, le=20.0, description="Spectral pyrometers: wavelength (um).")
+
+
 class WeldThermalLayerConfig(StrictModel):
     """Cooling time t8/5 of each weld from the cell's tags (EN 1011-2), beside the visual verdict."""
 
@@ -134,6 +146,11 @@ class WeldThermalLayerConfig(StrictModel):
     joint_factor_3d: float = Field(default=0.9, gt=0.0, le=2.0, description="Shape factor F3 (3-D heat flow).")
     t85_min_s: float = Field(gt=0.0, le=1000.0, description="Shortest t8/5 the procedure allows (s).")
     t85_max_s: float = Field(gt=0.0, le=1000.0, description="Longest t8/5 the procedure allows (s).")
+    pyrometer: PyrometerConfig | None = Field(
+        default=None,
+        description="Where a pyrometer reads the seam behind the torch, t8/5 is measured from its cooling curve "
+        "(corrected for emissivity and the cold hall's reflection) and the computed value is the fallback.",
+    )
     average_s: float = Field(
         default=4.0,
         gt=0.0,
@@ -194,13 +211,19 @@ class SideInputs:
         self._history: dict[str, collections.deque[tuple[int, float]]] = {
             s: collections.deque(maxlen=depth) for s in self.streams
         }
+        self.profiles: dict[str, tuple[int, npt.NDArray[np.float64]]] = {}
 
     def wants(self, stream: str) -> bool:
         return stream in self._history
 
     def push(self, reading: Reading) -> None:
         history = self._history.get(reading.stream)
-        if history is None or reading.quality == "bad" or reading.value.ndim != 0:
+        if history is None or reading.quality == "bad":
+            return
+        if reading.value.ndim == 1:  # a profile (a pyrometer's line scan): its latest copy is what layers read
+            self.profiles[reading.stream] = (reading.t_ns, np.asarray(reading.value, dtype=np.float64))
+            return
+        if reading.value.ndim != 0:
             return
         try:
             value = float(reading.value)
@@ -437,7 +460,7 @@ class WeldThermalLayer:
 
     def streams(self) -> list[str]:
         c = self.config
-        return [c.current, c.voltage, c.travel_speed, c.temperature]
+        return [c.current, c.voltage, c.travel_speed, c.temperature, *([c.pyrometer.stream] if c.pyrometer else [])]
 
     def before(self, items: list[Frame], notes: list[Note], side: SideInputs) -> list[Frame]:
         return items
@@ -457,7 +480,12 @@ class WeldThermalLayer:
                 continue  # no arc in the last bead's time: nothing to judge
             current, voltage, speed = (float(v) for v in arc if v is not None)
             q = wt.heat_input_kj_mm(voltage, current, speed * 60.0, c.efficiency)
-            t85, regime = wt.t85_s(q, temp, c.thickness_mm, f2=c.joint_factor_2d, f3=c.joint_factor_3d)
+            t85, computed_regime = wt.t85_s(q, temp, c.thickness_mm, f2=c.joint_factor_2d, f3=c.joint_factor_3d)
+            regime: str = computed_regime
+            measured = self._measured_t85(side, speed, temp)
+            if measured is not None:
+                note.values["t85_computed_s"] = round(t85, 2)
+                t85, regime = measured, "measured"
             verdict = wt.judge_t85(
                 t85,
                 (c.t85_min_s, c.t85_max_s),
@@ -478,6 +506,26 @@ class WeldThermalLayer:
                 }
             )
             note.applied.append(self.kind)
+
+    def _measured_t85(self, side: SideInputs, speed_mm_s: float, ambient_c: float) -> float | None:
+        """t8/5 from the pyrometer's latest profile: distance behind the torch / travel speed is the time since the
+        arc passed; None when there is no profile or it does not cross 800 and 500 degC (a cool seam, arc off)."""
+        from calibration import weld_thermal as wt
+
+        py = self.config.pyrometer
+        if py is None or py.stream not in side.profiles:
+            return None
+        _, line = side.profiles[py.stream]
+        true_c = wt.correct_pyrometer(
+            line,
+            emissivity=py.emissivity,
+            ambient_c=ambient_c,
+            emissivity_set=py.emissivity_set,
+            mode=py.mode,
+            wavelength_um=py.wavelength_um,
+        )
+        times = np.arange(line.size, dtype=np.float64) * py.spacing_mm / speed_mm_s
+        return wt.t85_from_curve(times, true_c).t85_s
 
 
 def build_layers(configs: Sequence[Any], base_dir: Path, pipeline: str, waveform: bool) -> list[Layer]:

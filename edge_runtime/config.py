@@ -347,10 +347,13 @@ def check_compensation(
                     f"{layer.kind} works on {_NEEDS[layer.kind]}, but task {p.task.kind} takes "
                     f"{'windows' if waveform else 'frames'}",
                 ))  # fmt: skip
-            for key in ("temperature", "current", "voltage", "travel_speed"):
-                stream = getattr(layer, key, None)
+            pyrometer = getattr(layer, "pyrometer", None)
+            for key, stream in [
+                *((k, getattr(layer, k, None)) for k in ("temperature", "current", "voltage", "travel_speed")),
+                ("pyrometer.stream", pyrometer.stream if pyrometer is not None else None),
+            ]:
                 if stream and not _known_stream(d, stream):
-                    problems.append(((*at, key), f"stream '{stream}' is not produced by any device"))
+                    problems.append(((*at, *key.split(".")), f"stream '{stream}' is not produced by any device"))
             cal_path = getattr(layer, "calibration", None)
             if cal_path is None:
                 continue

@@ -468,3 +468,42 @@ async def test_the_weld_cell_calls_for_preheat_in_a_cold_hall_and_not_in_a_warm_
     assert warm.values["preheat_required"] is False and 8.2 <= num(warm, "t85_s") <= 25
     assert 0.4 < num(cold, "heat_input_kj_mm") < 0.8  # ~24 V x 180 A at 6 mm/s, k 0.8
     assert cold.decision in ("accept", "reject")  # the visual verdict stands beside the thermal one
+
+
+def test_a_pyrometer_profile_gives_the_measured_t85_and_the_computed_one_is_kept_beside_it() -> None:
+    from edge_runtime.compensation import WeldThermalLayer, WeldThermalLayerConfig
+
+    layer = WeldThermalLayer(
+        WeldThermalLayerConfig.model_validate(
+            {
+                "kind": "weld_thermal",
+                "current": "w.current",
+                "voltage": "w.voltage",
+                "travel_speed": "w.speed",
+                "temperature": "w.hall",
+                "thickness_mm": 6,
+                "t85_min_s": 8.2,
+                "t85_max_s": 25,
+                "average_s": 2,
+                "pyrometer": {"stream": "w.line", "spacing_mm": 2.0, "emissivity": 1.0},
+            }
+        )
+    )
+    comp = Compensator([layer])
+    second = 1_000_000_000
+    for i in range(30):  # 3 s of arc at 10 readings/s
+        t = i * second // 10
+        for stream, value in (("w.current", 180.0), ("w.voltage", 24.0), ("w.speed", 6.0), ("w.hall", -30.0)):
+            comp.push(Reading(stream, t, np.array(value)))
+    # a profile behind the torch at 6 mm/s, points 2 mm (1/3 s) apart: T(t) = 1400 - 120 t degC, so 800 degC at
+    # 5 s and 500 degC at 7.5 s: a measured t8/5 of 2.5 s
+    times = np.arange(64) * 2.0 / 6.0
+    comp.push(Reading("w.line", 3 * second, (1400.0 - 120.0 * times).astype(np.float32)))
+    (result,) = comp.run(
+        lambda items: [Result("", f.stream, f.t_ns, "accept") for f in items],
+        [Frame("cam", 3 * second, np.zeros((8, 8, 3), np.uint8))],
+    )
+    assert result.values["heat_flow"] == "measured"
+    assert num(result, "t85_s") == pytest.approx(2.5, abs=0.05)  # (800 - 500) / 120 degC/s
+    assert num(result, "t85_computed_s") > 5  # the EN 1011-2 estimate stays beside the measurement
+    assert result.values["preheat_required"] is True
