@@ -63,47 +63,13 @@ def box_calls(probs: F32, gt: npt.NDArray[np.float64], region_min_score: float) 
     return calls
 
 
-def _iou(box: F32, others: F32) -> F32:
-    """IoU of one xyxy box against (n, 4) xyxy boxes."""
-    lo = np.maximum(box[:2], others[:, :2])
-    hi = np.minimum(box[2:], others[:, 2:])
-    inter = np.prod(np.clip(hi - lo, 0, None), axis=1)
-    area = np.prod(box[2:] - box[:2]) + np.prod(others[:, 2:] - others[:, :2], axis=1)
-    return np.asarray(inter / np.maximum(area - inter, 1e-9), dtype=np.float32)
-
-
 def average_precision_50(
     preds: list[tuple[int, int, float, F32]], truths: list[tuple[int, int, F32]], n_classes: int
 ) -> dict[int, float | None]:
-    """Per-class AP at IoU 0.5 (all-point interpolation). `preds`: (frame, class, score, xyxy); `truths`:
-    (frame, class, xyxy). A class without ground truth has AP None."""
-    out: dict[int, float | None] = {}
-    for c in range(n_classes):
-        gt_by_frame: dict[int, F32] = {}
-        for f, k, box in truths:
-            if k == c:
-                gt_by_frame[f] = np.vstack([gt_by_frame[f], box]) if f in gt_by_frame else box[None]
-        n_gt = sum(len(v) for v in gt_by_frame.values())
-        if n_gt == 0:
-            out[c] = None
-            continue
-        used = {f: np.zeros(len(v), bool) for f, v in gt_by_frame.items()}
-        mine = sorted((p for p in preds if p[1] == c), key=lambda p: -p[2])
-        tp = np.zeros(len(mine))
-        for i, (f, _, _, box) in enumerate(mine):
-            if f not in gt_by_frame:
-                continue
-            iou = _iou(box, gt_by_frame[f])
-            iou[used[f]] = 0.0
-            j = int(np.argmax(iou))
-            if iou[j] >= 0.5:
-                used[f][j] = True
-                tp[i] = 1.0
-        recall = np.concatenate([[0.0], np.cumsum(tp) / n_gt])
-        precision = np.concatenate([[1.0], np.cumsum(tp) / np.arange(1, len(tp) + 1)])
-        precision = np.maximum.accumulate(precision[::-1])[::-1]
-        out[c] = round(float(np.sum(np.diff(recall) * precision[1:])), 4)
-    return out
+    """Per-class AP at IoU 0.5 (all-point interpolation; `detection_metrics.average_precision`), rounded for the
+    report. `preds`: (frame, class, score, xyxy); `truths`: (frame, class, xyxy). No ground truth: None."""
+    ap = detection_metrics.average_precision(preds, truths, n_classes, iou_threshold=0.5)
+    return {c: None if v is None else round(v, 4) for c, v in ap.items()}
 
 
 def evaluate(
@@ -123,7 +89,6 @@ def evaluate(
     `n_frames`, `n_boxes`, `box_accuracy`, `frame_accuracy`, `per_class`, `confusion` (rows: true labels;
     columns: the labels then `missed`), `frame_confusion` and the thresholds used.
     """
-    import cv2
 
     data_dir = Path(data_dir)
     image_dir = data_dir / "images"
@@ -148,13 +113,7 @@ def evaluate(
     t0 = time.perf_counter()
     for start in range(0, len(files), batch_size):
         chunk = files[start : start + batch_size]
-        images = []
-        for p in chunk:
-            img = cast("npt.NDArray[np.uint8] | None", cv2.imread(str(p), cv2.IMREAD_COLOR))
-            if img is None:
-                raise DataSetError(f"{p}: cannot decode image")
-            img = degrade(img) if degrade is not None else img
-            images.append(compensate(img) if compensate is not None else img)
+        images = _load(chunk, degrade, compensate)
         probs, frame = task.infer(images)
         for j, (p, pr) in enumerate(zip(chunk, probs, strict=True)):
             gt = read_yolo_labels(data_dir / "labels" / (p.stem + ".txt"))
@@ -214,6 +173,24 @@ def evaluate(
     return result
 
 
+def _load(
+    files: list[Path],
+    degrade: Callable[[npt.NDArray[np.uint8]], npt.NDArray[np.uint8]] | None,
+    compensate: Callable[[npt.NDArray[np.uint8]], npt.NDArray[np.uint8]] | None,
+) -> list[npt.NDArray[np.uint8]]:
+    """Decode images as the camera would deliver them: degraded (a cold-weather model) and then compensated."""
+    import cv2
+
+    images = []
+    for p in files:
+        img = cast("npt.NDArray[np.uint8] | None", cv2.imread(str(p), cv2.IMREAD_COLOR))
+        if img is None:
+            raise DataSetError(f"{p}: cannot decode image")
+        img = degrade(img) if degrade is not None else img
+        images.append(compensate(img) if compensate is not None else img)
+    return images
+
+
 def _evaluate_detector(
     task: WeldInspectorTask,
     files: list[Path],
@@ -224,7 +201,6 @@ def _evaluate_detector(
     batch_size: int,
 ) -> dict[str, Any]:
     """`evaluate` for box detectors (2.x): metrics in `detection_metrics.summarise`."""
-    import cv2
 
     dets: list[weld_decode.Detections] = []
     truths: list[tuple[npt.NDArray[np.int64], F32]] = []
@@ -232,13 +208,7 @@ def _evaluate_detector(
     t0 = time.perf_counter()
     for start in range(0, len(files), batch_size):
         chunk = files[start : start + batch_size]
-        images = []
-        for p in chunk:
-            img = cast("npt.NDArray[np.uint8] | None", cv2.imread(str(p), cv2.IMREAD_COLOR))
-            if img is None:
-                raise DataSetError(f"{p}: cannot decode image")
-            img = degrade(img) if degrade is not None else img
-            images.append(compensate(img) if compensate is not None else img)
+        images = _load(chunk, degrade, compensate)
         d, frame = task.detect(images, score_threshold=min(task.ap_min_score, task.box_score))
         dets.extend(d)
         probs.extend([] if frame is None else frame.tolist())
