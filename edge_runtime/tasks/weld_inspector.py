@@ -228,37 +228,27 @@ class WeldInspectorTask:
         self._invalid.record(len(frames) - len(ok), len(frames), detail)
         if not ok:
             return results
+        images = [frames[i].image for i in ok]
         if self.detector:
-            dets, fprob = self.detect([frames[i].image for i in ok])
-            for j, i in enumerate(ok):
-                h, w = frames[i].image.shape[:2]
-                fp = None if fprob is None else float(fprob[j])
+            dets, frame = self.detect(images)
+        else:
+            probs, frame = self.infer(images)
+        for j, i in enumerate(ok):
+            h, w = frames[i].image.shape[:2]
+            frame_score = None if frame is None else float(frame[j])
+            if self.detector:
+                boxes = weld_decode.to_dicts(dets[j], self.labels, w, h, min_score=self.box_score)
                 decision, reasons = weld_decode.decide(
                     dets[j],
                     self.labels,
                     REJECT_LABELS,
                     reject_score=self.reject_score,
-                    frame_prob=fp,
+                    frame_prob=frame_score,
                     frame_reject=self.frame_reject,
                 )
-                boxes = weld_decode.to_dicts(dets[j], self.labels, w, h, min_score=self.box_score)
-                results[i] = Result(
-                    pipeline="",
-                    stream=frames[i].stream,
-                    t_ns=frames[i].t_ns,
-                    decision=decision,
-                    score=fp,
-                    values={"n_boxes": len(boxes)},
-                    detail={"boxes": boxes, "reject_reasons": reasons},
-                )
-            self.stats["frames"] += len(ok)
-            return results
-        probs, frame = self.infer([frames[i].image for i in ok])
-        for j, i in enumerate(ok):
-            h, w = frames[i].image.shape[:2]
-            boxes = self.regions(probs[j], w, h)
-            frame_score = None if frame is None else float(frame[j])
-            decision, reasons = self.decide(boxes, frame_score)
+            else:
+                boxes = self.regions(probs[j], w, h)
+                decision, reasons = self.decide(boxes, frame_score)
             results[i] = Result(
                 pipeline="",
                 stream=frames[i].stream,

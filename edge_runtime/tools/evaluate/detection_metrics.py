@@ -24,6 +24,7 @@ __all__ = [
     "average_precision",
     "binary_report",
     "box_calls",
+    "class_table",
     "cxcywh_to_xyxy",
     "mean_ap",
     "reject_curve",
@@ -128,6 +129,24 @@ def reject_curve(
     return [{k: v for k, v in binary_report(scores, truth, float(t)).items() if k != "confusion"} for t in ts]
 
 
+def class_table(
+    confusion: npt.NDArray[np.int64], labels: Sequence[str], ap: dict[int, float | None]
+) -> dict[str, dict[str, Any]]:
+    """Per class: labelled boxes, boxes called right, boxes missed (the confusion's last column), accuracy, AP50."""
+    n_cls = len(labels)
+    correct = np.diag(confusion[:, :n_cls])
+    return {
+        name: {
+            "n": int(confusion[i].sum()),
+            "correct": int(correct[i]),
+            "missed": int(confusion[i, n_cls]),
+            "accuracy": round(float(correct[i] / confusion[i].sum()), 4) if confusion[i].sum() else None,
+            "ap50": ap[i],
+        }
+        for i, name in enumerate(labels)
+    }
+
+
 def summarise(
     dets: Sequence[Detections],
     truths: Sequence[tuple[npt.NDArray[np.int64], F32]],
@@ -168,16 +187,7 @@ def summarise(
     correct = np.diag(confusion[:, :n_cls])
     n_boxes = int(confusion.sum())
     at_op = binary_report(decide_score, y, op)
-    per_class = {
-        name: {
-            "n": int(confusion[i].sum()),
-            "correct": int(correct[i]),
-            "missed": int(confusion[i, n_cls]),
-            "accuracy": round(float(correct[i] / confusion[i].sum()), 4) if confusion[i].sum() else None,
-            "ap50": ap[i],
-        }
-        for i, name in enumerate(labels)
-    }
+    per_class = class_table(confusion, labels, ap)
     return {
         "n": len(dets),
         "n_frames": len(dets),

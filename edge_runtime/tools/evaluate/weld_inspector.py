@@ -138,16 +138,7 @@ def evaluate(
     ap_known = [v for v in ap.values() if v is not None]
     n_boxes = int(confusion.sum())
     correct = np.diag(confusion[:, :n_cls])
-    per_class = {
-        name: {
-            "n": int(confusion[i].sum()),
-            "correct": int(correct[i]),
-            "missed": int(confusion[i, n_cls]),
-            "accuracy": round(float(correct[i] / confusion[i].sum()), 4) if confusion[i].sum() else None,
-            "ap50": ap[i],
-        }
-        for i, name in enumerate(labels)
-    }
+    per_class = detection_metrics.class_table(confusion, labels, ap)
     n_frames = int(frame_conf.sum())
     result = {
         "model": runner.ident,
