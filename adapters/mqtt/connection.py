@@ -15,13 +15,13 @@ import ssl
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from adapters.base import AdapterError, Stats
+from adapters.base import AdapterError, DeliveryError, Stats
 from adapters.mqtt.config import MqttConnectionConfig
 
 if TYPE_CHECKING:
     import paho.mqtt.client as paho
 
-__all__ = ["Connection", "tls_context"]
+__all__ = ["Connection", "PublishAcks", "tls_context"]
 
 log = logging.getLogger("adapters.mqtt")
 
@@ -213,3 +213,43 @@ class Connection:
         ok = not reason.is_failure
         for hook in self._on_publish_hooks:
             self.call_soon(hook, mid, ok, str(reason))
+
+
+class PublishAcks:
+    """Publishes waiting for the broker's PUBACK (QoS 1) or PUBCOMP (QoS 2), by message id, for a sink whose
+    `deliver` returns only once the broker holds the message. Wire `acknowledged` to `Connection.on_publish` and
+    `fail_all` to a lost connection; counts `timeouts` and `failed` in the sink's stats."""
+
+    def __init__(self, what: str, stats: Stats) -> None:
+        self.what, self.stats = what, stats  # `what` names the sink in errors, e.g. "mqtt results"
+        self._pending: dict[int, asyncio.Future[None]] = {}
+
+    def acknowledged(self, mid: int, ok: bool, reason: str) -> None:
+        fut = self._pending.get(mid)
+        if fut is None or fut.done():
+            return  # a late acknowledgement of a publish that already failed or timed out
+        if ok:
+            fut.set_result(None)
+        else:
+            fut.set_exception(DeliveryError(f"{self.what}: broker rejected the publish: {reason}"))
+
+    def fail_all(self) -> None:
+        for fut in self._pending.values():
+            if not fut.done():
+                fut.set_exception(DeliveryError(f"{self.what}: connection lost before acknowledgement"))
+
+    async def wait(self, mid: int, timeout_s: float) -> None:
+        """Call right after `publish` returned `mid`, before any other await, so the acknowledgement (scheduled on
+        this loop) cannot be missed; raises DeliveryError on a refusal, a lost connection or a timeout."""
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending[mid] = fut
+        try:
+            await asyncio.wait_for(fut, timeout_s)
+        except TimeoutError:
+            self.stats["timeouts"] += 1
+            raise DeliveryError(f"{self.what}: no acknowledgement within {timeout_s} s (mid {mid})") from None
+        except DeliveryError:
+            self.stats["failed"] += 1
+            raise
+        finally:
+            self._pending.pop(mid, None)

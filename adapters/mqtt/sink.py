@@ -8,11 +8,9 @@ at most one result per sink is sent again: `edge_runtime.outbox`), consumers de-
 
 from __future__ import annotations
 
-import asyncio
-
 from adapters.base import DeliveryError, Result, Stats, dumps
 from adapters.mqtt.config import MqttSinkConfig
-from adapters.mqtt.connection import Connection
+from adapters.mqtt.connection import Connection, PublishAcks
 from adapters.supervise import BurstLog
 
 __all__ = ["MqttSink"]
@@ -26,33 +24,19 @@ class MqttSink:
         self.name = config.id
         self.stats = Stats()
         self._conn: Connection | None = None
-        self._pending: dict[int, asyncio.Future[None]] = {}
+        self._acks = PublishAcks(f"mqtt {self.name}", self.stats)
         self._unencodable = BurstLog("mqtt_unencodable_result", self.stats, "unencodable")
 
     async def open(self) -> None:
         conn = Connection(self.config, self.stats, max_queued=self.config.max_inflight)
-        conn.on_publish(self._acknowledged)
-        conn.on_disconnect(self._fail_pending)
+        conn.on_publish(self._acks.acknowledged)
+        conn.on_disconnect(self._acks.fail_all)
         self._conn = conn
         try:
             await conn.open()
         except BaseException:
             self._conn = None
             raise
-
-    def _acknowledged(self, mid: int, ok: bool, reason: str) -> None:
-        fut = self._pending.get(mid)
-        if fut is None or fut.done():
-            return  # a late acknowledgement of a publish that already failed or timed out
-        if ok:
-            fut.set_result(None)
-        else:
-            fut.set_exception(DeliveryError(f"mqtt {self.name}: broker rejected the publish: {reason}"))
-
-    def _fail_pending(self) -> None:
-        for fut in self._pending.values():
-            if not fut.done():
-                fut.set_exception(DeliveryError(f"mqtt {self.name}: connection lost before acknowledgement"))
 
     async def deliver(self, result: Result) -> None:
         import paho.mqtt.client as mqtt
@@ -73,25 +57,11 @@ class MqttSink:
         if info.rc != mqtt.MQTT_ERR_SUCCESS:
             self.stats["refused"] += 1
             raise DeliveryError(f"mqtt {self.name}: publish refused: {mqtt.error_string(info.rc)}")
-        # registered before the next await, so the acknowledgement (scheduled on this loop) cannot be missed
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._pending[info.mid] = fut
-        try:
-            await asyncio.wait_for(fut, self.config.timeout_s)
-        except TimeoutError:
-            self.stats["timeouts"] += 1
-            raise DeliveryError(
-                f"mqtt {self.name}: no acknowledgement within {self.config.timeout_s} s (mid {info.mid})"
-            ) from None
-        except DeliveryError:
-            self.stats["failed"] += 1
-            raise
-        finally:
-            self._pending.pop(info.mid, None)
+        await self._acks.wait(info.mid, self.config.timeout_s)
         self.stats["delivered"] += 1
 
     async def close(self) -> None:
-        self._fail_pending()
+        self._acks.fail_all()
         conn, self._conn = self._conn, None
         if conn is not None:
             await conn.close()

@@ -19,14 +19,13 @@ broker acknowledged the DDATA (QoS 1; with QoS 0 when paho wrote it to the socke
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
 import re
 from typing import TYPE_CHECKING, Any
 
 from adapters.base import DeliveryError, Result, Stats, dumps, now_ns
-from adapters.mqtt.connection import Connection
+from adapters.mqtt.connection import Connection, PublishAcks
 from adapters.sparkplug.config import SparkplugSinkConfig
 from adapters.sparkplug.payload import BOOLEAN, DOUBLE, INT64, REBIRTH, STRING, UINT64, Metric, decode, encode, topic
 from adapters.supervise import BurstLog
@@ -123,7 +122,7 @@ class SparkplugSink:
         self._seq = 0
         self._born = False
         self._birth_ns = 0
-        self._pending: dict[int, asyncio.Future[None]] = {}
+        self._acks = PublishAcks(f"sparkplug {self.name}", self.stats)
         self._bad_command = BurstLog("sparkplug_bad_ncmd", self.stats, "malformed_commands")
 
     # -- topics and births ------------------------------------------------------------------------------------
@@ -215,7 +214,7 @@ class SparkplugSink:
             max_queued=0,
         )
         conn.send_will_on_close = True  # a clean close is announced by NDEATH too
-        conn.on_publish(self._acknowledged)
+        conn.on_publish(self._acks.acknowledged)
         conn.on_disconnect(self._lost)
         self._conn = conn
         try:
@@ -226,21 +225,7 @@ class SparkplugSink:
 
     def _lost(self) -> None:
         self._born = False
-        self._fail_pending()
-
-    def _acknowledged(self, mid: int, ok: bool, reason: str) -> None:
-        fut = self._pending.get(mid)
-        if fut is None or fut.done():
-            return
-        if ok:
-            fut.set_result(None)
-        else:
-            fut.set_exception(DeliveryError(f"sparkplug {self.name}: broker rejected the publish: {reason}"))
-
-    def _fail_pending(self) -> None:
-        for fut in self._pending.values():
-            if not fut.done():
-                fut.set_exception(DeliveryError(f"sparkplug {self.name}: connection lost before acknowledgement"))
+        self._acks.fail_all()
 
     async def deliver(self, result: Result) -> None:
         import paho.mqtt.client as mqtt
@@ -276,18 +261,7 @@ class SparkplugSink:
         if info.rc != mqtt.MQTT_ERR_SUCCESS:
             self.stats["refused"] += 1
             raise DeliveryError(f"sparkplug {self.name}: publish refused: {mqtt.error_string(info.rc)}")
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._pending[info.mid] = fut
-        try:
-            await asyncio.wait_for(fut, self.config.timeout_s)
-        except TimeoutError:
-            self.stats["timeouts"] += 1
-            raise DeliveryError(f"sparkplug {self.name}: no acknowledgement within {self.config.timeout_s} s") from None
-        except DeliveryError:
-            self.stats["failed"] += 1
-            raise
-        finally:
-            self._pending.pop(info.mid, None)
+        await self._acks.wait(info.mid, self.config.timeout_s)
         self.stats["delivered"] += 1
         if historical:
             self.stats["historical"] += 1
@@ -299,7 +273,7 @@ class SparkplugSink:
 
     async def close(self) -> None:
         self._born = False
-        self._fail_pending()
+        self._acks.fail_all()
         conn, self._conn = self._conn, None
         if conn is not None:
             await conn.close()
