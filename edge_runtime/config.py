@@ -395,7 +395,8 @@ def validate_file(path: Path | str, warnings: list[Problem] | None = None) -> tu
     problems = cross_check(deployment) + check_models(deployment) + comp_problems
     if warnings is not None:
         warnings.extend(
-            Problem(*located.locate(loc), ".".join(map(str, loc)), f"warning: {why}") for loc, why in comp_warnings
+            Problem(*located.locate(loc), ".".join(map(str, loc)), f"warning: {located.redact(why, loc)}")
+            for loc, why in comp_warnings
         )
     if problems or file_errors:
         errors = [

@@ -500,7 +500,9 @@ def _merge_profile(load: _Load, index: int, entry: dict[str, Any], file: Path, p
     name = entry.pop("profile")
     path = resolve_profile(name, file.parent, profile_dirs) if isinstance(name, str) else None
     if path is None:
-        errors.append(Problem(file, line, f"devices.{index}.profile", f"device profile '{name}' not found"))
+        # the name may come from ${...}: a secret never shows, even in this message
+        why = located.redact(f"device profile '{name}' not found", loc)
+        errors.append(Problem(file, line, f"devices.{index}.profile", why))
         return
     if path in load.unreadable:
         return  # reported at the first device that uses it

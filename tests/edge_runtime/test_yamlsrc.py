@@ -259,6 +259,8 @@ def test_short_secrets_are_redacted_too(tmp_path: Path, monkeypatch: pytest.Monk
     got = "\n".join(_validate(f))
     assert token.search(got) is None, got
     assert "duplicate id '***'" in got and "unknown sink '***' (sinks: [])" in got, got
+    f.write_text("devices:\n  - profile: ${S}\n")  # the profile lookup quotes the name back (found by the fuzz test)
+    assert _validate(f) == [f"{f}:2: devices.0.profile: device profile '***' not found"]
 
 
 def test_a_short_secret_does_not_mangle_other_messages(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
