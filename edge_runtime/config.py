@@ -121,12 +121,40 @@ class ServiceConfig(StrictModel):
         "recently seen stream is evicted beyond it and counted (`*_evicted_total`), so a flood of new topics "
         "costs bounded memory.",
     )
+    model_watch_s: float = Field(
+        default=5.0,
+        ge=0,
+        le=3600,
+        allow_inf_nan=False,
+        description="How often each pipeline's model folder is checked for a new version (file sizes and times; "
+        "0 disables). A new version is verified, run in shadow and swapped in (see the pipeline's `model`).",
+    )
 
 
 class ModelRef(StrictModel):
     name: str = Field(description="Directory under models/ (e.g. vibration_anomaly) or a path to one.")
     variant: str = Field(default="fp32", description="`fp32` or a variant the manifest lists (e.g. `int8`).")
     intra_op_threads: int = Field(default=1, ge=1, le=64, description="onnxruntime intra-op threads.")
+    shadow_inputs: int = Field(
+        default=200,
+        ge=0,
+        le=1_000_000,
+        description="A new version of this model (a changed folder, or another `model` after a reload) first runs "
+        "in shadow on this many live inputs, its decisions compared with the running model's; 0 swaps it in "
+        "right after its checks (sha256, shapes, warm-up).",
+    )
+    min_agreement: float = Field(
+        default=0.9,
+        ge=0,
+        le=1,
+        allow_inf_nan=False,
+        description="Share of the shadow inputs on which the candidate must give the running model's decision and "
+        "label; below it the running model stays and the log says why.",
+    )
+
+    def same_model(self, other: ModelRef) -> bool:
+        """The same files and session settings: only the swap settings differ."""
+        return (self.name, self.variant, self.intra_op_threads) == (other.name, other.variant, other.intra_op_threads)
 
 
 class BatchingConfig(StrictModel):

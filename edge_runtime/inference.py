@@ -6,8 +6,10 @@ input and output (name, dtype, shape) with the session, sets thread counts and r
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
+import os
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -21,7 +23,15 @@ from pydantic import Field, ValidationError
 from adapters.base import EdgeRuntimeError, StrictModel
 from edge_runtime.paths import models_dir
 
-__all__ = ["ModelError", "ModelManifest", "ModelRunner", "TensorSpec", "load_model"]
+__all__ = [
+    "ModelError",
+    "ModelManifest",
+    "ModelRunner",
+    "TensorSpec",
+    "folder_fingerprint",
+    "load_model",
+    "resolve_model_dir",
+]
 
 log = logging.getLogger("edge_runtime.inference")
 
@@ -141,6 +151,28 @@ def _warmup_feed(manifest: ModelManifest) -> dict[str, npt.NDArray[Any]]:
     return feed
 
 
+def resolve_model_dir(name_or_dir: str | Path) -> Path:
+    """A path to a model folder, or a name under models/."""
+    model_dir = Path(name_or_dir)
+    return model_dir if model_dir.is_dir() else models_dir() / str(name_or_dir)
+
+
+def folder_fingerprint(name_or_dir: str | Path) -> tuple[tuple[str, int, int], ...]:
+    """Name, size and modification time of the manifest and ONNX files: a cheap poll that notices a new version
+    being copied in (each step of a copy changes it, and load_model's sha256 check decides whether it is whole)."""
+    model_dir = resolve_model_dir(name_or_dir)
+    found = []
+    try:
+        for entry in os.scandir(model_dir):
+            if entry.name == "model.yaml" or entry.name.endswith(".onnx"):
+                with contextlib.suppress(OSError):  # removed while listed
+                    st = entry.stat()
+                    found.append((entry.name, st.st_size, st.st_mtime_ns))
+    except OSError:
+        return ()
+    return tuple(sorted(found))
+
+
 def load_model(
     name_or_dir: str | Path,
     *,
@@ -151,9 +183,7 @@ def load_model(
     """Open and verify a model; raises ModelError with the file and the mismatch when anything is off."""
     import onnxruntime as ort
 
-    model_dir = Path(name_or_dir)
-    if not model_dir.is_dir():
-        model_dir = models_dir() / str(name_or_dir)
+    model_dir = resolve_model_dir(name_or_dir)
     manifest = read_manifest(model_dir)
     if variant == "fp32":
         file, want_sha = manifest.file, manifest.sha256

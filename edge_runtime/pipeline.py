@@ -25,6 +25,7 @@ import numpy.typing as npt
 from adapters.base import Frame, Reading, Result, Sample, Stats
 from edge_runtime.compensation import Compensator
 from edge_runtime.dsp import cut_windows, source_window_length
+from edge_runtime.shadow import Shadow, Verdict
 from edge_runtime.streams import DEFAULT_MAX_STREAMS, StreamMap
 from edge_runtime.tasks.base import Task, Window
 
@@ -160,6 +161,7 @@ class Pipelined:
 
 
 ResultHandler = Callable[[str, list[Result]], Awaitable[list[Result]]]
+VerdictHandler = Callable[["Pipeline", Shadow, Verdict], None]
 
 
 class Pipeline:
@@ -203,15 +205,74 @@ class Pipeline:
         self.compensator = compensator or Compensator([])
         self.latencies_ns: collections.deque[int] = collections.deque(maxlen=10_000)
         self._warned: StreamMap[str, bool] = StreamMap(max_streams, self.stats, "warnings_evicted")
-        task_state = getattr(task, "stream_state", None)  # a task's own per-stream state gets the same bound
-        if isinstance(task_state, StreamMap):
-            task_state.limit, task_state.stats, task_state.key = max_streams, self.stats, "task_state_evicted"
+        self._max_streams = max_streams
+        self._bound_task_state(task)
+        self._shadow: Shadow | None = None  # a candidate model being compared before it takes over
+        self._on_verdict: VerdictHandler | None = None
         self._in_flight = 0  # inputs taken from the queue whose results are not stored yet
         self._failing = False  # the last batch failed: log the next failure not at all, the recovery once
         # Progress (health and watchdog): since when inputs have waited with no batch finished; None when idle.
         self.waiting_since: float | None = None
         self.latency_counts = np.zeros(len(LATENCY_BUCKETS_S) + 1, dtype=np.int64)  # last slot: above all bounds
         self.latency_sum_s = 0.0
+
+    def _bound_task_state(self, task: Task) -> None:
+        task_state = getattr(task, "stream_state", None)  # a task's own per-stream state gets the same bound
+        if isinstance(task_state, StreamMap):
+            task_state.limit, task_state.stats, task_state.key = self._max_streams, self.stats, "task_state_evicted"
+
+    @property
+    def shadow(self) -> Shadow | None:
+        return self._shadow
+
+    def start_shadow(self, shadow: Shadow, on_verdict: VerdictHandler | None = None) -> None:
+        """Compare `shadow` with the running model on the next inputs, then swap it in or keep the running one
+        (edge_runtime.shadow). A candidate already in shadow is dropped for the newer one."""
+        if self._shadow is not None:
+            log.warning(
+                "event=model_shadow_replaced pipeline=%s dropped=%s for=%s", self.id, self._shadow.ident, shadow.ident
+            )
+        self._shadow, self._on_verdict = shadow, on_verdict
+        log.info(
+            "event=model_shadow_started pipeline=%s running=%s candidate=%s inputs=%d min_agreement=%g",
+            self.id,
+            self.model_ident,
+            shadow.ident,
+            shadow.target,
+            shadow.min_agreement,
+        )
+        self._judge(shadow)  # a target of 0 swaps at once
+
+    def cancel_shadow(self, why: str) -> None:
+        if self._shadow is not None:
+            ident = self._shadow.ident
+            log.warning("event=model_shadow_cancelled pipeline=%s candidate=%s why=%r", self.id, ident, why)
+            self._shadow = self._on_verdict = None
+
+    def _judge(self, shadow: Shadow) -> None:
+        verdict = shadow.verdict()
+        if verdict is None or shadow is not self._shadow:
+            return
+        on_verdict, self._shadow, self._on_verdict = self._on_verdict, None, None
+        if verdict.swap:
+            previous = self.model_ident
+            self.task, self.model_ident = shadow.task, shadow.ident
+            self._bound_task_state(shadow.task)
+            self.stats["model_swaps"] += 1
+            log.warning(
+                "event=model_swapped pipeline=%s from=%s to=%s %s", self.id, previous, shadow.ident, verdict.why
+            )
+        else:
+            self.stats["model_swaps_refused"] += 1
+            log.error(
+                "event=model_swap_refused pipeline=%s candidate=%s running=%s stays: %s",
+                self.id,
+                shadow.ident,
+                self.model_ident,
+                verdict.why,
+            )
+        if on_verdict is not None:
+            on_verdict(self, shadow, verdict)
 
     @property
     def idle(self) -> bool:
@@ -288,8 +349,18 @@ class Pipeline:
 
     async def _process(self, loop: asyncio.AbstractEventLoop, batch: list[Pipelined]) -> None:
         items = [p.item for p in batch]
+        shadow = self._shadow
+        seen: list[tuple[Sequence[Any], list[Result]]] = []  # what the running model saw (compensated) and said
+        running = self.task.process
+
+        def process(inputs: Sequence[Any]) -> list[Result]:
+            outs = running(inputs)
+            if shadow is not None:
+                seen.append((inputs, outs))
+            return outs
+
         try:
-            outcomes = await loop.run_in_executor(self._executor, self.compensator.run, self.task.process, items)
+            outcomes = await loop.run_in_executor(self._executor, self.compensator.run, process, items)
             if len(outcomes) != len(items):
                 raise ValueError(f"task returned {len(outcomes)} results for {len(items)} inputs")
         except Exception as exc:  # one bad batch must not stop the line; logged once per burst
@@ -318,3 +389,6 @@ class Pipeline:
         except Exception as exc:  # storage retries on its own; what reaches here is a bug, not an outage
             self.stats["results_lost"] += len(results)
             log.error("event=result_store_failed pipeline=%s error=%r", self.id, exc)
+        if shadow is not None and shadow is self._shadow and seen:
+            await loop.run_in_executor(self._executor, shadow.compare, *seen[0])
+            self._judge(shadow)

@@ -25,6 +25,7 @@ from edge_runtime.compensation import Compensator, build_layers
 from edge_runtime.config import Deployment, PipelineConfig, validate_file
 from edge_runtime.inference import ModelRunner, load_model
 from edge_runtime.metrics import Health, MetricsServer, health, make_registry
+from edge_runtime.modelswap import ModelWatch, load_candidate
 from edge_runtime.outbox import Outbox, deliver_forever
 from edge_runtime.pipeline import Pipeline
 from edge_runtime.streams import StreamMap
@@ -117,12 +118,14 @@ class Service:
         self._sink_tasks: dict[str, asyncio.Task[Any]] = {}
         self._pipeline_tasks: dict[int, asyncio.Task[Any]] = {}  # by id(pipeline): old and new share a name
         self._reload_lock = asyncio.Lock()
+        self.model_watch = ModelWatch(lambda cfg, runner: make_task(cfg.task, runner), self._swapped)
         self.registry = make_registry(self)  # this service's metrics only (edge_runtime.metrics.render)
         self.metrics: MetricsServer | None = None
 
     def load(self) -> None:
         """Open models and build components; raises ModelError/AdapterError before anything runs."""
         for p in self.deployment.pipelines:
+            self.model_watch.note(p.id, p.model)
             self.pipelines.append(self._build_pipeline(p, self._runner(p)))
             self._outputs[p.id] = list(p.outputs)
         self.sources = [make_source(d) for d in self.deployment.devices]
@@ -136,6 +139,14 @@ class Service:
                 p.model.name, variant=p.model.variant, intra_op_threads=p.model.intra_op_threads
             )
         return self._runners[key]
+
+    def _swapped(self, key: tuple[str, str, int], runner: ModelRunner) -> None:
+        """A candidate won its shadow run: pipelines built from now on (a reload) start with it too."""
+        self._runners[key] = runner
+
+    def _watched(self) -> list[tuple[Pipeline, PipelineConfig]]:
+        configs = {p.id: p for p in self.deployment.pipelines}
+        return [(p, configs[p.id]) for p in self.pipelines if p.id in configs]
 
     def _build_pipeline(self, p: PipelineConfig, runner: ModelRunner) -> Pipeline:
         return Pipeline(
@@ -260,6 +271,8 @@ class Service:
                 for device, source in zip(self.deployment.devices, self.sources, strict=True):
                     self._start_source(device.id, source)
                 watchdog = tg.create_task(notifier.watchdog(lambda: health(self)), name="watchdog")
+                watch_s = self.deployment.service.model_watch_s
+                model_watch = tg.create_task(self.model_watch.run(watch_s, self._watched)) if watch_s else None
                 notifier.send("READY=1")
                 self.started.set()
                 log.info(
@@ -277,7 +290,8 @@ class Service:
                 notifier.send("STOPPING=1")
                 async with self._reload_lock:  # a reload in progress finishes first
                     await self._drain(list(self._source_tasks.values()), drain_s)
-                    for task in [*self._sink_tasks.values(), *self._pipeline_tasks.values(), watchdog, metrics_task]:
+                    tasks = [*self._sink_tasks.values(), *self._pipeline_tasks.values(), watchdog, metrics_task]
+                    for task in [*tasks, model_watch]:
                         if task is not None:
                             task.cancel()
                     self._tg = None
@@ -360,16 +374,23 @@ class Service:
             if self._tg is None:
                 raise RuntimeError("reload() needs a running service")
             old = self.deployment
-            changed: dict[str, list[str]] = {"restarted": [], "started": [], "stopped": [], "kept": []}
+            changed: dict[str, list[str]] = {"restarted": [], "started": [], "stopped": [], "kept": [], "shadowing": []}
             if new.service != old.service:
                 log.warning("event=reload_service_section_changed effect=next_start")
             # pipelines first (a new model is loaded before anything is stopped: a bad one leaves all running)
             old_p = {p.id: p for p in old.pipelines}
             new_p = {p.id: p for p in new.pipelines}
             built: dict[str, Pipeline] = {}
+            candidates: dict[str, ModelRunner] = {}  # pipelines whose `model` alone changed: shadow, then swap
             for pid, cfg in new_p.items():
-                if old_p.get(pid) != cfg:
-                    built[pid] = self._build_pipeline(cfg, await asyncio.to_thread(self._runner, cfg))
+                was = old_p.get(pid)
+                if was == cfg:
+                    continue
+                if was is not None and was.model_copy(update={"model": cfg.model}) == cfg:
+                    if not was.model.same_model(cfg.model):
+                        candidates[pid] = await asyncio.to_thread(load_candidate, cfg.model)
+                    continue
+                built[pid] = self._build_pipeline(cfg, await asyncio.to_thread(self._runner, cfg))
             # sinks
             old_s = {s.id: s for s in old.sinks}
             new_s = {s.id: s for s in new.sinks}
@@ -392,8 +413,15 @@ class Service:
             self.pipelines = kept + [built[pid] for pid in new_p if pid in built]
             self._outputs = {pid: list(cfg.outputs) for pid, cfg in new_p.items()}
             self._routes.clear()
+            self.deployment = new.model_copy(update={"service": old.service})
             for pid in built:
+                self.model_watch.note(pid, new_p[pid].model)
                 self._start_pipeline(built[pid])
+            for p in kept:
+                if p.id in candidates:
+                    self.model_watch.note(p.id, new_p[p.id].model)
+                    self.model_watch.offer(p, new_p[p.id], candidates[p.id])
+                    changed["shadowing"].append(f"pipeline:{p.id}")
             changed["kept"] += [f"pipeline:{p.id}" for p in kept]
             for p in retired:
                 await self._retire(p)
@@ -417,13 +445,13 @@ class Service:
                 else:
                     changed["kept"].append(f"device:{did}")
             self.sources = [sources[d.id] for d in new.devices]
-            self.deployment = new.model_copy(update={"service": old.service})
             self.stats["reloads"] += 1
             log.info(
-                "event=reloaded restarted=%s started=%s stopped=%s kept=%d",
+                "event=reloaded restarted=%s started=%s stopped=%s shadowing=%s kept=%d",
                 ",".join(changed["restarted"]) or "-",
                 ",".join(changed["started"]) or "-",
                 ",".join(changed["stopped"]) or "-",
+                ",".join(changed["shadowing"]) or "-",
                 len(changed["kept"]),
             )
             return changed

@@ -1,14 +1,19 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from adapters.base import Stats
+from adapters.base import Frame, Result, Stats
 from edge_runtime.dsp import resample_windows
-from edge_runtime.pipeline import BoundedQueue, WindowBuffer
+from edge_runtime.pipeline import BoundedQueue, Pipeline, WindowBuffer
+from edge_runtime.shadow import Shadow
+from tests import helpers
 
 RATE = 12_000.0
 
@@ -123,3 +128,56 @@ def test_a_repeated_block_is_dropped_without_restarting_the_stream() -> None:
     assert buf.repeats == 1 and buf.gaps == 0
     out = buf.push(round(600 * 1e9 / RATE), block)
     assert len(out) == 1 and np.array_equal(out[0].samples, np.concatenate([block, block])[:1024])
+
+
+class _Brightness:
+    """A frame task: rejects frames brighter than its limit."""
+
+    name = "brightness"
+
+    def __init__(self, limit: float) -> None:
+        self.limit = limit
+
+    def process(self, items: Sequence[Any]) -> list[Result]:
+        return [
+            Result("", f.stream, f.t_ns, "reject" if f.image.mean() > self.limit else "accept", label="bright")
+            for f in items
+        ]
+
+
+async def _swap_run(candidate: _Brightness, n: int = 60) -> tuple[Pipeline, list[Result]]:
+    stored: list[Result] = []
+
+    async def store(_: str, batch: list[Result]) -> list[Result]:
+        stored.extend(batch)
+        return batch
+
+    with ThreadPoolExecutor(1) as pool:
+        pipeline = Pipeline(
+            "p", ["cam"], _Brightness(100), "m@1", {}, max_batch=4, max_wait_ms=1, queue_size=1000,
+            when_full="block", executor=pool, on_result=store,
+        )  # fmt: skip
+        runner = asyncio.create_task(pipeline.run())
+        pipeline.start_shadow(Shadow(candidate, "m@2", target=20, min_agreement=0.9))
+        for i in range(n):
+            await pipeline.feed(Frame("cam", i, np.full((4, 4, 3), (i * 37) % 256, np.uint8)))
+        await helpers.until(lambda: len(stored) == n, what="every frame's result")
+        runner.cancel()
+    return pipeline, stored
+
+
+async def test_a_model_that_wins_its_shadow_run_is_swapped_in_without_losing_an_input() -> None:
+    pipeline, stored = await _swap_run(_Brightness(110))
+    assert [r.t_ns for r in stored] == list(range(60)), "every input once, in order"
+    models = [r.model for r in stored]
+    first_new = models.index("m@2")
+    assert first_new >= 20 and set(models[:first_new]) == {"m@1"} and set(models[first_new:]) == {"m@2"}
+    assert pipeline.model_ident == "m@2" and pipeline.stats["model_swaps"] == 1 and pipeline.shadow is None
+    for r in stored[first_new:]:  # the candidate's own decisions from the swap on
+        assert r.decision == ("reject" if (r.t_ns * 37) % 256 > 110 else "accept")
+
+
+async def test_a_model_that_disagrees_is_refused_and_the_running_one_stays() -> None:
+    pipeline, stored = await _swap_run(_Brightness(250))
+    assert {r.model for r in stored} == {"m@1"} and len(stored) == 60
+    assert pipeline.model_ident == "m@1" and pipeline.stats["model_swaps_refused"] == 1 and pipeline.shadow is None
