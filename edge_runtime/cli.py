@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -125,6 +126,75 @@ def _cmd_run(args: argparse.Namespace) -> int:
         for cause in causes:
             logging.getLogger("edge_runtime.service").critical("event=service_failed error=%r", cause)
         return 1
+    return 0
+
+
+def _cmd_record(args: argparse.Namespace) -> int:
+    from edge_runtime.config import ConfigError, load_deployment
+    from edge_runtime.logs import setup_logging
+    from edge_runtime.recorder import record
+
+    try:
+        level = load_deployment(args.config).service.log_level
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    setup_logging(level)
+
+    async def main() -> dict[str, Any]:
+        stop = asyncio.Event()
+        _install_stop(stop)
+        return await record(Path(args.config), Path(args.out), seconds=args.seconds, stop=stop)
+
+    trailer = asyncio.run(main())
+    devices = ", ".join(f"{d or '?'} {n}" for d, n in sorted(trailer["devices"].items())) or "none"
+    print(
+        f"wrote {args.out}: {trailer['samples']} samples ({devices}), {trailer['file_bytes'] / 1e6:.1f} MB "
+        f"({trailer['raw_bytes'] / max(1, trailer['file_bytes']):.1f}x compressed), stopped by {trailer['stopped_by']}"
+    )
+    return 0
+
+
+def _cmd_replay(args: argparse.Namespace) -> int:
+    from adapters.base import Result, dumps
+    from edge_runtime.logs import setup_logging
+    from edge_runtime.recorder import Recording, compare_results, parse_speed, replay
+
+    try:
+        speed = parse_speed(args.speed)
+    except ValueError as exc:
+        print(f"edge-runtime replay: {exc}", file=sys.stderr)
+        return 2
+    if args.info:
+        print(json.dumps(Recording(Path(args.recording)).summary(), indent=1))
+        return 0
+    setup_logging("warning")
+    baseline: list[dict[str, Any]] = []
+    if args.against:
+        with Path(args.against).open(encoding="utf-8") as f:
+            baseline = [json.loads(line) for line in f if line.strip()]
+    mine: list[dict[str, Any]] = []
+    with contextlib.ExitStack() as files:
+        out = files.enter_context(Path(args.out).open("w", encoding="utf-8")) if args.out else None
+
+        def on_result(result: Result) -> None:
+            row = result.to_json()
+            if out is not None:
+                out.write(dumps(row) + "\n")
+            if args.against:
+                mine.append(row)
+
+        summary = asyncio.run(
+            replay(
+                Path(args.recording),
+                config=Path(args.config) if args.config else None,
+                speed=speed,
+                on_result=on_result,
+            )
+        )
+    print(json.dumps(summary, indent=1))
+    if args.against:
+        print(json.dumps({"against": args.against, **compare_results(baseline, mine)}, indent=1))
     return 0
 
 
@@ -343,6 +413,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="accepted difference, relative to --expect (absolute below 1); default 0.001",
     )
     p.set_defaults(fn=_cmd_probe_order)
+
+    p = sub.add_parser(
+        "record", help="record every reading and frame of a deployment's devices to a file (for replay and bench)"
+    )
+    p.add_argument("config", help="deployment YAML file (its devices are run; pipelines and sinks are not)")
+    p.add_argument("--out", required=True, help="recording file to write")
+    p.add_argument("--seconds", type=float, default=None, help="stop after this long (default: Ctrl-C or SIGTERM)")
+    p.set_defaults(fn=_cmd_record)
+
+    p = sub.add_parser(
+        "replay", help="feed a recording through a deployment's pipelines (never its sinks) and report the results"
+    )
+    p.add_argument("recording", help="file written by `edge-runtime record`")
+    p.add_argument("--config", default=None, help="replay through this deployment's pipelines (default: the recorded)")
+    p.add_argument("--speed", default="max", help="`max` (default), `recorded`, or a factor of the recorded pace")
+    p.add_argument("--out", default=None, help="write every result as one JSON line to this file")
+    p.add_argument("--against", default=None, help="compare with the results of an earlier replay (its --out file)")
+    p.add_argument("--info", action="store_true", help="print what the recording holds (counts, span) and exit")
+    p.set_defaults(fn=_cmd_replay)
 
     p = sub.add_parser("bench", help="the integrators' perf suite (ratios against baselines, JSON)")
     p.add_argument("--quick", action="store_true", help="short runs")

@@ -199,6 +199,10 @@ class Service:
         for pipeline in targets:
             await pipeline.feed(sample)
 
+    async def feed(self, sample: Sample) -> None:
+        """Route one sample as if a source had emitted it (`edge-runtime replay` feeds recorded samples here)."""
+        await self._route(sample)
+
     async def _run_sink(self, sink: Sink, max_age_s: float | None) -> None:
         """Open a sink and feed it from the outbox; reopen it when it keeps failing (a restarted PLC, a lost
         client). The outbox holds the results meanwhile."""
