@@ -145,7 +145,7 @@ class Recorder:
         rx_ns = time.time_ns()
         device = self.device_of(sample.stream)
         if isinstance(sample, Frame):
-            data = np.ascontiguousarray(sample.image)
+            data = _contiguous(sample.image)
             meta = json.dumps(
                 {"k": "f", "d": device, "s": sample.stream, "dt": data.dtype.str, "sh": data.shape,
                  "m": jsonable(dict(sample.meta))},
@@ -153,7 +153,7 @@ class Recorder:
             ).encode()  # fmt: skip
             self.frames += 1
         else:
-            data = np.ascontiguousarray(sample.value)
+            data = _contiguous(np.asarray(sample.value))
             key = (device, sample.stream, data.dtype.str, data.shape, sample.quality, sample.unit, sample.rate_hz)
             cached = self._meta.get(key)
             if cached is None or data.dtype.hasobject:
@@ -238,6 +238,11 @@ class Recorder:
         trailer["raw_bytes"] = self.raw_bytes
         self._file.close()
         return trailer
+
+
+def _contiguous(a: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    """C order for its bytes, keeping a scalar's shape `()` (np.ascontiguousarray would make it `(1,)`)."""
+    return a if a.flags.c_contiguous else a.copy(order="C")
 
 
 def _utc(t_ns: int) -> str:
@@ -459,7 +464,7 @@ def _decode(raw: bytes) -> Iterator[Recorded]:
         if meta["dt"] == "json":
             value = np.array(meta["v"], dtype=object)
         else:  # a copy: writable, as the adapter's was, and independent of the chunk's buffer
-            value = np.frombuffer(data, dtype=np.dtype(meta["dt"])).reshape(meta["sh"]).copy()
+            value = np.frombuffer(data, dtype=np.dtype(meta["dt"])).reshape(tuple(meta["sh"])).copy()
         sample: Sample
         if meta["k"] == "f":
             sample = Frame(meta["s"], t_ns, value, meta.get("m") or {})
@@ -597,6 +602,7 @@ async def replay(
         "truncated": recording.truncated,
         "results": dict(results),
         "decisions": {p: dict(c) for p, c in decisions.items()},
+        "batches": {p.id: p.stats["batches"] for p in service.pipelines},
         "wall_s": round(time.perf_counter() - t0_wall, 3),
         "cpu_s": round(time.process_time() - t0_cpu, 3),
         "models": sorted({p.model_ident for p in service.pipelines}),

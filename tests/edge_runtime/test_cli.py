@@ -80,7 +80,18 @@ def test_console_script_help_lists_every_command() -> None:
     assert exe is not None, "the console script is installed with the package"
     out = subprocess.run([exe, "--help"], capture_output=True, text=True, check=True).stdout
     listed = set(re.findall(r"^    ([a-z][a-z-]+)(?: |$)", out, re.M))  # argparse's command list, one per line
-    assert listed >= {"run", "validate", "schema", "demo", "evaluate", "simulate", "probe-order", "bench"}, out
+    assert listed >= {
+        "run",
+        "validate",
+        "schema",
+        "demo",
+        "evaluate",
+        "simulate",
+        "probe-order",
+        "bench",
+        "record",
+        "replay",
+    }, out
 
 
 def test_run_refuses_a_tampered_model_before_starting(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -182,3 +193,52 @@ def test_simulate_serves_a_profile_that_the_adapter_reads(tmp_path: Path) -> Non
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=20) == 0
+
+
+def test_record_stops_cleanly_on_sigterm_and_replay_compares_runs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`record` as systemd or Ctrl-C stops it (SIGTERM: a complete file, exit 0); `replay` of that file writes
+    JSONL, and a second replay `--against` the first reports them identical."""
+    import signal
+    import time
+
+    from edge_runtime.recorder import Recording
+    from tests.edge_runtime.test_recorder import rice_site
+
+    site = rice_site(tmp_path, fps=20.0)
+    out = tmp_path / "line.erec"
+    exe = shutil.which("edge-runtime", path=str(Path(sys.executable).parent))
+    assert exe is not None
+    proc = subprocess.Popen(
+        [exe, "record", str(site), "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not (out.is_file() and out.stat().st_size > 1_000_000):  # header plus a chunk of frames
+            assert proc.poll() is None and time.monotonic() < deadline, "record wrote no frames"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        stdout, _ = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0
+    assert "stopped by stop" in stdout
+    recording = Recording(out)
+    n = len(list(recording))
+    assert n > 0 and recording.trailer is not None and recording.trailer["devices"] == {"chute": n}
+
+    assert main(["replay", str(out), "--info"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["complete"] and info["samples"] == n and info["devices"] == {"chute": n}
+    first = tmp_path / "a.jsonl"
+    assert main(["replay", str(out), "--out", str(first)]) == 0
+    rows = [json.loads(line) for line in first.read_text().splitlines()]
+    assert len(rows) == n and all(r["pipeline"] == "rice" and r["decision"] in ("eject", "keep") for r in rows)
+    capsys.readouterr()
+    assert main(["replay", str(out), "--speed", "3", "--against", str(first)]) == 0
+    printed = capsys.readouterr().out
+    assert '"identical": true' in printed and f'"matched": {n}' in printed
+    assert main(["replay", str(out), "--speed", "0"]) == 2
+    assert main(["replay", str(tmp_path / "a.jsonl")]) == 2  # not a recording: one line, exit 2
+    assert "not an edge-runtime recording" in capsys.readouterr().err
