@@ -6,7 +6,10 @@ other processes hits a figure and its baseline alike. Frames are dense chute fra
 (`ChuteSimulator`, 640x480, about 48 grains per frame, 4 frames per task call). Rates are given per wall second and
 per CPU second of this process: on a shared machine the CPU figure is the one that says what a core can do.
 
-    .venv/bin/python benchmarks/bench_rice.py --json /tmp/bench_rice.json [--quick]
+    .venv/bin/python benchmarks/bench_rice.py --json /tmp/bench_rice.json [--quick] [--recording FILE]
+
+`--recording FILE` (a flight recording, `edge-runtime record`): the end-to-end figures use the line's own frames
+(the first 40 of the recorded rice pipeline's streams) instead of the simulated chute.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from adapters.camera.simulator import ChuteSimulator, ChuteSimulatorConfig
 from edge_runtime.inference import ModelRunner, load_model
 from edge_runtime.tasks.rice_segment import segment
 from edge_runtime.tasks.rice_sorter import RiceSorterConfig, RiceSorterTask
+from edge_runtime.tools.bench_recording import add_recording_option, recorded_inputs
 from edge_runtime.tools.bench_schema import Figure, figure, write_result
 
 SCALE = 0.35  # chute pixels per data-set pixel (the simulator's default)
@@ -51,11 +55,16 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--json", type=Path, help="write the result here")
     ap.add_argument("--quick", action="store_true", help="shorter rounds")
+    add_recording_option(ap)
     args = ap.parse_args()
     cv2.setNumThreads(1)
     seconds, rounds = (0.15, 2) if args.quick else (1.0, 5)
     sim = ChuteSimulator(ChuteSimulatorConfig(seed=1, grains_per_s=1250, fps=25))
     frames = [Frame("chute.image", i, sim.next_frame()[0]) for i in range(40)]
+    data: dict[str, object] = {"data": "synthetic (ChuteSimulator)"}
+    if args.recording is not None:
+        recorded, data = recorded_inputs(args.recording, "rice_sorter", 40)
+        frames = [f for f in recorded if isinstance(f, Frame)] or frames
     runners = {v: load_model("rice_sorter", variant=v, intra_op_threads=1) for v in ("fp32", "int8")}
     tasks = {
         v: RiceSorterTask(
@@ -126,7 +135,8 @@ def main() -> None:
         figures,
         details={
             "models": {v: r.ident for v, r in runners.items()},
-            "frame": "640x480 ChuteSimulator, 4 frames per task call",
+            "frame": "640x480 ChuteSimulator, 4 frames per task call" if args.recording is None else "recorded",
+            "inputs": data,
             "grains_per_frame": round(grains_per_frame, 1),
             "threads": "onnxruntime intra-op 1, OpenCV 1",
         },

@@ -8,7 +8,10 @@
    decoding stands in for a real camera's; rendering the chute live costs more than the sorter itself). Latency is
    capture time (the camera's `t_ns`) to the stored result, p50/p99, plus the coil write latency.
 
-    python benchmarks/bench_rice_line.py [--quick] [--json PATH] [--variant fp32|int8]
+    python benchmarks/bench_rice_line.py [--quick] [--json PATH] [--variant fp32|int8] [--recording FILE]
+
+`--recording FILE` (a flight recording): both parts use the line's own frames (those of the recorded rice
+pipeline's streams; the camera replays them from PNG files, lossless) instead of the simulated chute.
 """
 
 from __future__ import annotations
@@ -32,18 +35,22 @@ from edge_runtime.config import Deployment
 from edge_runtime.inference import load_model
 from edge_runtime.service import Service
 from edge_runtime.tasks.rice_sorter import RiceSorterConfig, RiceSorterTask
+from edge_runtime.tools.bench_recording import add_recording_option, recorded_inputs
 from edge_runtime.tools.bench_schema import figure, histogram, write_result
 
 SCALE = 0.35  # chute pixels per data-set pixel (the simulator's default grain scale)
 DENSITY = {"grains_per_s": 1250.0, "fps": 25.0}  # about 48 grains per 640x480 frame
 
 
-def max_feed_rate(variant: str, seconds: float) -> tuple[float, float]:
+def max_feed_rate(variant: str, seconds: float, recorded: list[Frame] | None = None) -> tuple[float, float]:
     import cv2
 
     cv2.setNumThreads(1)
-    sim = ChuteSimulator(ChuteSimulatorConfig(seed=1, **DENSITY))
-    frames = [Frame("chute.image", 0, sim.next_frame()[0]) for _ in range(40)]
+    if recorded:
+        frames = recorded
+    else:
+        sim = ChuteSimulator(ChuteSimulatorConfig(seed=1, **DENSITY))
+        frames = [Frame("chute.image", 0, sim.next_frame()[0]) for _ in range(40)]
     task = RiceSorterTask(
         RiceSorterConfig(kind="rice_sorter", declared_variety="Basmati", scale_px_per_dataset_px=SCALE),
         load_model("rice_sorter", variant=variant, intra_op_threads=1),
@@ -99,7 +106,9 @@ def deployment(fps: float, plc_port: int, outbox: Path, variant: str, frames: Pa
     )
 
 
-async def line_latency(fps: float, seconds: float, variant: str, n_frames: int = 120) -> dict[str, Any]:
+async def line_latency(
+    fps: float, seconds: float, variant: str, n_frames: int = 120, recorded: list[Frame] | None = None
+) -> dict[str, Any]:
     port = free_port()
     plc_cfg = ModbusTcpConfig.model_validate(
         {
@@ -121,8 +130,15 @@ async def line_latency(fps: float, seconds: float, variant: str, n_frames: int =
 
     with tempfile.TemporaryDirectory() as tmp:
         frames = Path(tmp) / "frames"
-        ChuteSimulator(ChuteSimulatorConfig(seed=2, **DENSITY)).write_frames(frames, n_frames, suffix=".jpg")
-        (frames / "truth.csv").unlink()
+        if recorded:
+            import cv2
+
+            frames.mkdir()
+            for i, frame in enumerate(recorded[:n_frames]):
+                cv2.imwrite(str(frames / f"{i:05d}.png"), frame.image)
+        else:
+            ChuteSimulator(ChuteSimulatorConfig(seed=2, **DENSITY)).write_frames(frames, n_frames, suffix=".jpg")
+            (frames / "truth.csv").unlink()
         service = Service(deployment(fps, port, Path(tmp) / "o.sqlite", variant, frames))
         service.result_observers.append(observe)
         stop = asyncio.Event()
@@ -159,11 +175,18 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--variant", default="fp32", choices=["fp32", "int8"])
+    add_recording_option(parser)
     args = parser.parse_args()
     seconds = 3.0 if args.quick else 20.0
-    rates = [max_feed_rate(args.variant, 1.0 if args.quick else 5.0) for _ in range(2 if args.quick else 3)]
+    n_frames = 40 if args.quick else 120
+    recorded: list[Frame] = []
+    inputs: dict[str, Any] = {"data": "synthetic (ChuteSimulator)"}
+    if args.recording is not None:
+        found, inputs = recorded_inputs(args.recording, "rice_sorter", n_frames)
+        recorded = [f for f in found if isinstance(f, Frame)]
+    rates = [max_feed_rate(args.variant, 1.0 if args.quick else 5.0, recorded) for _ in range(2 if args.quick else 3)]
     max_fps = statistics.median(r[0] for r in rates)
-    half = asyncio.run(line_latency(max_fps / 2, seconds, args.variant, 40 if args.quick else 120))
+    half = asyncio.run(line_latency(max_fps / 2, seconds, args.variant, n_frames, recorded))
     lat = half.pop("latencies_ms") or [float("nan")]
     v = args.variant
     figures = [
@@ -188,7 +211,11 @@ def main() -> None:
         "bench_rice_line",
         figures,
         histograms=[histogram(f"rice_line.{v}.capture_to_decision", "ms", lat)],
-        details={"half_rate": half, "frame": "640x480 chute, about 48 grains per frame"},
+        details={
+            "half_rate": half,
+            "frame": "recorded" if recorded else "640x480 chute, about 48 grains per frame",
+            "inputs": inputs,
+        },
     )
 
 

@@ -6,6 +6,7 @@ ratio is measured under the same load.
 
     .venv/bin/python benchmarks/bench_weld.py --json bench-weld.json [--threads 1] [--seconds 4] [--quick]
         [--compare /path/to/other/model_dir]   # e.g. a previous version, timed in the same process
+        [--recording FILE]   # a flight recording: the line's own frames (of the recorded weld pipeline)
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import numpy as np
 from adapters.base import Frame
 from edge_runtime.inference import load_model
 from edge_runtime.tasks.weld_inspector import WeldInspectorConfig, WeldInspectorTask
+from edge_runtime.tools.bench_recording import add_recording_option, recorded_inputs
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "weld_photos" / "images"
 
@@ -61,15 +63,22 @@ def main() -> None:
         "--quick", action="store_true", help="short run (0.5 s per configuration), as `edge-runtime bench --quick` asks"
     )
     ap.add_argument("--compare", type=Path, help="another weld_inspector model directory, timed alongside")
+    add_recording_option(ap)
     args = ap.parse_args()
     seconds = min(args.seconds, 0.5) if args.quick else args.seconds
     pool = frames(8)
+    inputs: dict[str, Any] = {"data": "weld photographs" if DATA.is_dir() else "textured noise"}
+    if args.recording is not None:
+        recorded, inputs = recorded_inputs(args.recording, "weld_inspector", 8)
+        pool = [f for f in recorded if isinstance(f, Frame)] or pool
+        pool = (pool * 8)[:8]  # batch 8 needs eight frames
     results: dict[str, Any] = {
         "benchmark": "weld_inspector",
-        "frame": "640x640x3 uint8",
+        "frame": "640x640x3 uint8" if args.recording is None else "recorded",
         "threads": args.threads,
         "seconds_per_configuration": seconds,
         "machine": platform.machine(),
+        "inputs": inputs,
         "fps": {},
     }
     models: list[tuple[str, str | Path]] = [("", "weld_inspector")]

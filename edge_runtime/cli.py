@@ -320,6 +320,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         quick=args.quick,
         json_path=Path(args.json) if args.json else None,
         only=args.only,
+        recording=Path(args.recording) if args.recording else None,
     )
 
 
@@ -438,6 +439,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", default=None, help="write the JSON report here (and FILE.md with plots beside it)")
     p.add_argument("--only", action="append", metavar="NAME", help="run the benchmarks whose name contains NAME")
     p.add_argument("--compare", nargs=2, metavar=("A.json", "B.json"), help="print two reports side by side")
+    p.add_argument(
+        "--recording",
+        default=None,
+        metavar="FILE",
+        help="run the end-to-end suites on this flight recording (edge-runtime record) instead of synthetic inputs",
+    )
     p.set_defaults(fn=_cmd_bench)
     return parser
 

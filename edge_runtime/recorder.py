@@ -321,6 +321,7 @@ async def record(
                     update={
                         "metrics_listen": None,
                         "ui_listen": None,  # the running service may hold both ports
+                        "model_watch_s": 0,
                         "outbox": OutboxConfig(path=str(Path(tmp) / "outbox.sqlite")),  # never the live outbox
                     }
                 ),
@@ -511,6 +512,7 @@ def replay_deployment(recording: Recording, config: Path | None, workdir: Path) 
                 **service,
                 "metrics_listen": None,
                 "ui_listen": None,
+                "model_watch_s": 0,  # the models of a replay do not change under it
                 "outbox": {"path": str(workdir / "outbox.sqlite")},
             },
             "devices": [],

@@ -24,7 +24,7 @@ from pydantic import ValidationError
 from edge_runtime.paths import repo_root
 from edge_runtime.tools.bench_schema import SCHEMA, BenchmarkResult, BenchmarkRun, BenchReport, fingerprint
 
-__all__ = ["ESTIMATE_S", "run_bench", "select"]
+__all__ = ["ESTIMATE_S", "RECORDING_SUITES", "run_bench", "select"]
 
 # seconds each benchmark takes (quick, full) on a 2-core x86-64 box: the progress bar's time left
 ESTIMATE_S: dict[str, tuple[float, float]] = {
@@ -36,6 +36,10 @@ ESTIMATE_S: dict[str, tuple[float, float]] = {
     "bench_weld": (10, 40),
 }
 _DEFAULT_ESTIMATE = (10.0, 40.0)
+
+# the end-to-end suites, which take `--recording FILE` (edge_runtime.tools.bench_recording): with it they run on a
+# flight recording's frames and waveforms instead of synthetic ones; the other suites do not use line data
+RECORDING_SUITES = frozenset({"bench_pipeline", "bench_rice", "bench_rice_line", "bench_weld"})
 
 
 def select(only: list[str] | None) -> list[Path]:
@@ -94,8 +98,16 @@ class _Progress:
         print(("\r" if self.tty else "") + f"{self.line()}  {status} in {wall:.0f} s", file=self.out, flush=True)
 
 
-def _run_one(script: Path, out: Path, log: Path, quick: bool) -> BenchmarkRun:
+def command(script: Path, out: Path, quick: bool, recording: Path | None = None) -> list[str]:
+    """A benchmark's command line: `--recording` goes to the end-to-end suites only."""
     cmd = [sys.executable, str(script), "--json", str(out)] + (["--quick"] if quick else [])
+    if recording is not None and script.stem in RECORDING_SUITES:
+        cmd += ["--recording", str(recording.resolve())]
+    return cmd
+
+
+def _run_one(script: Path, out: Path, log: Path, quick: bool, recording: Path | None = None) -> BenchmarkRun:
+    cmd = command(script, out, quick, recording)
     t0 = time.monotonic()
     with log.open("w") as log_file:
         proc = subprocess.run(cmd, cwd=repo_root(), stdout=log_file, stderr=subprocess.STDOUT, check=False)
@@ -122,11 +134,16 @@ def run_bench(
     json_path: Path | None = None,
     only: list[str] | None = None,
     progress: TextIO | None = None,
+    recording: Path | None = None,
 ) -> int:
     """Run the suite, write the JSON report (and the Markdown report with plots beside it); 0 when all passed."""
     from edge_runtime.tools.bench_report import write_markdown
 
     scripts = select(only)
+    if recording is not None:
+        from edge_runtime.recorder import Recording
+
+        Recording(recording)  # not a recording: one clear error now, not one per suite
     if not scripts:
         print(f"edge-runtime bench: no benchmark matches {only} in {repo_root() / 'benchmarks'}", file=sys.stderr)
         return 2
@@ -138,7 +155,9 @@ def run_bench(
     with tempfile.TemporaryDirectory(prefix="edge-runtime-bench-") as tmp:
         for i, script in enumerate(scripts):
             bar.start(i)
-            run = _run_one(script, Path(tmp) / f"{script.stem}.json", Path(tmp) / f"{script.stem}.log", quick)
+            run = _run_one(
+                script, Path(tmp) / f"{script.stem}.json", Path(tmp) / f"{script.stem}.log", quick, recording
+            )
             bar.finish(run.status)
             if run.error:
                 print(f"  {script.stem}: {run.error[-2000:]}", file=out, flush=True)
@@ -150,6 +169,7 @@ def run_bench(
             "quick": quick,
             "wall_s": round(time.monotonic() - t0, 1),
             "machine": fingerprint(),
+            "recording": None if recording is None else str(recording),
             "benchmarks": runs,
         }
     )

@@ -102,6 +102,8 @@ def write_markdown(report: BenchReport, path: Path) -> Path:
     """`path` (.md) with the fingerprint, the summary table and per-benchmark plots in `<stem>-plots/`."""
     lines = [f"# edge-runtime bench{' --quick' if report.quick else ''}, {report.started_utc}", ""]
     lines += [f"- {line}" for line in machine_lines(report.machine)]
+    if report.recording:
+        lines.append(f"- end-to-end suites on the flight recording `{report.recording}` (not synthetic inputs)")
     lines += ["", "## Summary", "", "| figure | value | min..max | baseline | ratio |", "|---|---|---|---|---|"]
     lines += [f"| {' | '.join(row)} |" for row in summary_rows(report)]
     plots = path.with_name(path.stem + "-plots")

@@ -114,6 +114,7 @@ class BenchReport(_Strict):
     quick: bool
     wall_s: float
     machine: Machine
+    recording: str | None = None  # `--recording FILE`: the end-to-end suites ran on this flight recording
     benchmarks: dict[str, BenchmarkRun]
 
 

@@ -111,3 +111,49 @@ def test_quick_suite_smoke_writes_a_valid_report(tmp_path: Path) -> None:
 def test_unknown_only_name_is_a_clear_error(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["bench", "--only", "no_such_bench"]) == 2
     assert "no benchmark matches" in capsys.readouterr().err
+
+
+def test_a_recording_goes_to_the_end_to_end_suites_only(tmp_path: Path) -> None:
+    from edge_runtime.tools.bench import RECORDING_SUITES, command
+
+    rec = tmp_path / "line.erec"
+    by_name = {s.stem: command(s, tmp_path / "o.json", True, rec) for s in select(None)}
+    assert set(by_name) >= RECORDING_SUITES
+    for name, cmd in by_name.items():
+        assert ("--recording" in cmd) == (name in RECORDING_SUITES), name
+    assert by_name["bench_rice"][-2:] == ["--recording", str(rec.resolve())]
+
+
+def test_recorded_inputs_are_the_samples_a_recorded_pipeline_of_the_task_takes(tmp_path: Path) -> None:
+    import numpy as np
+
+    from adapters.base import Frame, Reading
+    from edge_runtime.recorder import FORMAT, Recorder
+    from edge_runtime.tools.bench_recording import recorded_inputs
+
+    pipelines = [
+        {"id": "vib", "inputs": ["gw1.*"], "task": {"kind": "vibration_anomaly"}, "model": {"name": "x"}},
+        {"id": "rice", "inputs": ["chute.*"], "task": {"kind": "rice_sorter"}, "model": {"name": "y"}},
+    ]
+    path = tmp_path / "line.erec"
+    rec = Recorder(path, {"format": FORMAT, "replay": {"pipelines": pipelines}})
+    block = np.arange(1200, dtype=np.float32)
+    for i in range(5):
+        rec.add(Reading("gw1.m1", i, block, rate_hz=12_000.0))
+        rec.add(Reading("gw2.m1", i, block, rate_hz=12_000.0))  # no pipeline takes it
+        rec.add(Reading("gw1.temp", i, np.asarray(20.0)))  # a scalar: not a waveform block
+        rec.add(Frame("chute.image", i, np.zeros((4, 4, 3), dtype=np.uint8)))
+    rec.close()
+    blocks, about = recorded_inputs(path, "vibration_anomaly", 100)
+    assert [b.stream for b in blocks] == ["gw1.m1"] * 5 and about["data"] == "recording"
+    frames, _ = recorded_inputs(path, "rice_sorter", 3)
+    assert len(frames) == 3 and all(isinstance(f, Frame) for f in frames)
+    none, about = recorded_inputs(path, "weld_inspector", 10)
+    assert none == [] and about["data"].startswith("synthetic")
+
+
+def test_bench_refuses_a_file_that_is_not_a_recording(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    junk = tmp_path / "junk.erec"
+    junk.write_text("not a recording")
+    assert main(["bench", "--quick", "--only", "rice", "--recording", str(junk)]) == 2
+    assert "not an edge-runtime recording" in capsys.readouterr().err
