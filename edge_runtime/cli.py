@@ -147,6 +147,9 @@ def _cmd_record(args: argparse.Namespace) -> int:
         return await record(Path(args.config), Path(args.out), seconds=args.seconds, stop=stop)
 
     trailer = asyncio.run(main())
+    if trailer["error"]:
+        print(f"edge-runtime record: writing {args.out} failed: {trailer['error']} (kept up to there)", file=sys.stderr)
+        return 1
     devices = ", ".join(f"{d or '?'} {n}" for d, n in sorted(trailer["devices"].items())) or "none"
     print(
         f"wrote {args.out}: {trailer['samples']} samples ({devices}), {trailer['file_bytes'] / 1e6:.1f} MB "

@@ -109,8 +109,10 @@ class Recorder:
         max_buffer_bytes: int = 8 << 20,
         flush_s: float = 1.0,
         level: int = 1,
+        on_error: Callable[[], None] | None = None,
     ) -> None:
         self.path = path
+        self.on_error = on_error  # called from the writer thread when writing failed (the recording is over)
         self.device_of = device_of
         self.chunk_bytes = chunk_bytes
         self.max_buffer_bytes = max(max_buffer_bytes, chunk_bytes)
@@ -135,8 +137,13 @@ class Recorder:
             self._file: BinaryIO = path.open("wb")
         except OSError as exc:
             raise RecordingError(f"cannot write {path}: {exc}") from exc
-        self._file.write(_FILE_HEAD.pack(MAGIC, VERSION))
-        self._write_chunk(b"H", json.dumps(jsonable(dict(header))).encode(), 0)
+        try:
+            self._file.write(_FILE_HEAD.pack(MAGIC, VERSION))
+            self._write_chunk(b"H", json.dumps(jsonable(dict(header))).encode(), 0)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                self._file.close()
+            raise RecordingError(f"cannot write {path}: {exc}") from exc
         self._thread = threading.Thread(target=self._run, name="recorder", daemon=True)
         self._thread.start()
 
@@ -151,7 +158,6 @@ class Recorder:
                  "m": jsonable(dict(sample.meta))},
                 separators=(",", ":"),
             ).encode()  # fmt: skip
-            self.frames += 1
         else:
             data = _contiguous(np.asarray(sample.value))
             key = (device, sample.stream, data.dtype.str, data.shape, sample.quality, sample.unit, sample.rate_hz)
@@ -168,13 +174,12 @@ class Recorder:
                         self._meta.clear()
                     self._meta[key] = cached
             meta = cached
-            self.readings += 1
         payload = data.data.cast("B") if data.size else b""
-        self.devices[device] += 1
-        self.streams[sample.stream] += 1
         with self._cond:
             if self._error is not None or self._closing:
                 return  # the writer failed (logged once) or the recording is over
+            self.devices[device] += 1
+            self.streams[sample.stream] += 1
             while len(self._buf) >= self.max_buffer_bytes and self._error is None:
                 self.blocked += 1
                 self._cond.wait()
@@ -182,8 +187,16 @@ class Recorder:
             self._buf += meta
             self._buf += payload
             self._n += 1
+            if isinstance(sample, Frame):
+                self.frames += 1
+            else:
+                self.readings += 1
             if len(self._buf) >= self.chunk_bytes:
                 self._cond.notify_all()
+
+    @property
+    def failed(self) -> bool:
+        return self._error is not None
 
     def _run(self) -> None:
         while True:
@@ -196,11 +209,13 @@ class Recorder:
             if buf:
                 try:
                     self._write_chunk(b"S", bytes(buf), n)
-                except OSError as exc:  # a full disk: stop recording, keep what is on disk readable
+                except Exception as exc:  # a full disk: stop recording, keep what is on disk readable
                     log.error("event=recording_write_failed file=%s error=%r", self.path, exc)
                     with self._cond:
                         self._error = exc
                         self._cond.notify_all()
+                    if self.on_error is not None:
+                        self.on_error()
                     return
             if closing:
                 return
@@ -329,15 +344,20 @@ async def record(
         )
         service = Service(sources_only, base_dir=Path(tmp), config_dir=config_path.parent)
         service.load()
-        recorder = Recorder(out, header, device_of=device_resolver(deployment))
+        stop = stop or asyncio.Event()
+        loop = asyncio.get_running_loop()
+
+        def failed() -> None:  # the writer thread gave up (a full disk): end the recording
+            loop.call_soon_threadsafe(stop.set)
+
+        recorder = Recorder(out, header, device_of=device_resolver(deployment), on_error=failed)
         service.sample_observers.append(recorder.add)
         if on_start is not None:
             on_start(recorder)
-        stop = stop or asyncio.Event()
         stopped_by = "stop"
         try:
             await service.run(stop, run_for_s=seconds, drain_s=0.0)
-            stopped_by = "stop" if stop.is_set() else "seconds"
+            stopped_by = "error" if recorder.failed else "stop" if stop.is_set() else "seconds"
         finally:
             trailer = recorder.close(stopped_by)
     log.info(
@@ -455,10 +475,14 @@ class Recording:
 def _decode(raw: bytes) -> Iterator[Recorded]:
     view = memoryview(raw)
     pos, end = 0, len(raw)
+    parsed: dict[bytes, Any] = {}  # a tag's meta repeats on every reading: parsed once per chunk
     while pos < end:
         meta_len, data_len, t_ns, rx_ns = _RECORD.unpack_from(view, pos)
         pos += _RECORD.size
-        meta = json.loads(bytes(view[pos : pos + meta_len]))
+        text = bytes(view[pos : pos + meta_len])
+        meta = parsed.get(text)
+        if meta is None:
+            meta = parsed[text] = json.loads(text)
         pos += meta_len
         data = view[pos : pos + data_len]
         pos += data_len

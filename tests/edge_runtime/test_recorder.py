@@ -202,6 +202,12 @@ def test_not_a_recording_is_refused(tmp_path: Path) -> None:
         Recording(junk)
 
 
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full (a device that is always full)")
+def test_an_unwritable_recording_is_one_clear_error() -> None:
+    with pytest.raises(RecordingError, match="cannot write /dev/full"):
+        Recorder(Path("/dev/full"), {"format": FORMAT})
+
+
 def test_compare_results_names_what_changed() -> None:
     a = [{"pipeline": "p", "stream": "s", "t_ns": t, "decision": "ok", "label": "normal", "score": 0.9} for t in (1, 2)]
     b = [dict(a[0], seq=5, latency_ns=9), dict(a[1], decision="alarm", label="ball", score=0.4)]
