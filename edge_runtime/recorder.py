@@ -179,7 +179,8 @@ class Recorder:
             if self._error is not None or self._closing:
                 return  # the writer failed (logged once) or the recording is over
             self.devices[device] += 1
-            self.streams[sample.stream] += 1
+            if sample.stream in self.streams or len(self.streams) < 10_000:  # counts of a flood stay bounded
+                self.streams[sample.stream] += 1
             while len(self._buf) >= self.max_buffer_bytes and self._error is None:
                 self.blocked += 1
                 self._cond.wait()
@@ -208,7 +209,7 @@ class Recorder:
                 closing = self._closing
             if buf:
                 try:
-                    self._write_chunk(b"S", bytes(buf), n)
+                    self._write_chunk(b"S", buf, n)
                 except Exception as exc:  # a full disk: stop recording, keep what is on disk readable
                     log.error("event=recording_write_failed file=%s error=%r", self.path, exc)
                     with self._cond:
@@ -220,7 +221,7 @@ class Recorder:
             if closing:
                 return
 
-    def _write_chunk(self, kind: bytes, raw: bytes, n: int) -> None:
+    def _write_chunk(self, kind: bytes, raw: bytes | bytearray, n: int) -> None:
         packed = zlib.compress(raw, self.level)
         self._file.write(_CHUNK.pack(kind, len(raw), len(packed), zlib.crc32(packed), n))
         self._file.write(packed)
