@@ -304,3 +304,56 @@ async def test_a_camera_line_replays_every_frame_and_agrees_where_live_kept_up(t
     assert len(live_rows) >= 12 and all(row == replayed[row["t_ns"]] for row in live_rows)
     assert service.pipelines[0].stats["input_dropped"] == len(got) - len(live_rows)
     assert any(row.get("grains") for row in live_rows)
+
+
+def test_replay_restores_the_recorded_calibration_and_takes_another_config(tmp_path: Path) -> None:
+    """The recorded deployment's calibration files travel in the recording (the originals are gone when it is
+    replayed); `--config` replays the same samples through another deployment, here without the compensation,
+    and the comparison names what changed."""
+    import yaml
+
+    from edge_runtime.tools import calibrate
+    from edge_runtime.tools.datasets import load_excerpt
+
+    sensor = calibrate.calibrate_sensor(
+        "gw1.*", tmp_path / "sensor.yaml", reference_c=20.0, sensitivity_tc_pct_per_k=0.3, offset_mg_per_k=0.5
+    )
+    pipeline = {
+        "id": "vib",
+        "inputs": ["gw1.*.vib"],
+        "task": {"kind": "vibration_anomaly"},
+        "model": {"name": "vibration_anomaly"},
+        "compensation": [{"kind": "sensor_drift", "calibration": sensor.name, "temperature": "gw1.hall_temp"}],
+    }
+    site = {
+        "service": {"metrics_listen": None, "ui_listen": None},
+        "devices": [{"id": "gw1", "kind": "mqtt", "port": 1883, "subscriptions": [{"topic": "p/#", "codec": "f32le"}]}],
+        "pipelines": [pipeline],
+    }
+    (tmp_path / "site.yaml").write_text(yaml.safe_dump(site, sort_keys=False))
+    plain = tmp_path / "other" / "plain.yaml"
+    plain.parent.mkdir()
+    plain.write_text(yaml.safe_dump({**site, "pipelines": [{**pipeline, "compensation": []}]}, sort_keys=False))
+    deployment = load_deployment(tmp_path / "site.yaml")
+    out = tmp_path / "cold.erec"
+    recorder = Recorder(out, header_for(tmp_path / "site.yaml", deployment), device_of=device_resolver(deployment))
+    rec = load_excerpt()[0]
+    t0, n = 1_700_000_000_000_000_000, int(rec.fs_hz) // 10
+    recorder.add(Reading("gw1.hall_temp", t0 - 10**9, np.asarray(-25.0), "good", "degC"))
+    for i in range(20):
+        block = rec.signal[i * n : (i + 1) * n].astype(np.float32)
+        recorder.add(Reading("gw1.m1.vib", t0 + round(i * n * 1e9 / rec.fs_hz), block, rate_hz=rec.fs_hz))
+    recorder.close()
+    sensor.unlink()  # replay must use the copy in the recording
+
+    compensated: list[Result] = []
+    asyncio.run(replay(out, on_result=compensated.append))
+    assert len(compensated) >= 5
+    assert all(r.detail.get("compensation") == ["sensor_drift"] for r in compensated)
+    uncompensated: list[Result] = []
+    summary = asyncio.run(replay(out, config=plain, on_result=uncompensated.append))
+    assert summary["config"] == str(plain) and summary["results"] == {"vib": len(compensated)}
+    assert all("compensation" not in r.detail for r in uncompensated)
+    report = compare_results([r.to_json() for r in compensated], [r.to_json() for r in uncompensated])
+    row = report["pipelines"]["vib"]
+    assert not report["identical"] and row["matched"] == len(compensated) and row["equal"] == 0
