@@ -75,8 +75,10 @@ async def test_replay_gives_the_live_results_at_max_and_recorded_speed(mosquitto
     recorder = Recorder(out, header_for(site, deployment), device_of=device_resolver(deployment), chunk_bytes=64 << 10)
     service = Service(deployment, base_dir=tmp_path, config_dir=tmp_path)
     service.sample_observers.append(recorder.add)
-    async with serving(service) as live, gateway(mosquitto.port, speed=2.0):
-        await until(lambda: len(live) >= 60, timeout_s=60, what="60 live results")
+    async with serving(service) as live:
+        async with gateway(mosquitto.port, speed=2.0):
+            await until(lambda: len(live) >= 60, timeout_s=60, what="60 live results")
+        await until(service.drained, timeout_s=60, what="the live pipeline to finish what it took")
     trailer = recorder.close("stop")
     live_rows = [r.to_json() for r in live]
     live_batches = service.pipelines[0].stats["batches"]
