@@ -6,6 +6,7 @@ Framework concerns live here, around the protocol code, so an adapter holds prot
 from __future__ import annotations
 
 import asyncio
+import cmath
 import logging
 import math
 import random
@@ -113,8 +114,11 @@ def check_sample(sample: Sample) -> Sample:
     if sample.rate_hz is not None and not MIN_RATE_HZ <= sample.rate_hz <= MAX_RATE_HZ:
         raise InsaneSampleError(f"rate_hz {sample.rate_hz} is outside [{MIN_RATE_HZ}, {MAX_RATE_HZ:g}]")
     value = sample.value
-    if sample.quality != "bad" and value.dtype.kind in "fc" and not np.isfinite(value).all():
-        raise InsaneSampleError(f"a {sample.quality} value is NaN or infinite")
+    if sample.quality != "bad" and value.dtype.kind in "fc":
+        # a scalar through cmath (a tenth of np.isfinite's cost on a 0-d array: every polled tag passes here)
+        finite = cmath.isfinite(value.item()) if value.ndim == 0 else bool(np.isfinite(value).all())
+        if not finite:
+            raise InsaneSampleError(f"a {sample.quality} value is NaN or infinite")
     return sample
 
 

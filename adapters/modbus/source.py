@@ -37,10 +37,13 @@ def decode_registers(read: PlannedRead, raw: npt.NDArray[Any], t_ns: int) -> lis
     streams, units = read.streams, read.units
     for decode, positions in read.groups:
         values = decode(raw)
-        for pos, value in zip(positions, values, strict=True):
-            arr = np.asarray(value)
-            good = arr.dtype.kind not in "fc" or bool(np.isfinite(arr).all())
-            out.append(Reading(streams[pos], t_ns, arr, "good" if good else "bad", units[pos]))
+        if len(values) != len(positions):
+            raise ValueError(f"decoded {len(values)} values for {len(positions)} tags")
+        # per tag only what cannot be done for the whole response: this loop is the ingest's hot path
+        finite = np.isfinite(values).tolist() if values.dtype.kind in "fc" else [True] * len(positions)
+        for j, pos in enumerate(positions):
+            # values[j, ...] is a 0-d view: a tenth of the cost of np.asarray(values[j])
+            out.append(Reading(streams[pos], t_ns, values[j, ...], "good" if finite[j] else "bad", units[pos]))
     return out
 
 
@@ -141,9 +144,9 @@ class ModbusSource:
         self.stats["reads"] += 1
         try:
             # pymodbus times the request out itself; the outer guard only catches a wedged transport
-            response = await asyncio.wait_for(
-                method(req.start, count=req.count, device_id=read.device_id), cfg.timeout_s * 2 + 1.0
-            )
+            # (asyncio.timeout, not wait_for: no extra task per request on the hot path)
+            async with asyncio.timeout(cfg.timeout_s * 2 + 1.0):
+                response = await method(req.start, count=req.count, device_id=read.device_id)
         except connection_lost as exc:
             raise AdapterError(f"{self.name}: connection lost: {exc}") from exc
         except (no_response, TimeoutError) as exc:
