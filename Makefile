@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 SECONDS_DEMO ?= 40
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test lint typecheck unit bench system-deps clean image-arm64 peers deb
+.PHONY: demo test lint typecheck unit bench system-deps clean image-arm64 peers deb deb-check
 
 # Debian ships venv/ensurepip separately (python3-venv): install it when the first attempt fails.
 $(BIN)/python:
@@ -67,6 +67,9 @@ peers: $(VENV)/.runtime
 # A Debian package (not in CI): venv under /opt/edge-runtime, the unit, a system user, /etc/edge-runtime/.
 deb:
 	packaging/deb/build.sh
+
+deb-check: deb
+	packaging/deb/check-install.sh
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

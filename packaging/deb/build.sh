@@ -72,8 +72,18 @@ set -e
 if [ -d /run/systemd/system ] && [ "$1" = remove ]; then
     systemctl stop edge-runtime.service >/dev/null 2>&1 || true
 fi
+# byte code written at run time is not in the package's file list
+find /opt/edge-runtime -name __pycache__ -type d -prune -exec rm -rf {} + 2>/dev/null || true
 PRERM
-chmod 755 "$STAGE/root/DEBIAN/postinst" "$STAGE/root/DEBIAN/prerm"
+cat > "$STAGE/root/DEBIAN/postrm" <<'POSTRM'
+#!/bin/sh
+set -e
+if [ "$1" = purge ]; then
+    # the operator's secrets stay if there are any; the system user stays (files it owned may remain elsewhere)
+    rmdir /etc/edge-runtime/credentials /etc/edge-runtime 2>/dev/null || true
+fi
+POSTRM
+chmod 755 "$STAGE/root/DEBIAN/postinst" "$STAGE/root/DEBIAN/prerm" "$STAGE/root/DEBIAN/postrm"
 DEB="$OUT/edge-runtime_${VERSION}_${ARCH}.deb"
 dpkg-deb -Zgzip --root-owner-group --build "$STAGE/root" "$DEB" >/dev/null  # gzip: xz takes minutes on a gateway-class CPU
 echo "$DEB"
