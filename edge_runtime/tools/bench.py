@@ -35,6 +35,7 @@ ESTIMATE_S: dict[str, tuple[float, float]] = {
     "bench_pipeline": (8, 30),
     "bench_rice": (15, 60),
     "bench_rice_line": (15, 45),
+    "bench_service": (30, 130),
     "bench_weld": (10, 40),
 }
 _DEFAULT_ESTIMATE = (10.0, 40.0)
