@@ -25,12 +25,14 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import AsyncIterator, Callable
 from multiprocessing.connection import Connection as PipeEnd
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from adapters.base import Reading
 from adapters.mqtt.config import MqttConfig
 from adapters.mqtt.source import MqttSource
 from edge_runtime.tools.bench_schema import Figure, figure, write_result
@@ -148,35 +150,45 @@ def _rate(times: list[float]) -> float:
     return (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 and times[-1] > times[0] else 0.0
 
 
+async def _pump(stream: AsyncIterator[Reading], arrivals: list[float]) -> None:
+    """Consume the source's stream for the whole run, noting when each reading came out of it."""
+    async for _ in stream:
+        arrivals.append(time.perf_counter())
+
+
+async def _settled(count: Callable[[], int], n: int, sent: asyncio.Future[float]) -> None:
+    """Until `count()` reaches `n`, or the burst was sent and nothing more arrived for IDLE_S."""
+    last, changed = count(), time.monotonic()
+    while count() < n:
+        await asyncio.sleep(0.05)
+        if count() != last:
+            last, changed = count(), time.monotonic()
+        elif sent.done() and time.monotonic() - changed > IDLE_S:
+            return
+
+
 async def burst(
-    source: MqttSource, stream: Any, floor: FloorSubscriber, publisher: PipeEnd, kind: str, n: int
+    source: MqttSource, arrivals: list[float], floor: FloorSubscriber, publisher: PipeEnd, kind: str, n: int
 ) -> dict[str, float]:
     """One burst of `n` messages: each consumer's messages/s, CPU-s per 1k messages and share received."""
     loop = asyncio.get_running_loop()
     floor.take()
+    start = len(arrivals)
     cpu0, floor_cpu0, dropped0 = time.process_time(), task_cpu_ns(floor.proc.pid), source.stats["dropped"]
     publisher.send((kind, n))
     sent = loop.run_in_executor(None, publisher.recv)
-    times: list[float] = []
-    while len(times) < n:
-        try:
-            await asyncio.wait_for(anext(stream), IDLE_S if sent.done() else 60.0)
-        except TimeoutError:
-            if sent.done():
-                break
-            continue
-        times.append(time.perf_counter())
-    publish_s = await sent
+    await _settled(lambda: len(arrivals) - start, n, sent)
     cpu = time.process_time() - cpu0
+    times = arrivals[start:]
     got: list[tuple[float, int]] = []
-    last_change = time.monotonic()
-    while len(got) < n and time.monotonic() - last_change < IDLE_S:
-        more = floor.take()
-        if more:
-            got += more
-            last_change = time.monotonic()
-        await asyncio.sleep(0.05)
+
+    def floor_count() -> int:
+        got.extend(floor.take())
+        return len(got)
+
+    await _settled(floor_count, n, sent)
     floor_cpu = (task_cpu_ns(floor.proc.pid) - floor_cpu0) / 1e9
+    publish_s = await sent
     return {
         "source_msgs_per_s": _rate(times),
         "source_cpu_s_per_1k": cpu / max(1, len(times)) * 1000,
@@ -192,17 +204,20 @@ async def burst(
 async def run(port: int, floor: FloorSubscriber, publisher: PipeEnd, sizes: dict[str, int], rounds: int) -> Any:
     source = MqttSource(source_config(port))
     await source.open()
-    stream = source.stream()
+    arrivals: list[float] = []
+    pump = asyncio.create_task(_pump(source.stream(), arrivals))
     try:
         for kind in KINDS:  # warm-up: connections, caches, and both subscriptions known to be in place
-            await burst(source, stream, floor, publisher, kind, 200)
+            await burst(source, arrivals, floor, publisher, kind, 200)
         runs: dict[str, list[dict[str, float]]] = {kind: [] for kind in KINDS}
         for _ in range(rounds):
             for kind in KINDS:
-                runs[kind].append(await burst(source, stream, floor, publisher, kind, sizes[kind]))
+                runs[kind].append(await burst(source, arrivals, floor, publisher, kind, sizes[kind]))
         return runs
     finally:
-        await stream.aclose()
+        pump.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await pump
         await source.close()
 
 
