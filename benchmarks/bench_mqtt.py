@@ -246,6 +246,7 @@ def main() -> None:
             if child.is_alive():
                 child.terminate()
             floor.close()
+        broker_log = broker.log_file.read_text(errors="replace") if broker.log_file.exists() else ""
     figures: list[Figure] = []
     for kind in KINDS:
         r = runs[kind]
@@ -281,6 +282,8 @@ def main() -> None:
                 k: round(float(np.median([x["published_msgs_per_s"] for x in runs[k]]))) for k in KINDS
             },
             "source_dropped_queue_full": {k: sum(x["source_dropped"] for x in runs[k]) for k in KINDS},
+            # mosquitto drops QoS 0 messages for a client whose outgoing queue is full (max_queued_messages)
+            "broker_drop_notices": sum("dropped" in line for line in broker_log.splitlines()),
             "payloads": {
                 "scalar": "JSON document value+t_ns",
                 "waveform": "f32le 1200 samples, MQTT 5 user properties",
