@@ -1,7 +1,8 @@
 # The two set-up commands of the README. Both work from a fresh clone on Debian with Python 3.11:
 # they create .venv, install the package and what they need, and install mosquitto/socat with apt when missing
-# (and Debian's systemd package for systemd-analyze, which checks the unit's sandbox; it installs in a container
-# without starting anything; and chromium/chromium-driver for the operator page's browser tests).
+# (and mosquitto-clients, whose mosquitto_sub is the MQTT benchmark's floor; Debian's systemd package for
+# systemd-analyze, which checks the unit's sandbox; it installs in a container without starting anything; and
+# chromium/chromium-driver for the operator page's browser tests).
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -27,6 +28,7 @@ $(VENV)/.test: pyproject.toml | $(BIN)/python
 system-deps:
 	@missing=""; \
 	command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || missing="$$missing mosquitto"; \
+	command -v mosquitto_sub >/dev/null 2>&1 || missing="$$missing mosquitto-clients"; \
 	command -v socat >/dev/null 2>&1 || missing="$$missing socat"; \
 	command -v systemd-analyze >/dev/null 2>&1 || missing="$$missing systemd"; \
 	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
@@ -52,7 +54,7 @@ unit: system-deps $(VENV)/.test
 
 test: lint typecheck unit
 
-bench: $(VENV)/.runtime
+bench: system-deps $(VENV)/.runtime
 	$(BIN)/edge-runtime bench --json bench-results.json
 
 # Issue 11: the arm64 image proven under emulation (slow, never in `make test`) and the Node-RED peer comparison

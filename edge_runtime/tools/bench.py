@@ -29,10 +29,13 @@ __all__ = ["ESTIMATE_S", "RECORDING_SUITES", "run_bench", "select"]
 # seconds each benchmark takes (quick, full) on a 2-core x86-64 box: the progress bar's time left
 ESTIMATE_S: dict[str, tuple[float, float]] = {
     "bench_modbus": (8, 40),
+    "bench_mqtt": (8, 50),
+    "bench_outbox": (7, 45),
     "bench_opcua": (10, 40),
     "bench_pipeline": (8, 30),
     "bench_rice": (15, 60),
     "bench_rice_line": (15, 45),
+    "bench_service": (30, 130),
     "bench_weld": (10, 40),
 }
 _DEFAULT_ESTIMATE = (10.0, 40.0)

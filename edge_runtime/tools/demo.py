@@ -26,7 +26,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -42,7 +42,7 @@ from edge_runtime.tools.broker import Mosquitto, MosquittoError, find_mosquitto
 if TYPE_CHECKING:
     from edge_runtime.service import Service
 
-__all__ = ["run_demo"]
+__all__ = ["DemoPlant", "RunningPlant", "prepare_plant", "run_demo", "running_plant"]
 
 DEMO_CONFIG = Path(__file__).resolve().parents[1] / "data" / "demo.yaml"
 
@@ -283,6 +283,142 @@ def _ui_port(preferred: int = 8080) -> int:
     return preferred
 
 
+@dataclass
+class DemoPlant:
+    """The demo's simulated plant, prepared in a folder: the `${DEMO_*}` values that fill the embedded deployment,
+    the parts left out for want of data, and what the simulators play. `edge-runtime demo` runs it beside the
+    service in one process; `benchmarks/bench_service.py` runs the service as its own `edge-runtime run`."""
+
+    base_dir: Path
+    mqtt_port: int
+    env: dict[str, str]
+    leave_out: set[str]
+    recordings: dict[str, Any]
+    truth: dict[str, str]
+    origin: str
+    rendered: dict[str, str]  # rendered chute frame file -> its truth (json)
+    n_weld: int
+    serial: subprocess.Popen[bytes] | None = None
+
+    @property
+    def with_drive(self) -> bool:
+        return "drive1" not in self.leave_out
+
+    def deployment_file(self, service: dict[str, Any] | None = None) -> Path:
+        """The embedded deployment without the parts whose data is absent, with `service` options overridden
+        (a left-out pipeline's calibration file does not exist, so it goes before validation, not after)."""
+        if not self.leave_out and not service:
+            return DEMO_CONFIG
+        import yaml
+
+        data = yaml.safe_load(DEMO_CONFIG.read_text(encoding="utf-8"))
+        for section in ("devices", "pipelines"):
+            data[section] = [item for item in data.get(section, []) if item.get("id") not in self.leave_out]
+        data["service"] = {**data.get("service", {}), **(service or {})}
+        out = self.base_dir / DEMO_CONFIG.name
+        out.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+        return out
+
+    def close(self) -> None:
+        if self.serial is not None:
+            self.serial.terminate()
+            self.serial.wait(10)
+            self.serial = None
+
+
+def prepare_plant(
+    base_dir: Path, mqtt_port: int, *, chute_frames: int, data_dir: Path | None = None, ui_port: int | None = None
+) -> DemoPlant:
+    """Render the chute frames (and fit their optics calibration), link the weld photographs, open the virtual
+    RS-485 line and pick free ports, printing a note for each part left out. Raises OSError or ValueError when the
+    vibration recordings cannot be read."""
+    recordings, truth, origin = _recordings(data_dir)
+    env = {k: str(free_port()) for k in ("DEMO_PLC_PORT", "DEMO_WELD_OPCUA_PORT", "DEMO_SCADA_PORT")}
+    env["DEMO_UI_PORT"] = str(ui_port or _ui_port())
+    weld_dir = base_dir / "weld_images"
+    n_weld = _weld_images(weld_dir)
+    chute_dir = base_dir / "chute_frames"
+    rendered = _chute_frames(chute_dir, chute_frames, base_dir / "optics.yaml")
+    serial = _serial_line(base_dir)
+    env.update(
+        DEMO_MQTT_PORT=str(mqtt_port),
+        DEMO_DIR=str(base_dir),
+        DEMO_WELD_IMAGES=str(weld_dir),
+        DEMO_CHUTE_FRAMES=str(chute_dir),
+        DEMO_RTU_PORT=str(base_dir / "drive_client"),
+    )
+    leave_out = set()
+    if serial is None:
+        print("note: socat is not installed (`make demo` installs it): the RS-485 drive is left out")
+        leave_out.add("drive1")
+    if not rendered:
+        print("note: ../shared/datasets/rice_grains is not here: the rice chute is left out")
+        leave_out |= {"chute", "rice"}
+    if n_weld == 0:
+        print("note: ../shared/datasets/weld_photos is not here: the weld camera is left out")
+        leave_out |= {"weldcam", "weld"}
+    return DemoPlant(base_dir, mqtt_port, env, leave_out, recordings, truth, origin, rendered, n_weld, serial)
+
+
+@dataclass
+class RunningPlant:
+    cell: Any  # the weld cell's OPC UA simulator: `cell.hold(name, value)` sets a tag
+    feeder: asyncio.Task[None]  # the vibration gateway publishing; cancel it to stop the recordings
+
+
+@contextlib.asynccontextmanager
+async def running_plant(plant: DemoPlant) -> AsyncIterator[RunningPlant]:
+    """The simulated machines on loopback (PLC, drive, weld cell, vibration gateway) until the block ends."""
+    from adapters.modbus.config import ModbusRtuConfig, ModbusTcpConfig
+    from adapters.modbus.simulator import SimulatedMachine
+    from adapters.mqtt.simulator import GatewayStream, VibrationGatewayConfig, VibrationGatewaySimulator
+    from adapters.opcua.config import OpcuaConfig
+    from adapters.opcua.simulator import running_simulator
+    from edge_runtime.config import load_device_profile, profile_dirs
+
+    devices = profile_dirs()[0] / "devices"
+    plc_cfg = load_device_profile(devices / "plc_tcp.yaml")
+    assert isinstance(plc_cfg, ModbusTcpConfig)
+    plc = SimulatedMachine(plc_cfg, vary=True)
+    weld_cell = load_device_profile(devices / "weld_cell_opcua.yaml")
+    assert isinstance(weld_cell, OpcuaConfig)
+    gateway = VibrationGatewaySimulator(
+        VibrationGatewayConfig(
+            id="gw-sim",
+            port=plant.mqtt_port,
+            streams=[GatewayStream(stream=s) for s in plant.recordings],
+            topic="plant/line1/{stream}/vib",
+        ),
+        plant.recordings,
+    )
+    async with contextlib.AsyncExitStack() as stack:
+        await plc.start(int(plant.env["DEMO_PLC_PORT"]))
+        stack.push_async_callback(plc.stop)
+        if plant.with_drive:
+            drive_cfg = load_device_profile(devices / "old_drive_rtu.yaml").model_copy(update={"parity": "N"})
+            assert isinstance(drive_cfg, ModbusRtuConfig)
+            drive = SimulatedMachine(drive_cfg, vary=True)
+            await drive.start(str(plant.base_dir / "drive_dev"))
+            stack.push_async_callback(drive.stop)
+        cell = await stack.enter_async_context(
+            running_simulator(
+                weld_cell,
+                port=int(plant.env["DEMO_WELD_OPCUA_PORT"]),
+                animate=True,
+                hold={"hall_temp": hall_temperature(0.0)},
+            )
+        )
+        await gateway.open()
+        stack.push_async_callback(gateway.close)
+        feeder = asyncio.create_task(gateway.run())
+        try:
+            yield RunningPlant(cell, feeder)
+        finally:
+            feeder.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await feeder
+
+
 def run_demo(
     *,
     seconds: float = 30.0,
@@ -300,89 +436,49 @@ def run_demo(
     setup_logging("warning")
     logging.getLogger("asyncua").setLevel(logging.ERROR)  # the demo's servers run without security on purpose
     try:
-        recordings, truth, origin = _recordings(Path(data_dir) if data_dir else None)
         find_mosquitto()
-    except (MosquittoError, OSError, ValueError) as exc:
+    except MosquittoError as exc:
         print(f"demo: {exc}", file=sys.stderr)
         return 2
     with Mosquitto() as broker, tempfile.TemporaryDirectory(prefix="edge-runtime-demo-") as tmp:
-        ports = {k: str(free_port()) for k in ("DEMO_PLC_PORT", "DEMO_WELD_OPCUA_PORT", "DEMO_SCADA_PORT")}
-        ports["DEMO_UI_PORT"] = str(_ui_port())
-        weld_dir = Path(tmp) / "weld_images"
-        n_weld = _weld_images(weld_dir)
-        chute_dir = Path(tmp) / "chute_frames"
         n_chute = chute_frames or max(20, min(400, round(seconds * 10)))  # one pass of the cold snap per run
-        rendered = _chute_frames(chute_dir, n_chute, Path(tmp) / "optics.yaml")
-        serial = _serial_line(Path(tmp))
-        rtu = {"DEMO_RTU_PORT": str(Path(tmp) / "drive_client")}
-        folders = {"DEMO_WELD_IMAGES": str(weld_dir), "DEMO_CHUTE_FRAMES": str(chute_dir)}
-        leave_out = set()
-        if serial is None:
-            print("note: socat is not installed (`make demo` installs it): the RS-485 drive is left out")
-            leave_out.add("drive1")
-        if not rendered:
-            print("note: ../shared/datasets/rice_grains is not here: the rice chute is left out")
-            leave_out |= {"chute", "rice"}
-        if n_weld == 0:
-            print("note: ../shared/datasets/weld_photos is not here: the weld camera is left out")
-            leave_out |= {"weldcam", "weld"}
-        with _env(DEMO_MQTT_PORT=str(broker.port), DEMO_DIR=tmp, **folders, **ports, **rtu):
-            try:
-                deployment = load_deployment(_without(DEMO_CONFIG, leave_out, Path(tmp)))
-            except ConfigError as exc:
-                print(f"demo: the embedded deployment is invalid:\n{exc}", file=sys.stderr)
-                return 2
-        board = Board(truth, task_of={p.id: p.task.kind for p in deployment.pipelines}, chute_frames=rendered)
-        weld_data = shared_dataset("weld_photos")
-        board.weld_labels = weld_data / "labels" if weld_data else None
-        print(
-            f"edge-runtime demo for {seconds:g} s: "
-            + ("" if "drive1" in leave_out else "1990s drive on Modbus RTU (virtual RS-485), ")
-            + f"vibration gateway ({len(recordings)} streams from {origin}) "
-            f"over MQTT 127.0.0.1:{broker.port}, PLC on Modbus TCP :{ports['DEMO_PLC_PORT']}, weld cell on "
-            f"OPC UA :{ports['DEMO_WELD_OPCUA_PORT']}"
-            + ("" if "chute" in leave_out else ", rice chute camera")
-            + ("" if "weldcam" in leave_out else ", weld camera")
-            + "; results on MQTT "
-            f"edge/<pipeline>/result, OPC UA opc.tcp://127.0.0.1:{ports['DEMO_SCADA_PORT']}, PLC coils 100-115"
-        )
-        print(f"operator page: http://127.0.0.1:{ports['DEMO_UI_PORT']}/  (open it in a browser)", flush=True)
         try:
-            elapsed, service = asyncio.run(
-                _run(
-                    deployment,
-                    Path(tmp),
-                    board,
-                    recordings,
-                    broker.port,
-                    ports,
-                    seconds,
-                    "drive1" not in leave_out,
-                    on_started,
-                    stop,
-                )
+            plant = prepare_plant(
+                Path(tmp), broker.port, chute_frames=n_chute, data_dir=Path(data_dir) if data_dir else None
             )
+        except (OSError, ValueError) as exc:
+            print(f"demo: {exc}", file=sys.stderr)
+            return 2
+        try:
+            with _env(**plant.env):
+                try:
+                    deployment = load_deployment(plant.deployment_file())
+                except ConfigError as exc:
+                    print(f"demo: the embedded deployment is invalid:\n{exc}", file=sys.stderr)
+                    return 2
+            board = Board(
+                plant.truth, task_of={p.id: p.task.kind for p in deployment.pipelines}, chute_frames=plant.rendered
+            )
+            weld_data = shared_dataset("weld_photos")
+            board.weld_labels = weld_data / "labels" if weld_data else None
+            env = plant.env
+            print(
+                f"edge-runtime demo for {seconds:g} s: "
+                + ("1990s drive on Modbus RTU (virtual RS-485), " if plant.with_drive else "")
+                + f"vibration gateway ({len(plant.recordings)} streams from {plant.origin}) "
+                f"over MQTT 127.0.0.1:{broker.port}, PLC on Modbus TCP :{env['DEMO_PLC_PORT']}, weld cell on "
+                f"OPC UA :{env['DEMO_WELD_OPCUA_PORT']}"
+                + ("" if "chute" in plant.leave_out else ", rice chute camera")
+                + ("" if "weldcam" in plant.leave_out else ", weld camera")
+                + "; results on MQTT "
+                f"edge/<pipeline>/result, OPC UA opc.tcp://127.0.0.1:{env['DEMO_SCADA_PORT']}, PLC coils 100-115"
+            )
+            print(f"operator page: http://127.0.0.1:{env['DEMO_UI_PORT']}/  (open it in a browser)", flush=True)
+            elapsed, service = asyncio.run(_run(deployment, plant, board, seconds, on_started, stop))
         finally:
-            if serial is not None:
-                serial.terminate()
-                serial.wait(10)
+            plant.close()
         _summary(board, service, elapsed)
     return 0
-
-
-def _without(config: Path, leave_out: set[str], tmp: Path) -> Path:
-    """The embedded deployment without the parts whose data is absent, validated like any file (a left-out
-    pipeline's calibration file does not exist, so it must go before validation, not after)."""
-    if not leave_out:
-        return config
-    import yaml
-
-    data = yaml.safe_load(config.read_text(encoding="utf-8"))
-    for section in ("devices", "pipelines"):
-        data[section] = [item for item in data.get(section, []) if item.get("id") not in leave_out]
-    out = tmp / config.name
-    out.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
-    return out
 
 
 def _serial_line(tmp: Path) -> subprocess.Popen[bytes] | None:
@@ -406,63 +502,19 @@ def _serial_line(tmp: Path) -> subprocess.Popen[bytes] | None:
 
 async def _run(
     deployment: Any,
-    base_dir: Path,
+    plant: DemoPlant,
     board: Board,
-    recordings: dict[str, Any],
-    mqtt_port: int,
-    ports: dict[str, str],
     seconds: float,
-    with_drive: bool,
     on_started: Callable[[Service], None] | None = None,
     stop_early: threading.Event | None = None,
 ) -> tuple[float, Any]:
-    from adapters.modbus.config import ModbusRtuConfig, ModbusTcpConfig
-    from adapters.modbus.simulator import SimulatedMachine
-    from adapters.mqtt.simulator import GatewayStream, VibrationGatewayConfig, VibrationGatewaySimulator
-    from adapters.opcua.config import OpcuaConfig
-    from adapters.opcua.simulator import running_simulator
-    from edge_runtime.config import load_device_profile, profile_dirs
     from edge_runtime.service import Service
 
-    devices = profile_dirs()[0] / "devices"
-    plc_cfg = load_device_profile(devices / "plc_tcp.yaml")
-    assert isinstance(plc_cfg, ModbusTcpConfig)
-    plc = SimulatedMachine(plc_cfg, vary=True)
-    weld_cell = load_device_profile(devices / "weld_cell_opcua.yaml")
-    assert isinstance(weld_cell, OpcuaConfig)
-    gateway = VibrationGatewaySimulator(
-        VibrationGatewayConfig(
-            id="gw-sim",
-            port=mqtt_port,
-            streams=[GatewayStream(stream=s) for s in recordings],
-            topic="plant/line1/{stream}/vib",
-        ),
-        recordings,
-    )
-    service = Service(deployment, base_dir=base_dir)
+    service = Service(deployment, base_dir=plant.base_dir)
     service.load()  # models are verified here, before any machine starts
     service.result_observers.append(board.on_result)
     service.sample_observers.append(board.on_sample)
-    async with contextlib.AsyncExitStack() as stack:
-        await plc.start(int(ports["DEMO_PLC_PORT"]))
-        stack.push_async_callback(plc.stop)
-        if with_drive:
-            drive_cfg = load_device_profile(devices / "old_drive_rtu.yaml").model_copy(update={"parity": "N"})
-            assert isinstance(drive_cfg, ModbusRtuConfig)
-            drive = SimulatedMachine(drive_cfg, vary=True)
-            await drive.start(str(base_dir / "drive_dev"))
-            stack.push_async_callback(drive.stop)
-        cell = await stack.enter_async_context(
-            running_simulator(
-                weld_cell,
-                port=int(ports["DEMO_WELD_OPCUA_PORT"]),
-                animate=True,
-                hold={"hall_temp": hall_temperature(0.0)},
-            )
-        )
-        await gateway.open()
-        stack.push_async_callback(gateway.close)
-        feeder = asyncio.create_task(gateway.run())
+    async with running_plant(plant) as machines:
         stop = asyncio.Event()
         runner = asyncio.create_task(service.run(stop, drain_s=30.0))
         await service.started.wait()
@@ -479,15 +531,15 @@ async def _run(
         t0 = loop.time()
         next_board = 3.0
         while (elapsed := loop.time() - t0) < seconds and not stopped():
-            cell.hold("hall_temp", hall_temperature(elapsed / seconds))
+            machines.cell.hold("hall_temp", hall_temperature(elapsed / seconds))
             await asyncio.sleep(min(0.2, seconds - elapsed))
             if loop.time() - t0 >= next_board:
                 next_board += 3.0
                 board.print_board(loop.time() - t0, service)
         elapsed = loop.time() - t0
-        feeder.cancel()
+        machines.feeder.cancel()
         with contextlib.suppress(asyncio.CancelledError):
-            await feeder
+            await machines.feeder
         stop.set()  # the service stops its inputs and waits until every result is delivered (or drain_s passes)
         await runner
     return elapsed, service

@@ -108,6 +108,26 @@ def test_quick_suite_smoke_writes_a_valid_report(tmp_path: Path) -> None:
     assert "| modbus.read_all.tags_per_s |" in out.with_suffix(".md").read_text()
 
 
+def test_quick_mqtt_and_outbox_suites_measure_every_figure_beside_its_baseline(tmp_path: Path) -> None:
+    """The MQTT (real mosquitto, mosquitto_sub as the floor) and outbox suites in their quick form (about 15 s): every
+    figure has repeats and a baseline measured in the same run; no speed is asserted."""
+    out = tmp_path / "bench.json"
+    progress = io.StringIO()
+    code = run_bench(quick=True, json_path=out, only=["bench_mqtt", "bench_outbox"], progress=progress)
+    assert code == 0, progress.getvalue()
+    report = BenchReport.model_validate(json.loads(out.read_text()))
+    names = set()
+    for bench in ("bench_mqtt", "bench_outbox"):
+        run = report.benchmarks[bench]
+        assert run.status == "ok" and run.result is not None, run.error
+        for f in run.result.figures:
+            assert f.baseline is not None and f.ratio is not None and f.repeats >= 2, f.name
+            names.add(f.name)
+    assert {"mqtt.scalar.cpu_s_per_1k_msgs", "mqtt.waveform.msgs_per_s", "outbox.store.batch64"} <= names
+    received = {f.name: f.value for f in report.benchmarks["bench_mqtt"].result.figures}  # type: ignore[union-attr]
+    assert received["mqtt.scalar.received"] > 0 and received["mqtt.waveform.received"] > 0
+
+
 def test_unknown_only_name_is_a_clear_error(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["bench", "--only", "no_such_bench"]) == 2
     assert "no benchmark matches" in capsys.readouterr().err
