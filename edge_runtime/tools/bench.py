@@ -37,6 +37,7 @@ ESTIMATE_S: dict[str, tuple[float, float]] = {
     "bench_rice_line": (15, 45),
     "bench_service": (30, 130),
     "bench_weld": (10, 40),
+    "bench_ui": (25, 60),
 }
 _DEFAULT_ESTIMATE = (10.0, 40.0)
 

@@ -7,7 +7,7 @@
   integer, `"["*100000`, `rate_hz` Infinity, `inf` in f32le...) on the gateway's topics while real recordings play.
   Reports good results/s with them vs without (the issue measured 11.7/s falling to 0.5/s before the guard).
 
-    python benchmarks/bench_faults.py [--scenario outage|hostile|both] [--seconds 30] [--down-s 60] [--json PATH]
+    python benchmarks/faults.py [--scenario outage|hostile|both] [--seconds 30] [--down-s 60] [--json PATH]
 """
 
 from __future__ import annotations
@@ -165,9 +165,9 @@ async def main() -> int:
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--down-s", type=float, default=60.0)
     parser.add_argument("--bad-per-s", type=float, default=5.0)
-    parser.add_argument("--json", default="bench_faults.json")
+    parser.add_argument("--json", default="faults.json")
     args = parser.parse_args()
-    report: dict[str, Any] = {"command": "python benchmarks/bench_faults.py " + " ".join(
+    report: dict[str, Any] = {"command": "python benchmarks/faults.py " + " ".join(
         f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k != "json")}  # fmt: skip
     baseline = await run_one(args.seconds)
     report["baseline"] = baseline
