@@ -43,6 +43,8 @@ if TYPE_CHECKING:
     from edge_runtime.tasks.base import Window
 
 __all__ = [
+    "CALIBRATION_KIND",
+    "LAYER_INPUTS",
     "CalibrationError",
     "CompensationConfig",
     "Layer",
@@ -171,14 +173,15 @@ CompensationConfig = Annotated[
     Field(discriminator="kind"),
 ]
 
-_NEEDS: dict[str, Literal["frames", "windows"]] = {
+# what each layer corrects (frames or waveform windows), and the calibration file kind it reads
+LAYER_INPUTS: dict[str, Literal["frames", "windows"]] = {
     "lens_fog": "frames",
     "led_drift": "frames",
     "sensor_drift": "windows",
     "cold_start": "windows",
     "weld_thermal": "frames",
 }
-_CAL_KIND = {"lens_fog": "optics", "led_drift": "optics", "sensor_drift": "sensor", "cold_start": "baseline"}
+CALIBRATION_KIND = {"lens_fog": "optics", "led_drift": "optics", "sensor_drift": "sensor", "cold_start": "baseline"}
 
 
 def load_calibration_file(path: Path, expect: str | None = None) -> Any:
@@ -533,13 +536,13 @@ def build_layers(configs: Sequence[Any], base_dir: Path, pipeline: str, waveform
     layers: list[Layer] = []
     for i, cfg in enumerate(configs):
         where = f"pipeline {pipeline}: compensation.{i} ({cfg.kind})"
-        if (_NEEDS[cfg.kind] == "windows") != waveform:
-            raise CalibrationError(f"{where}: works on {_NEEDS[cfg.kind]}, not on this pipeline's inputs")
+        if (LAYER_INPUTS[cfg.kind] == "windows") != waveform:
+            raise CalibrationError(f"{where}: works on {LAYER_INPUTS[cfg.kind]}, not on this pipeline's inputs")
         if isinstance(cfg, WeldThermalLayerConfig):
             layers.append(WeldThermalLayer(cfg))
             continue
         path = Path(cfg.calibration)
-        cal = load_calibration_file(path if path.is_absolute() else base_dir / path, _CAL_KIND[cfg.kind])
+        cal = load_calibration_file(path if path.is_absolute() else base_dir / path, CALIBRATION_KIND[cfg.kind])
         if isinstance(cfg, LensFogLayerConfig):
             layers.append(LensFogLayer(cfg, cal))
         elif isinstance(cfg, LedDriftLayerConfig):

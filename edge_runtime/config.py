@@ -359,7 +359,7 @@ def check_compensation(
 ) -> tuple[list[tuple[tuple[str | int, ...], str]], list[Problem], list[tuple[tuple[str | int, ...], str]]]:
     """Compensation layers: calibration files load and are of the right kind, layers fit their pipeline's inputs,
     the tags they name exist. Returns (problems at deployment paths, errors inside calibration files, warnings)."""
-    from edge_runtime.compensation import _CAL_KIND, _NEEDS, load_calibration_file
+    from edge_runtime.compensation import CALIBRATION_KIND, LAYER_INPUTS, load_calibration_file
 
     problems: list[tuple[tuple[str | int, ...], str]] = []
     file_errors: list[Problem] = []
@@ -369,10 +369,10 @@ def check_compensation(
         waveform = p.task.kind in _WINDOW_TASKS
         for j, layer in enumerate(p.compensation):
             at: tuple[str | int, ...] = ("pipelines", i, "compensation", j)
-            if (_NEEDS[layer.kind] == "windows") != waveform:
+            if (LAYER_INPUTS[layer.kind] == "windows") != waveform:
                 problems.append((
                     (*at, "kind"),
-                    f"{layer.kind} works on {_NEEDS[layer.kind]}, but task {p.task.kind} takes "
+                    f"{layer.kind} works on {LAYER_INPUTS[layer.kind]}, but task {p.task.kind} takes "
                     f"{'windows' if waveform else 'frames'}",
                 ))  # fmt: skip
             pyrometer = getattr(layer, "pyrometer", None)
@@ -392,7 +392,7 @@ def check_compensation(
                 )
                 continue
             try:
-                cal = load_calibration_file(path, _CAL_KIND[layer.kind])
+                cal = load_calibration_file(path, CALIBRATION_KIND[layer.kind])
             except ConfigError as exc:
                 file_errors.extend(exc.errors)
                 continue
