@@ -12,7 +12,7 @@ import contextlib
 import logging
 import socket
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from adapters.base import AdapterError, DeliveryError, Stats
@@ -56,12 +56,17 @@ class Connection:
         on_connect: Callable[[paho.Client], None] | None = None,
         before_connect: Callable[[paho.Client], None] | None = None,
         max_queued: int = 0,
+        subscriptions: Sequence[tuple[str, int]] = (),
     ) -> None:
         """`on_connect(client)` runs on paho's thread on every CONNACK, `before_connect(client)` once before the
-        first CONNECT (e.g. to set a last will)."""
+        first CONNECT (e.g. to set a last will). `subscriptions` (topic filter, QoS) are subscribed after every
+        CONNACK (after `on_connect`, which may add message callbacks), and `open()` returns only once the broker
+        confirmed them the first time, so no message published after `open()` is missed."""
         self.config = config
         self.stats = stats
         self.connected = False
+        self._subscriptions = list(subscriptions)
+        self._first_suback: asyncio.Future[None] | None = None
         self._on_connect_hook = on_connect
         self._before_connect_hook = before_connect
         self.send_will_on_close = config.status_topic is not None  # a clean close publishes the last will too
@@ -95,6 +100,7 @@ class Connection:
         cfg = self.config
         self._loop = asyncio.get_running_loop()
         self._first_connack = self._loop.create_future()
+        self._first_suback = self._loop.create_future() if self._subscriptions else None
         client = mqtt.Client(
             callback_api_version=CallbackAPIVersion.VERSION2, client_id=cfg.client_id, protocol=mqtt.MQTTv5
         )
@@ -131,11 +137,21 @@ class Connection:
         except AdapterError:
             await self.close()
             raise
+        if self._first_suback is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(self._first_suback), cfg.connect_timeout_s)
+            except TimeoutError:
+                await self.close()
+                raise AdapterError(f"mqtt {cfg.id}: no SUBACK within {cfg.connect_timeout_s} s") from None
+            except AdapterError:
+                await self.close()
+                raise
         return client
 
     async def close(self) -> None:
-        if self._first_connack is not None and not self._first_connack.done():
-            self._first_connack.cancel()
+        for fut in (self._first_connack, self._first_suback):
+            if fut is not None and not fut.done():
+                fut.cancel()
         client, self.client = self.client, None
         self.connected = False
         if client is None:
@@ -175,8 +191,30 @@ class Connection:
             client.publish(status, self.config.status_online, qos=1, retain=True)
         if self._on_connect_hook is not None:
             self._on_connect_hook(client)
+        if self._subscriptions:
+            client.on_subscribe = self._paho_subscribed
+            client.subscribe(self._subscriptions)
         self.connected = True
         self.call_soon(self._connected)
+
+    def _paho_subscribed(
+        self, client: paho.Client, userdata: Any, mid: int, reasons: list[Any], properties: Any
+    ) -> None:  # paho thread
+        refused = [f"{topic}: {r}" for (topic, _), r in zip(self._subscriptions, reasons, strict=False) if r.is_failure]
+        self.call_soon(self._subscribed, refused)
+
+    def _subscribed(self, refused: list[str]) -> None:
+        if refused:
+            self.stats["subscribe_refused"] += 1
+            log.warning("event=mqtt_subscribe_refused id=%s refused=%s", self.config.id, "; ".join(refused))
+        else:
+            self.stats["subscribed"] += 1  # on every (re)connect: the broker holds the subscriptions again
+        fut = self._first_suback
+        if fut is not None and not fut.done():
+            if refused:
+                fut.set_exception(AdapterError(f"mqtt {self.config.id}: subscription refused: {'; '.join(refused)}"))
+            else:
+                fut.set_result(None)
 
     def _connected(self) -> None:
         self.stats["connects"] += 1

@@ -57,50 +57,22 @@ class MqttSource:
         self._streams: dict[tuple[int, str], str] = {}
         self._guard = DecodeGuard("mqtt_malformed", self.stats, "malformed", source=self.name)
         self._dropped = BurstLog("mqtt_queue_full", self.stats, "dropped")
-        self._subscribed: asyncio.Future[None] | None = None
 
     async def open(self) -> None:
         """Connect and return once the broker confirmed the subscriptions (no message is missed after it)."""
         self._queue = asyncio.Queue(self.config.queue_size)
-        self._subscribed = asyncio.get_running_loop().create_future()
-        conn = Connection(self.config, self.stats, on_connect=self._subscribe)
+        subscriptions = [(s.topic, int(s.qos)) for s in self.config.subscriptions]
+        conn = Connection(self.config, self.stats, on_connect=self._add_callbacks, subscriptions=subscriptions)
         self._conn = conn
-        await conn.open()
         try:
-            await asyncio.wait_for(asyncio.shield(self._subscribed), self.config.connect_timeout_s)
-        except TimeoutError:
-            await self.close()
-            raise AdapterError(f"mqtt {self.name}: no SUBACK within {self.config.connect_timeout_s} s") from None
+            await conn.open()
         except AdapterError:
-            await self.close()
+            self._conn = self._queue = None
             raise
 
-    def _subscribe(self, client: paho.Client) -> None:  # paho thread, on every (re)connect
+    def _add_callbacks(self, client: paho.Client) -> None:  # paho thread, on every (re)connect
         for i, sub in enumerate(self.config.subscriptions):
             client.message_callback_add(sub.topic, self._message_callback(i))
-        client.on_subscribe = self._paho_subscribed
-        client.subscribe([(s.topic, int(s.qos)) for s in self.config.subscriptions])
-
-    def _paho_subscribed(
-        self, client: paho.Client, userdata: Any, mid: int, reasons: list[Any], properties: Any
-    ) -> None:  # paho thread
-        refused = [f"{s.topic}: {r}" for s, r in zip(self.config.subscriptions, reasons, strict=False) if r.is_failure]
-        conn = self._conn
-        if conn is not None:
-            conn.call_soon(self._subscribe_done, refused)
-
-    def _subscribe_done(self, refused: list[str]) -> None:
-        if refused:
-            self.stats["subscribe_refused"] += 1
-            log.warning("event=mqtt_subscribe_refused source=%s refused=%s", self.name, "; ".join(refused))
-        else:
-            self.stats["subscribed"] += 1  # on every (re)connect: the broker holds the subscriptions again
-        fut = self._subscribed
-        if fut is not None and not fut.done():
-            if refused:
-                fut.set_exception(AdapterError(f"mqtt {self.name}: subscription refused: {'; '.join(refused)}"))
-            else:
-                fut.set_result(None)
 
     def _message_callback(self, index: int) -> Callable[[paho.Client, Any, paho.MQTTMessage], None]:
         def on_message(client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:  # paho thread
@@ -146,8 +118,6 @@ class MqttSource:
         return Reading(self._stream_name(msg.sub, msg.topic), d.t_ns, d.value, d.quality, d.unit, d.rate_hz)
 
     async def close(self) -> None:
-        if self._subscribed is not None and not self._subscribed.done():
-            self._subscribed.cancel()
         conn, self._conn = self._conn, None
         if conn is not None:
             await conn.close()

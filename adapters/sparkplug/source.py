@@ -61,7 +61,6 @@ class SparkplugSource:
         self._seq: dict[str, int] = {}  # node -> last seq
         self._malformed = BurstLog("sparkplug_malformed", self.stats, "malformed")
         self._dropped = BurstLog("sparkplug_queue_full", self.stats, "dropped")
-        self._subscribed: asyncio.Future[None] | None = None
 
     @property
     def _filter(self) -> str:
@@ -69,34 +68,17 @@ class SparkplugSource:
 
     async def open(self) -> None:
         self._queue = asyncio.Queue(self.config.queue_size)
-        self._subscribed = asyncio.get_running_loop().create_future()
-        conn = Connection(self.config, self.stats, on_connect=self._subscribe)
-        self._conn = conn
-        await conn.open()
-        try:
-            await asyncio.wait_for(asyncio.shield(self._subscribed), self.config.connect_timeout_s)
-        except TimeoutError:
-            await self.close()
-            raise AdapterError(f"sparkplug {self.name}: no SUBACK within {self.config.connect_timeout_s} s") from None
-
-    def _subscribe(self, client: paho.Client) -> None:  # paho thread, every (re)connect
-        client.on_message = self._paho_message
-        client.on_subscribe = self._paho_subscribed
         # `{node}/#` matches node messages (4 levels) too, since `#` also matches the parent level
-        client.subscribe(self._filter, qos=1)
+        conn = Connection(self.config, self.stats, on_connect=self._add_callbacks, subscriptions=[(self._filter, 1)])
+        self._conn = conn
+        try:
+            await conn.open()
+        except AdapterError:
+            self._conn = self._queue = None
+            raise
 
-    def _paho_subscribed(self, client: paho.Client, userdata: Any, mid: int, reasons: list[Any], props: Any) -> None:
-        conn = self._conn
-        if conn is not None:
-            conn.call_soon(self._subscribe_done, [str(r) for r in reasons if r.is_failure])
-
-    def _subscribe_done(self, refused: list[str]) -> None:
-        fut = self._subscribed
-        if fut is not None and not fut.done():
-            if refused:
-                fut.set_exception(AdapterError(f"sparkplug {self.name}: subscription refused: {refused}"))
-            else:
-                fut.set_result(None)
+    def _add_callbacks(self, client: paho.Client) -> None:  # paho thread, every (re)connect
+        client.on_message = self._paho_message
 
     def _paho_message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:  # paho thread
         item = _Message(msg.topic, bytes(msg.payload), now_ns())
@@ -206,8 +188,6 @@ class SparkplugSource:
                 yield r
 
     async def close(self) -> None:
-        if self._subscribed is not None and not self._subscribed.done():
-            self._subscribed.cancel()
         conn, self._conn = self._conn, None
         if conn is not None:
             await conn.close()
