@@ -121,6 +121,14 @@ class ServiceConfig(StrictModel):
         "recently seen stream is evicted beyond it and counted (`*_evicted_total`), so a flood of new topics "
         "costs bounded memory.",
     )
+    opencv_threads: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="Threads OpenCV may use inside one call (segmentation, resize, warps) in frame pipelines. 1 "
+        "keeps a frame's work on its inference worker's core, as the perf suite measures it; raise it for large "
+        "frames on a gateway with idle cores.",
+    )
     model_watch_s: float = Field(
         default=5.0,
         ge=0,

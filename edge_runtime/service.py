@@ -130,6 +130,11 @@ class Service:
             self._outputs[p.id] = list(p.outputs)
         self.sources = [make_source(d) for d in self.deployment.devices]
         self.sinks = {s.id: make_sink(s) for s in self.deployment.sinks}
+        if any(not p.waveform for p in self.pipelines):  # frames: OpenCV works on them in the workers
+            import cv2
+
+            # OpenCV's default is a thread per core inside every call, on top of the inference workers
+            cv2.setNumThreads(self.deployment.service.opencv_threads)
 
     def _runner(self, p: PipelineConfig) -> ModelRunner:
         """The pipeline's model, shared by pipelines that name the same model, variant and threads."""

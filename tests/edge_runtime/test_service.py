@@ -403,3 +403,25 @@ async def test_many_new_topics_keep_per_stream_state_bounded(
     assert pipeline.stats["warnings_evicted"] == n - limit  # one "not a waveform" warning per scalar stream
     assert "gw1.m119" in pipeline._buffers and "gw1.t119" in service.latest  # the newest are kept
     assert "edge_runtime_routes_evicted_total" in text and "edge_runtime_pipeline_buffers_evicted_total" in text
+
+
+def test_frame_pipelines_pin_opencv_threads() -> None:
+    """OpenCV's own pool (a thread per core by default) is set from `service.opencv_threads` when a pipeline
+    takes frames, so segmentation does not compete with the inference workers behind the operator's back."""
+    import cv2
+
+    from edge_runtime.config import validate_file
+    from edge_runtime.paths import configs_dir
+
+    deployment, errors = validate_file(configs_dir() / "rice_line.yaml")
+    assert deployment is not None, errors
+    before = cv2.getNumThreads()
+    try:
+        for n in (3, 1):
+            cv2.setNumThreads(8)
+            service = Service(deployment.model_copy(update={"service": deployment.service.model_copy(
+                update={"opencv_threads": n})}))  # fmt: skip
+            service.load()
+            assert cv2.getNumThreads() == n
+    finally:
+        cv2.setNumThreads(before)
