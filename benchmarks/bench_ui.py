@@ -6,9 +6,11 @@ alternate, closed then open, each `--phase-s` long (short and many, so the drift
 both alike); "open" is a client reading the page's server-sent events, so the service renders a snapshot
 (latency quantiles, a downscaled JPEG of the latest frame, the rice figures) a few times per second.
 
-Reported: results/s per phase, the ratio open/closed over all phases and the median of the pairs' ratios (1.0 =
-the page costs the line nothing), the process's CPU use in each mode (per second and per result: the page's
-client runs in the same process here, so its cost is counted too), and the time to render one snapshot.
+Figures: results/s with the page open, its baseline the closed phases of the same run (ratio 1.0 = the page costs
+the line nothing), and the process's CPU per result in each mode (the page's client runs in the same process here,
+so its cost is counted too; CPU per result holds up better than results/s when other jobs starve the process).
+Details keep the per-phase rates, the median of the pairs' ratios, CPU per second and the time to render one
+snapshot.
 
     python benchmarks/bench_ui.py [--quick] [--json PATH]
 """
@@ -18,7 +20,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import os
 import statistics
 import tempfile
@@ -33,6 +34,7 @@ from adapters.camera.simulator import ChuteSimulator, ChuteSimulatorConfig
 from adapters.loopback import free_port
 from edge_runtime.config import Deployment
 from edge_runtime.service import Service
+from edge_runtime.tools.bench_schema import figure, write_result
 
 
 def deployment(frames: Path, outbox: Path, ui_port: int) -> Deployment:
@@ -85,6 +87,7 @@ async def run(phase_s: float, pairs: int) -> dict[str, Any]:
         await asyncio.sleep(3.0)  # warm-up: first batches, caches
         phases: dict[str, list[float]] = {"closed": [], "open": []}
         cpu: dict[str, list[float]] = {"closed": [], "open": []}  # process CPU seconds per second
+        per_result: dict[str, list[float]] = {"closed": [], "open": []}  # process CPU ms per result
         pushed: list[int] = []
         for _ in range(pairs):
             for mode in ("closed", "open"):
@@ -97,6 +100,8 @@ async def run(phase_s: float, pairs: int) -> dict[str, Any]:
                 elapsed = time.perf_counter() - t0
                 phases[mode].append((results - start) / elapsed)
                 cpu[mode].append((time.process_time() - c0) / elapsed)
+                if results > start:
+                    per_result[mode].append(1e3 * (time.process_time() - c0) / (results - start))
                 if watcher is not None:
                     watcher.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
@@ -132,6 +137,7 @@ async def run(phase_s: float, pairs: int) -> dict[str, Any]:
         "snapshot_render_cpu_ms": round(render_cpu_ms, 2),
         "snapshots_rendered": snapshots,
         "snapshot_interval_s": ui.interval_s,
+        "cpu_ms_per_result": per_result,
     }
 
 
@@ -144,12 +150,31 @@ def main() -> None:
     args = parser.parse_args()
     # short phases, many pairs: a shared machine's load drifts over seconds, so open and closed alternate quickly
     phase_s = args.phase_s or 3.0
-    pairs = args.pairs or (3 if args.quick else 15)
+    pairs = max(2, args.pairs or (3 if args.quick else 15))
     report = asyncio.run(run(phase_s, pairs))
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.json:
-        args.json.write_text(text + "\n")
+    per_result = report.pop("cpu_ms_per_result")
+    closed = "page closed, same run"
+    figures = [
+        figure(
+            "ui.results_per_s.page_open",
+            "results/s",
+            report["results_per_s_open"],
+            baseline=(closed, report["results_per_s_closed"]),
+            params={"phase_s": phase_s},
+        )
+    ]
+    if per_result["open"] and per_result["closed"]:
+        figures.append(
+            figure(
+                "ui.cpu_ms_per_result.page_open",
+                "CPU-ms/result",
+                per_result["open"],
+                baseline=(closed, per_result["closed"]),
+                higher_is_better=False,
+                params={"phase_s": phase_s},
+            )
+        )
+    write_result(args.json, "bench_ui", figures, details=report)
 
 
 if __name__ == "__main__":
