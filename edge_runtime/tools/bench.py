@@ -31,12 +31,12 @@ ESTIMATE_S: dict[str, tuple[float, float]] = {
     "bench_modbus": (8, 40),
     "bench_mqtt": (8, 50),
     "bench_outbox": (7, 45),
-    "bench_opcua": (10, 40),
-    "bench_pipeline": (8, 30),
+    "bench_opcua": (20, 35),
+    "bench_pipeline": (12, 50),
     "bench_rice": (15, 60),
     "bench_rice_line": (15, 45),
     "bench_service": (30, 130),
-    "bench_weld": (10, 40),
+    "bench_weld": (18, 60),
     "bench_ui": (25, 60),
 }
 _DEFAULT_ESTIMATE = (10.0, 40.0)
