@@ -128,6 +128,27 @@ def test_quick_mqtt_and_outbox_suites_measure_every_figure_beside_its_baseline(t
     assert received["mqtt.scalar.received"] > 0 and received["mqtt.waveform.received"] > 0
 
 
+def test_every_benchmark_script_writes_figures() -> None:
+    """No suite is left free-form: each script builds its figures with the schema's helpers."""
+    for script in select(None):
+        text = script.read_text()
+        assert "write_result(" in text and "figure(" in text, script.name
+
+
+def test_quick_vibration_suite_measures_every_figure_beside_its_baseline(tmp_path: Path) -> None:
+    """The vibration pipeline suite in its quick form (about 10 s): end to end, task and windowing figures, each with
+    repeats and a baseline from the same run."""
+    out = tmp_path / "bench.json"
+    progress = io.StringIO()
+    assert run_bench(quick=True, json_path=out, only=["bench_pipeline"], progress=progress) == 0, progress.getvalue()
+    run = BenchReport.model_validate(json.loads(out.read_text())).benchmarks["bench_pipeline"]
+    assert run.status == "ok" and run.result is not None, run.error
+    for f in run.result.figures:
+        assert f.baseline is not None and f.ratio is not None and f.repeats >= 2 and f.value > 0, f.name
+    names = {f.name for f in run.result.figures}
+    assert {"vibration.e2e.windows_per_cpu_s", "vibration.task.batch32", "vibration.windowing.48k"} <= names
+
+
 def test_unknown_only_name_is_a_clear_error(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["bench", "--only", "no_such_bench"]) == 2
     assert "no benchmark matches" in capsys.readouterr().err
