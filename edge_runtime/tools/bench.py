@@ -37,7 +37,7 @@ ESTIMATE_S: dict[str, tuple[float, float]] = {
     "bench_rice_line": (15, 45),
     "bench_service": (30, 130),
     "bench_weld": (18, 60),
-    "bench_ui": (25, 60),
+    "bench_ui": (25, 100),
 }
 _DEFAULT_ESTIMATE = (10.0, 40.0)
 
