@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from edge_runtime.tasks import weld_decode as wd
 
@@ -70,3 +72,21 @@ def test_to_dicts_gives_frame_pixels_clipped_to_the_frame() -> None:
     out = wd.to_dicts(dets, LABELS, 640, 480, min_score=0.5)
     assert out == [{"x": 0.0, "y": 120.0, "w": 320.0, "h": 240.0, "label": "bad_weld", "score": 0.9}]
     assert len(wd.to_dicts(dets, LABELS, 640, 480, min_score=0.1)) == 2
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 120), st.integers(0, 2**32 - 1), st.sampled_from([0.3, 0.5, 0.7]), st.booleans())
+def test_nms_is_the_greedy_rule(n: int, seed: int, threshold: float, quantised: bool) -> None:
+    """OpenCV's NMS against the rule written out: best first (ties: lower index), drop what overlaps a kept box by
+    more than the threshold. Quantised scores (an int8 model's) tie often; zero scores are kept too."""
+    rng = np.random.default_rng(seed)
+    centres, sizes = rng.uniform(0, 1, (n, 2)), rng.uniform(0.0, 0.3, (n, 2))
+    boxes = np.concatenate([centres - sizes / 2, centres + sizes / 2], axis=1).astype(np.float32)
+    scores = rng.uniform(0, 1, n).astype(np.float32)
+    if quantised:
+        scores = np.round(scores * 8) / 8
+    expected: list[int] = []
+    for i in np.argsort(-scores, kind="stable"):
+        if all(wd.box_iou(boxes[i], boxes[k])[0, 0] <= threshold for k in expected):
+            expected.append(int(i))
+    assert wd.nms(boxes, scores, threshold).tolist() == expected
