@@ -84,7 +84,7 @@ def test_nms_is_the_greedy_rule(n: int, seed: int, threshold: float, quantised: 
     boxes = np.concatenate([centres - sizes / 2, centres + sizes / 2], axis=1).astype(np.float32)
     scores = rng.uniform(0, 1, n).astype(np.float32)
     if quantised:
-        scores = np.round(scores * 8) / 8
+        scores = (np.round(scores * 8) / 8).astype(np.float32)
     expected: list[int] = []
     for i in np.argsort(-scores, kind="stable"):
         if all(wd.box_iou(boxes[i], boxes[k])[0, 0] <= threshold for k in expected):
