@@ -222,13 +222,15 @@ class Exported(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         cls, ctr, ltrb, frame = self.net(x)
         n = cls.shape[0]
-        scores = torch.sqrt(torch.sigmoid(cls) * torch.sigmoid(ctr)).reshape(n, 3, -1).transpose(1, 2)
+        smap = torch.sqrt(torch.sigmoid(cls) * torch.sigmoid(ctr))
+        scores = smap.reshape(n, 3, -1).transpose(1, 2)
         d = ltrb.reshape(n, 4, -1).transpose(1, 2)
         c = self.centres.unsqueeze(0)
         boxes = torch.cat([c - d[..., :2], c + d[..., 2:]], 2) / INPUT
         reject = torch.sigmoid(frame)
         if self.mix > 0:
-            bad = torch.maximum(scores[..., 0], scores[..., 2]).amax(1)
+            # max pooling over the whole map rather than a reduction: onnxruntime's shape inference (int8) takes it
+            bad = F.max_pool2d(torch.maximum(smap[:, 0:1], smap[:, 2:3]), smap.shape[-1]).flatten(1).squeeze(1)
             reject = (1 - self.mix) * reject + self.mix * bad
         return scores, boxes, reject
 
