@@ -98,29 +98,31 @@ def load_images(data: Path, names: list[str]) -> tuple[np.ndarray, list[np.ndarr
     return imgs, boxes
 
 
-def augment(img: np.ndarray, boxes: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Random zoom/crop/pad, flips, quarter turns, colour and blur/noise; returns a 256x256 image and boxes."""
-    # geometry: output pixel = s * source_normalised * INPUT + t
+def augment(
+    img: np.ndarray, boxes: np.ndarray, rng: np.random.Generator, size: int = INPUT
+) -> tuple[np.ndarray, np.ndarray]:
+    """Random zoom/crop/pad, flips, quarter turns, colour and blur/noise; returns a size x size image and boxes."""
+    # geometry: output pixel = s * source_normalised * size + t
     zoom = float(np.exp(rng.uniform(np.log(0.75), np.log(1.6))))
-    s = INPUT * zoom
-    span = INPUT - s  # negative when zoomed in
+    s = size * zoom
+    span = size - s  # negative when zoomed in
     tx, ty = (rng.uniform(min(0, span), max(0, span)) for _ in range(2))
     m = np.array([[s / CACHE, 0, tx], [0, s / CACHE, ty]], np.float32)
     border = tuple(int(v) for v in rng.integers(0, 256, 3))
-    out = cv2.warpAffine(img, m, (INPUT, INPUT), flags=cv2.INTER_LINEAR, borderValue=border)
+    out = cv2.warpAffine(img, m, (size, size), flags=cv2.INTER_LINEAR, borderValue=border)
     b = boxes.copy()
     b[:, [1, 3]] = b[:, [1, 3]] * s + tx
     b[:, [2, 4]] = b[:, [2, 4]] * s + ty
     area0 = (b[:, 3] - b[:, 1]) * (b[:, 4] - b[:, 2])
-    b[:, 1:] = np.clip(b[:, 1:], 0, INPUT)
+    b[:, 1:] = np.clip(b[:, 1:], 0, size)
     area1 = (b[:, 3] - b[:, 1]) * (b[:, 4] - b[:, 2])
     b = b[(area1 > 0.35 * np.maximum(area0, 1e-6)) & (area1 > 4)]
     if rng.random() < 0.5:
         out = out[:, ::-1]
-        b[:, [1, 3]] = INPUT - b[:, [3, 1]]
+        b[:, [1, 3]] = size - b[:, [3, 1]]
     if rng.random() < 0.3:
         out = out[::-1]
-        b[:, [2, 4]] = INPUT - b[:, [4, 2]]
+        b[:, [2, 4]] = size - b[:, [4, 2]]
     if rng.random() < 0.3:  # transpose: welds run in any direction
         out = out.transpose(1, 0, 2)
         b = b[:, [0, 2, 1, 4, 3]]
@@ -145,10 +147,10 @@ def augment(img: np.ndarray, boxes: np.ndarray, rng: np.random.Generator) -> tup
     return np.clip(out, 0, 255).astype(np.uint8), b
 
 
-def plain(img: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    out = cv2.resize(img, (INPUT, INPUT), interpolation=cv2.INTER_AREA)
+def plain(img: np.ndarray, boxes: np.ndarray, size: int = INPUT) -> tuple[np.ndarray, np.ndarray]:
+    out = cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA)
     b = boxes.copy()
-    b[:, 1:] *= INPUT
+    b[:, 1:] *= size
     return out, b
 
 

