@@ -16,6 +16,7 @@ def _figure(pattern: str, text: str) -> int:
     return int(match.group(1))
 
 
+@pytest.mark.timeout(360)  # a hang guard: 30-50 s on a quiet 2-core box, 145 s seen at load 7
 def test_demo_runs_every_line_and_delivers_everything(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["demo", "--seconds", "8"]) == 0
     out = capsys.readouterr().out
