@@ -37,7 +37,9 @@ def evaluate(
     model) and its largest grain is classified; a photograph where no grain is found counts as wrong
     (`n_unsegmented`). With `declared`, the purity sorter's view: off-type grains are the positives and a grain is
     ejected by the task's off-type rule (declared probability below `min_confidence`); `eject_precision` and
-    `eject_recall` follow. Broken-grain ejection is not part of them, as the photographs are labelled by variety,
+    `eject_recall` follow. Whatever `declared`, `eject_by_declared_variety` gives the same two figures for every
+    label in turn as the declared one (a lot of each variety sorted from the same photographs), so one run shows
+    the worst lot. Broken-grain ejection is not part of them, as the photographs are labelled by variety,
     not by breakage: `n_broken_declared` counts declared-variety grains the length rule would also eject.
     A ratio without a denominator (a variety absent from the directory) is None, so the result stays valid JSON.
     """
@@ -55,7 +57,7 @@ def evaluate(
     s = task.params.crop_size
     truth = np.array([k for _, k in items], dtype=np.int64)
     pred = np.full(len(items), -1, dtype=np.int64)
-    p_declared = np.zeros(len(items), dtype=np.float32)
+    probs_all = np.zeros((len(items), len(labels)), dtype=np.float32)
     broken = np.zeros(len(items), dtype=bool)
     params = SegmentParams.from_preprocessing(runner.manifest.preprocessing)  # one grain each: no splitting
     for start in range(0, len(items), batch_size):
@@ -77,7 +79,7 @@ def evaluate(
         probs = task.classify(crops[found])
         idx = np.flatnonzero(found) + start
         pred[idx] = probs.argmax(axis=1)
-        p_declared[idx] = probs[:, task.declared]
+        probs_all[idx] = probs
         broken[idx] = lengths[found] < task.config.broken_length_ratio * task.median_length_px
     matrix = np.zeros((len(labels), len(labels)), dtype=np.int64)
     ok = pred >= 0
@@ -90,20 +92,29 @@ def evaluate(
         "accuracy": float((pred == truth).mean()),
         "per_class": per_class_metrics(labels, matrix),
         "confusion": {"labels": labels, "matrix": matrix.tolist()},
+        "min_confidence": task.min_confidence,
+        "eject_by_declared_variety": {
+            label: _eject(truth, ok, probs_all, k, task.min_confidence) for k, label in enumerate(labels)
+        },
     }
     if declared is not None:
-        off_type = truth != task.declared
-        ejected = ~ok | (p_declared < task.min_confidence)  # an unseen grain is not let through
-        tp = int((off_type & ejected).sum())
-        result.update(
-            {
-                "declared": declared,
-                "min_confidence": task.min_confidence,
-                "eject_precision": tp / int(ejected.sum()) if ejected.any() else None,
-                "eject_recall": tp / int(off_type.sum()) if off_type.any() else None,
-                "n_off_type": int(off_type.sum()),
-                "n_ejected": int(ejected.sum()),
-                "n_broken_declared": int((broken & ok & ~off_type).sum()),
-            }
-        )
+        result.update({"declared": declared, **_eject(truth, ok, probs_all, task.declared, task.min_confidence)})
+        result["n_broken_declared"] = int((broken & ok & (truth == task.declared)).sum())
     return result
+
+
+def _eject(
+    truth: npt.NDArray[np.int64], ok: npt.NDArray[np.bool_], probs: npt.NDArray[np.float32], k: int, min_conf: float
+) -> dict[str, Any]:
+    """Eject precision/recall of a lot declared as label `k`: off-type grains are the positives; a grain is ejected
+    when its declared probability is below `min_conf`, or when it was not found (an unseen grain is not let
+    through)."""
+    off_type = truth != k
+    ejected = ~ok | (probs[:, k] < min_conf)
+    tp = int((off_type & ejected).sum())
+    return {
+        "eject_precision": tp / int(ejected.sum()) if ejected.any() else None,
+        "eject_recall": tp / int(off_type.sum()) if off_type.any() else None,
+        "n_off_type": int(off_type.sum()),
+        "n_ejected": int(ejected.sum()),
+    }

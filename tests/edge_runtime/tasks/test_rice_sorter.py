@@ -236,8 +236,17 @@ def test_evaluate_on_a_small_class_folder_dir(tmp_path: Path) -> None:
     assert res["accuracy"] == pytest.approx(np.trace(matrix) / 22)
     assert 0.0 <= res["eject_precision"] <= 1.0 and 0.0 <= res["eject_recall"] <= 1.0
     assert res["n_off_type"] == 14
+    # the table covers every label as the declared one; the declared one's row is the figures above
+    table = res["eject_by_declared_variety"]
+    assert list(table) == list(VARIETIES)
+    assert {k: table["Arborio"][k] for k in ("eject_precision", "eject_recall", "n_off_type", "n_ejected")} == {
+        k: res[k] for k in ("eject_precision", "eject_recall", "n_off_type", "n_ejected")
+    }
+    assert [table[v]["n_off_type"] for v in VARIETIES] == [14, 15, 22, 15, 22]
+    assert table["Ipsala"]["eject_recall"] is not None and table["Ipsala"]["n_ejected"] >= 1  # the blank at least
     int8 = evaluate(tmp_path, variant="int8")
-    assert int8["n"] == 22 and "eject_recall" not in int8
+    assert int8["n"] == 22 and "eject_recall" not in int8 and "declared" not in int8
+    assert list(int8["eject_by_declared_variety"]) == list(VARIETIES)
 
 
 def test_evaluate_refuses_unknown_variety_folder(tmp_path: Path) -> None:
