@@ -207,6 +207,10 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(seconds=args.seconds, data_dir=args.data)
 
 
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{100.0 * value:.2f} %"
+
+
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from edge_runtime.tasks import evaluator
 
@@ -231,11 +235,17 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         print(dumps(report))  # JSON has no NaN: an undefined ratio is written as null
     else:
         for key, value in report.items():
-            if key not in ("confusion", "per_class", "per_recording"):
+            if key not in ("confusion", "per_class", "per_recording", "eject_by_declared_variety"):
                 print(f"{key}: {value}")
         print("per_class:")
         for label, row in report.get("per_class", {}).items():
             print(f"  {label}: {row}")
+        eject = report.get("eject_by_declared_variety")
+        if eject:
+            print("eject precision / recall of off-type grains, per declared variety:")
+            for label, row in eject.items():
+                p, r = row["eject_precision"], row["eject_recall"]
+                print(f"  {label}: {_pct(p)} / {_pct(r)} ({row['n_ejected']} ejected, {row['n_off_type']} off-type)")
         confusion = report.get("confusion")
         if confusion:
             print("confusion (rows = truth, columns = prediction):")
