@@ -367,6 +367,10 @@ def main() -> None:
     ap.add_argument("--ema", type=float, default=0.0, help="weight moving-average decay (0: off)")
     ap.add_argument("--checkpoint", type=Path, default=None, help="state dict of the best epoch so far")
     ap.add_argument("--resume", type=Path, default=None, help="skip training: export this state dict")
+    ap.add_argument("--crops-only", action="store_true", help="cut the crops into --crop-cache and stop")
+    ap.add_argument(
+        "--link-splits", type=Path, default=None, help="write DIR/{train,val,test}/<variety>/ symlinks and stop"
+    )
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(args.threads)
@@ -376,6 +380,14 @@ def main() -> None:
     started = time.perf_counter()
     rng = np.random.default_rng(args.seed)
     parts = split_files(args.data, args.seed)
+    if args.link_splits is not None:
+        for part, items in parts.items():
+            for path, k in items:
+                link = args.link_splits / part / VARIETIES[k] / path.name
+                link.parent.mkdir(parents=True, exist_ok=True)
+                if not link.is_symlink():
+                    link.symlink_to(path.resolve())
+        return
     if args.limit:
         parts = {k: [v[i] for i in rng.permutation(len(v))[: args.limit]] for k, v in parts.items()}
     names = (
@@ -405,6 +417,8 @@ def main() -> None:
             arrays = (tr_x, tr_y, tr_ax, tr_ay, tr_geo, va_x, va_y, va_ax, va_ay, te_x, te_y, te_ax, te_ay)
             np.savez(args.crop_cache, **dict(zip(names, arrays, strict=True)))
     log.info("event=crops_ready train=%d aug=%d s=%.0f", len(tr_x), len(tr_ax), time.perf_counter() - started)
+    if args.crops_only:
+        return
     x = np.concatenate([tr_x, tr_ax])
     y = np.concatenate([tr_y, tr_ay])
     val = [(va_x, va_y), (va_ax, va_ay)]
