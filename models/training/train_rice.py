@@ -352,7 +352,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("models/rice_sorter"))
     ap.add_argument("--epochs", type=int, default=18)
     ap.add_argument("--copies", type=int, default=4, help="augmented crops per training image")
-    ap.add_argument("--seed", type=int, default=20240611)
+    ap.add_argument("--seed", type=int, default=20240611, help="split and augmentation seed (keep it: same test set)")
+    ap.add_argument("--train-seed", type=int, default=None, help="initialisation/batch-order seed (default: --seed)")
     ap.add_argument("--limit", type=int, default=0, help="images per split, for a smoke run (0: all)")
     ap.add_argument("--crop-size", type=int, default=32, help="crop side S (model input S x S)")
     ap.add_argument("--layers", default=LAYERS_1_0, help="conv blocks as channels:stride,...")
@@ -436,7 +437,7 @@ def main() -> None:
             y,
             val,
             args.epochs,
-            args.seed,
+            args.seed if args.train_seed is None else args.train_seed,
             args.layers,
             args.lr,
             args.budget_min * 60.0,
@@ -510,6 +511,7 @@ def main() -> None:
             "license": "CC0-1.0 (as listed by the authors)",
             "split": "seeded stratified 80/10/10 over images (train/val/test), per variety",
             "seed": args.seed,
+            "train_seed": args.seed if args.train_seed is None else args.train_seed,
             "n_train_images": len(parts["train"]),
             "n_val_images": len(parts["val"]),
             "n_test_images": len(parts["test"]),

@@ -78,7 +78,9 @@ def test_shipped_model_and_int8_variant_load(runner: ModelRunner) -> None:
     int8 = load_model("rice_sorter", variant="int8")
     assert runner.manifest.labels == list(VARIETIES)
     assert runner.ident.startswith("rice_sorter@") and "-int8+" in int8.ident
-    x = np.stack([segment(grain(v, 7), SegmentParams()).crops[0] for v in VARIETIES])
+    params = SegmentParams.from_preprocessing(runner.manifest.preprocessing)  # the crop size it was trained on
+    x = np.stack([segment(grain(v, 7), params).crops[0] for v in VARIETIES])
+    assert x.shape[2:] == tuple(runner.manifest.inputs[0].shape[2:])
     p32, p8 = runner.run({"x": x})["probs"], int8.run({"x": x})["probs"]
     assert p32.shape == p8.shape == (5, 5)
     np.testing.assert_allclose(p32.sum(axis=1), 1.0, atol=1e-4)
