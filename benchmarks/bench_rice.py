@@ -6,10 +6,12 @@ other processes hits a figure and its baseline alike. Frames are dense chute fra
 (`ChuteSimulator`, 640x480, about 48 grains per frame, 4 frames per task call). Rates are given per wall second and
 per CPU second of this process: on a shared machine the CPU figure is the one that says what a core can do.
 
-    .venv/bin/python benchmarks/bench_rice.py --json /tmp/bench_rice.json [--quick] [--recording FILE]
+    .venv/bin/python benchmarks/bench_rice.py --json /tmp/bench_rice.json [--quick] [--recording FILE] [--compare DIR]
 
 `--recording FILE` (a flight recording, `edge-runtime record`): the end-to-end figures use the line's own frames
 (the first 40 of the recorded rice pipeline's streams) instead of the simulated chute.
+`--compare DIR` times another model directory (e.g. the previous version, checked out to /tmp) in the same rounds,
+each model on crops cut at its own manifest's crop size; its figures are named `rice.model.prev.<variant>...`.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from edge_runtime.tasks.rice_sorter import RiceSorterConfig, RiceSorterTask
 from edge_runtime.tools.bench_recording import add_recording_option, recorded_inputs
 from edge_runtime.tools.bench_schema import Figure, figure, write_result
 
+U8 = npt.NDArray[np.uint8]
 SCALE = 0.35  # chute pixels per data-set pixel (the simulator's default)
 BATCHES = (1, 32, 256)
 
@@ -56,6 +59,7 @@ def main() -> None:
     ap.add_argument("--json", type=Path, help="write the result here")
     ap.add_argument("--quick", action="store_true", help="shorter rounds")
     add_recording_option(ap)
+    ap.add_argument("--compare", type=Path, help="another rice_sorter model directory, timed side by side")
     args = ap.parse_args()
     cv2.setNumThreads(1)
     seconds, rounds = (0.15, 2) if args.quick else (1.0, 5)
@@ -66,18 +70,21 @@ def main() -> None:
         recorded, data = recorded_inputs(args.recording, "rice_sorter", 40)
         frames = [f for f in recorded if isinstance(f, Frame)] or frames
     runners = {v: load_model("rice_sorter", variant=v, intra_op_threads=1) for v in ("fp32", "int8")}
+    if args.compare is not None:
+        for v in ("fp32", "int8"):
+            runners[f"prev.{v}"] = load_model(args.compare, variant=v, intra_op_threads=1)
     tasks = {
         v: RiceSorterTask(
             RiceSorterConfig(kind="rice_sorter", declared_variety="Basmati", scale_px_per_dataset_px=SCALE), r
         )
         for v, r in runners.items()
     }
-    params = tasks["fp32"].params
-    per_frame = [segment(f.image, params).crops for f in frames]
-    crops = np.concatenate(per_frame)
-    grains_per_frame = len(crops) / len(frames)
+    # each model gets the crops its manifest asks for (the crop size may differ between versions)
+    per_frame = {v: [segment(f.image, t.params).crops for f in frames] for v, t in tasks.items()}
+    crops = {v: np.concatenate(c) for v, c in per_frame.items()}
+    grains_per_frame = len(crops["fp32"]) / len(frames)
     calls = [frames[i : i + 4] for i in range(0, len(frames), 4)]
-    call_crops = [np.concatenate(per_frame[i : i + 4]) for i in range(0, len(frames), 4)]
+    call_crops = {v: [np.concatenate(c[i : i + 4]) for i in range(0, len(frames), 4)] for v, c in per_frame.items()}
 
     samples: dict[str, list[float]] = {}
 
@@ -87,18 +94,22 @@ def main() -> None:
     for _ in range(rounds):
         for v, runner in runners.items():
             for b in BATCHES:
-                x = np.ascontiguousarray(crops[:b])
-                add(f"model.{v}.{b}", rate(lambda r=runner, x=x: len(r.run({"x": x})["probs"]), seconds)[0])  # type: ignore[misc]
-                add(f"bare.{v}.{b}", rate(bare(runner, x), seconds)[0])
+                x = np.ascontiguousarray(crops[v][:b])
+                wall, cpu = rate(lambda r=runner, x=x: len(r.run({"x": x})["probs"]), seconds)  # type: ignore[misc]
+                add(f"model.{v}.{b}", wall)
+                add(f"model_cpu.{v}.{b}", cpu)
+                wall, cpu = rate(bare(runner, x), seconds)
+                add(f"bare.{v}.{b}", wall)
+                add(f"bare_cpu.{v}.{b}", cpu)
             k = [0]
 
             def e2e(task: RiceSorterTask = tasks[v], k: list[int] = k) -> int:
                 k[0] += 1
                 return sum(len(r.detail["grains"]) for r in task.process(calls[k[0] % len(calls)]))
 
-            def bare_crops(runner: ModelRunner = runner, k: list[int] = k) -> int:
+            def bare_crops(runner: ModelRunner = runner, k: list[int] = k, c: list[U8] = call_crops[v]) -> int:
                 k[0] += 1
-                return bare(runner, call_crops[k[0] % len(calls)])()
+                return bare(runner, c[k[0] % len(calls)])()
 
             wall, cpu = rate(e2e, seconds * 2)
             add(f"e2e.{v}.wall", wall)
@@ -116,7 +127,16 @@ def main() -> None:
                     "crops/s",
                     samples[f"model.{v}.{b}"],
                     baseline=("bare onnxruntime", samples[f"bare.{v}.{b}"]),
-                    params={"batch": b, "variant": v},
+                    params={"batch": b, "variant": v, "model": runners[v].ident},
+                )
+            )
+            figures.append(  # per CPU second of this process: what a core can do, whatever else the machine runs
+                figure(
+                    f"rice.model.{v}.batch{b}.per_cpu_s",
+                    "crops/CPU-s",
+                    samples[f"model_cpu.{v}.{b}"],
+                    baseline=("bare onnxruntime", samples[f"bare_cpu.{v}.{b}"]),
+                    params={"batch": b, "variant": v, "model": runners[v].ident},
                 )
             )
         for clock, unit, key in (("wall", "grains/s", "grains_per_s"), ("cpu", "grains/CPU-s", "grains_per_cpu_s")):
@@ -126,7 +146,7 @@ def main() -> None:
                     unit,
                     samples[f"e2e.{v}.{clock}"],
                     baseline=("bare onnxruntime, same crops", samples[f"e2e_bare.{v}.{clock}"]),
-                    params={"variant": v, "grains_per_frame": round(grains_per_frame, 1)},
+                    params={"variant": v, "model": runners[v].ident, "grains_per_frame": round(grains_per_frame, 1)},
                 )
             )
     write_result(
