@@ -33,10 +33,15 @@ def chute_frames(n: int, seed: int) -> list[npt.NDArray[np.uint8]]:
 
 @pytest.mark.parametrize("threshold", [None, 60])
 def test_new_segment_matches_the_reference_on_real_photographs(threshold: int | None) -> None:
-    kw = {"expected_area_px": EXPECTED_AREA, "min_area_px": round(200 * SCALE**2), "threshold": threshold}
+    runner = load_model("rice_sorter", intra_op_threads=1)
+    kw = {
+        "expected_area_px": EXPECTED_AREA,
+        "min_area_px": round(200 * SCALE**2),
+        "threshold": threshold,
+        "crop_size": int(runner.manifest.preprocessing["crop_size"]),  # the crops the shipped model takes
+    }
     new_params = rice_segment.SegmentParams(**kw)  # type: ignore[arg-type]
     old_params = reference.SegmentParams(**kw)  # type: ignore[arg-type]
-    runner = load_model("rice_sorter", intra_op_threads=1)
     n_grains = n_merged = 0
     for frame in chute_frames(12, seed=7):
         new = rice_segment.segment(frame, new_params)
