@@ -1,5 +1,6 @@
-"""Rice sorter speed: the model fp32/int8 at batch 1, 32 and 256 vs bare onnxruntime, and the whole task end to end
-(frame -> segmentation -> crops -> model -> eject decisions) vs bare onnxruntime on the same crops.
+"""Rice sorter speed: the model (fp32 and every shipped variant) at batch 1, 32 and 256 vs bare onnxruntime, and the
+whole task end to end (frame -> segmentation -> crops -> model -> eject decisions) vs bare onnxruntime on the same
+crops.
 
 Everything runs on one core (onnxruntime intra-op threads 1, OpenCV threads 1) in alternating rounds, so load from
 other processes hits a figure and its baseline alike. Frames are dense chute frames of the real grain photographs
@@ -69,9 +70,13 @@ def main() -> None:
     if args.recording is not None:
         recorded, data = recorded_inputs(args.recording, "rice_sorter", 40)
         frames = [f for f in recorded if isinstance(f, Frame)] or frames
-    runners = {v: load_model("rice_sorter", variant=v, intra_op_threads=1) for v in ("fp32", "int8")}
+    runners = {"fp32": load_model("rice_sorter", intra_op_threads=1)}
+    for v in runners["fp32"].manifest.variants:  # int8, and any other shipped variant
+        runners[v] = load_model("rice_sorter", variant=v, intra_op_threads=1)
     if args.compare is not None:
-        for v in ("fp32", "int8"):
+        prev = load_model(args.compare, intra_op_threads=1)
+        runners["prev.fp32"] = prev
+        for v in prev.manifest.variants:
             runners[f"prev.{v}"] = load_model(args.compare, variant=v, intra_op_threads=1)
     tasks = {
         v: RiceSorterTask(
