@@ -83,6 +83,8 @@ def test_shipped_model_and_int8_variant_load(runner: ModelRunner) -> None:
     assert x.shape[2:] == tuple(runner.manifest.inputs[0].shape[2:])
     p32, p8 = runner.run({"x": x})["probs"], int8.run({"x": x})["probs"]
     assert p32.shape == p8.shape == (5, 5)
+    fast = load_model("rice_sorter", variant="fast")  # the single network, on the same crops as the default
+    assert "-fast+" in fast.ident and fast.run({"x": x})["probs"].shape == (5, 5)
     np.testing.assert_allclose(p32.sum(axis=1), 1.0, atol=1e-4)
     pre = runner.manifest.preprocessing
     assert set(pre["median_length_px"]) == set(VARIETIES)
