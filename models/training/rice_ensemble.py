@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import cast
 
 import torch
 from torch import nn
@@ -27,7 +28,7 @@ class RiceEnsemble(nn.Module):
         self.members = nn.ModuleList(members)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        probs = [torch.softmax(m.logits(x), dim=1) for m in self.members]
+        probs = [torch.softmax(cast(RiceNet, m).logits(x), dim=1) for m in self.members]
         return torch.stack(probs).mean(dim=0)
 
 

@@ -416,7 +416,8 @@ def main() -> None:
         te_x, te_y, te_ax, te_ay, _ = build_crops(parts["test"], 1, rng, args.workers)
         if args.crop_cache is not None:
             arrays = (tr_x, tr_y, tr_ax, tr_ay, tr_geo, va_x, va_y, va_ax, va_ay, te_x, te_y, te_ax, te_ay)
-            np.savez(args.crop_cache, **dict(zip(names, arrays, strict=True)))
+            cache: dict[str, Any] = dict(zip(names, arrays, strict=True))
+            np.savez(args.crop_cache, **cache)
     log.info("event=crops_ready train=%d aug=%d s=%.0f", len(tr_x), len(tr_ax), time.perf_counter() - started)
     if args.crops_only:
         return
