@@ -59,7 +59,7 @@ bench: system-deps $(VENV)/.runtime
 
 # Issue 11: the arm64 image proven under emulation (slow, never in `make test`) and the Node-RED peer comparison
 # (npm installs, never in CI).
-image-arm64:
+image-arm64: | $(BIN)/python
 	docker/image-arm64.sh
 
 peers: $(VENV)/.runtime
