@@ -76,13 +76,19 @@ def _serve(config_json: str, port: int) -> None:
     asyncio.run(simulate(ModbusTcpConfig.model_validate_json(config_json), port=str(port), stop=asyncio.Event()))
 
 
-def wait_port(port: int, timeout_s: float = 30.0) -> None:
+def wait_port(port: int, server: multiprocessing.process.BaseProcess, timeout_s: float = 600.0) -> None:
+    """Until the simulator listens. Its spawned interpreter starts in seconds on a gateway but takes over 30 s
+    under emulation (the arm64 image's `make image-arm64`), so the server dying fails this; the deadline only
+    ends a hang."""
     deadline = time.monotonic() + timeout_s
     while True:
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=1.0):
                 return
         except OSError:
+            if not server.is_alive():
+                died = f"the Modbus simulator exited with code {server.exitcode} before listening"
+                raise RuntimeError(died) from None
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.05)
@@ -199,7 +205,7 @@ def main() -> None:
     rounds = 2 if args.quick else 4
     paced: dict[int, list[dict[str, float]]] = {20: [], 10: []}
     try:
-        wait_port(port)
+        wait_port(port, server)
         polling = [asyncio.run(poll_rates(config, seconds / rounds, rounds=1)) for _ in range(rounds)]
         for _ in range(rounds):
             for poll_ms in paced:
