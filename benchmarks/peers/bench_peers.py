@@ -198,7 +198,7 @@ def main() -> None:
     figures = []
     details: dict[str, Any] = {"versions": versions(), "tags": len(config.tags)}
     try:
-        wait_port(port)
+        wait_port(port, server)
         for poll_ms in (20, 10):
             peer = node_red_rounds(config, poll_ms, args.seconds, args.rounds)
             ours = [asyncio.run(paced_ingest(config, poll_ms, args.seconds)) for _ in range(args.rounds)]
