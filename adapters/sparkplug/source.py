@@ -23,7 +23,7 @@ from adapters.base import AdapterError, Reading, Stats, now_ns
 from adapters.mqtt.connection import Connection
 from adapters.sparkplug.config import SparkplugConfig
 from adapters.sparkplug.payload import BOOLEAN, NAMESPACE, REBIRTH, Metric, decode, encode, topic
-from adapters.supervise import BurstLog
+from adapters.supervise import BurstLog, DecodeGuard
 
 if TYPE_CHECKING:
     import paho.mqtt.client as paho
@@ -59,7 +59,8 @@ class SparkplugSource:
         self._queue: asyncio.Queue[_Message] | None = None
         self._births: dict[tuple[str, str], _Birth] = {}  # (node, device or "") -> birth
         self._seq: dict[str, int] = {}  # node -> last seq
-        self._malformed = BurstLog("sparkplug_malformed", self.stats, "malformed")
+        # every source's guarded decode: any exception a payload causes is counted, and readings pass check_sample
+        self._guard = DecodeGuard("sparkplug_malformed", self.stats, "malformed", source=self.name)
         self._dropped = BurstLog("sparkplug_queue_full", self.stats, "dropped")
 
     @property
@@ -178,12 +179,8 @@ class SparkplugSource:
         queue = self._queue
         while True:
             msg = await queue.get()
-            try:
-                readings = self._readings(msg)
-            except ValueError as exc:
-                self._malformed(source=self.name, topic=msg.topic, error=exc)
-                continue
-            for r in readings:
+            readings = self._guard(self._readings, msg, topic=msg.topic)
+            for r in readings or ():
                 self.stats["readings"] += 1
                 yield r
 
