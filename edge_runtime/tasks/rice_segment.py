@@ -164,8 +164,10 @@ def segment(frame_bgr: npt.NDArray[np.uint8], params: SegmentParams) -> Grains:
     if not ids:
         return Grains.empty(params.crop_size, thr)
     # every blob's outer contour in one pass, before splitting relabels anything; a blob's label is the label of
-    # its contour's first point (blobs are 8-connected components, so each has exactly one outer contour)
-    contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    # its contour's first point (blobs are 8-connected components, so each has exactly one outer contour). Straight
+    # runs are compressed to their ends: the hull, the area and the first point are unchanged, and `minAreaRect`
+    # takes half the time on half the points
+    contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
     firsts = np.array([c[0, 0] for c in contours], dtype=np.int64).reshape(-1, 2)
     contour_of: dict[int, Any] = dict(zip(labels[firsts[:, 1], firsts[:, 0]].tolist(), contours, strict=True))
     merged_ids: set[int] = set()
@@ -239,7 +241,7 @@ def _geometry(
             x, y, w, h, area = pieces[label]
             out[row, :5] = (x, y, w, h, area)
             blob = (labels[y : y + h, x : x + w] == label).astype(np.uint8)
-            found, _ = cv2.findContours(blob, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE, offset=(x, y))
+            found, _ = cv2.findContours(blob, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE, offset=(x, y))
             contour = max(found, key=cv2.contourArea)
         (cx, cy), (side_w, side_h), angle = cv2.minAreaRect(contour)
         rects[row] = (cx, cy, side_w, side_h, angle)
