@@ -124,6 +124,21 @@ def read_class_folders(data_dir: Path, labels: Sequence[str]) -> list[tuple[Path
     return items
 
 
+def split_class_folders(data_dir: Path, labels: Sequence[str], seed: int) -> dict[str, list[tuple[Path, int]]]:
+    """Seeded split, stratified per class, 80/10/10 over `<label>/*.jpg` (train/val/test): the rice split that
+    training, the size prior's fit and the model card share."""
+    rng = np.random.default_rng(seed)
+    out: dict[str, list[tuple[Path, int]]] = {"train": [], "val": [], "test": []}
+    for k, variety in enumerate(labels):
+        files = sorted((data_dir / variety).glob("*.jpg"))
+        order = rng.permutation(len(files))
+        n_val = n_test = len(files) // 10
+        for j, idx in enumerate(order):
+            part = "val" if j < n_val else "test" if j < n_val + n_test else "train"
+            out[part].append((files[idx], k))
+    return out
+
+
 def read_yolo_labels(path: Path) -> npt.NDArray[np.float64]:
     """A YOLO label file as (n, 5) [class, cx, cy, w, h] (normalised); a missing file is an empty frame."""
     if not path.is_file():

@@ -32,6 +32,7 @@ from torch import nn
 
 from edge_runtime.tasks.rice_segment import SegmentParams, segment
 from edge_runtime.tasks.rice_sorter import VARIETIES
+from edge_runtime.tools.datasets import split_class_folders
 from edge_runtime.tools.evaluate.rice_sorter import evaluate
 from models.training.quantize import quantize_int8, sha256_of
 
@@ -44,16 +45,7 @@ U8 = npt.NDArray[np.uint8]
 
 def split_files(data_dir: Path, seed: int) -> dict[str, list[tuple[Path, int]]]:
     """Seeded stratified 80/10/10 split of (file, class index)."""
-    rng = np.random.default_rng(seed)
-    out: dict[str, list[tuple[Path, int]]] = {"train": [], "val": [], "test": []}
-    for k, variety in enumerate(VARIETIES):
-        files = sorted((data_dir / variety).glob("*.jpg"))
-        order = rng.permutation(len(files))
-        n_val = n_test = len(files) // 10
-        for j, idx in enumerate(order):
-            part = "val" if j < n_val else "test" if j < n_val + n_test else "train"
-            out[part].append((files[idx], k))
-    return out
+    return split_class_folders(data_dir, VARIETIES, seed)
 
 
 def augment(img: npt.NDArray[Any], rng: np.random.Generator) -> U8:
