@@ -219,6 +219,11 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         print(f"edge-runtime evaluate: --data {data}: not a directory", file=sys.stderr)
         return 2
     options: dict[str, Any] = {"declared": args.declared} if args.declared else {}
+    if args.size_prior == "off":
+        if args.model != "rice_sorter":
+            print("edge-runtime evaluate: --size-prior is a rice_sorter option", file=sys.stderr)
+            return 2
+        options["size_prior"] = False
     compensate = args.compensation == "on" or (args.compensation is None and args.calibration is not None)
     if compensate:
         from edge_runtime.tools.evaluate.cold import compensation_for
@@ -376,6 +381,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="data directory in the layout of the model's data set")
     p.add_argument("--variant", default="fp32", help="model variant: fp32 (default) or int8 where shipped")
     p.add_argument("--declared", default=None, help="rice_sorter: the lot's declared variety (eject precision/recall)")
+    p.add_argument(
+        "--size-prior",
+        choices=["on", "off"],
+        default="on",
+        help="rice_sorter: weigh the probabilities with grain size (default on, as the live task does)",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     p.add_argument("--ambient-c", type=float, default=None, help="the temperature tag's value while --data was taken")
     p.add_argument("--calibration", default=None, help="calibration file (from `calibrate`) for the compensation")

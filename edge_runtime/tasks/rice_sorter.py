@@ -7,10 +7,14 @@ softmax `probs`.
 A grain is ejected when the declared variety's probability is below `min_confidence` (off-type or doubtful), when
 it is shorter than `broken_length_ratio` x the declared variety's median length (broken), or when it is part of a
 blob that could not be split into single grains. The ejector channel of a grain is `floor(cx / width * channels)`.
+Where the manifest has a size prior (`edge_runtime.tasks.rice_size`), the probabilities are weighed with each
+grain's size at the configured camera scale before any decision, and the scale is checked against the grains.
 """
 
 from __future__ import annotations
 
+import logging
+import math
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -22,6 +26,9 @@ from adapters.base import EdgeRuntimeError, Frame, Result, Stats
 from edge_runtime.inference import ModelRunner
 from edge_runtime.tasks.base import InvalidInputs, TaskConfigBase
 from edge_runtime.tasks.rice_segment import Grains, SegmentParams, segment
+from edge_runtime.tasks.rice_size import ScaleCheck, SizePrior, size_features
+
+log = logging.getLogger("edge_runtime.tasks.rice_sorter")
 
 __all__ = ["MODEL_NAME", "VARIETIES", "RiceSorterConfig", "RiceSorterTask"]
 
@@ -54,7 +61,13 @@ class RiceSorterConfig(TaskConfigBase):
         default=1.0,
         gt=0.0,
         description="Camera pixels per pixel of the training photographs; scales the manifest's median grain "
-        "length and area to this camera.",
+        "length and area, and the size prior, to this camera.",
+    )
+    size_prior: bool = Field(
+        default=True,
+        description="Weigh the variety probabilities with each grain's size (the manifest's `size_prior`). It "
+        "needs scale_px_per_dataset_px right within 5 %: it applies once the first 100 grains of the declared "
+        "variety confirm the scale, and is off, with a warning, while they show another. false: the network alone.",
     )
     threshold: int | None = Field(
         default=None,
@@ -105,6 +118,11 @@ class RiceSorterTask:
         else:
             self.min_confidence = float(manifest.thresholds.get("min_confidence", 0.5))
         self.input_name = manifest.inputs[0].name
+        prior = SizePrior.from_manifest(pre, self.labels, runner.ident) if config.size_prior else None
+        self.size_prior = prior
+        # against the median length (of the training photographs, like the measure): a variety's lengths are skewed
+        median_log_length = math.log(float(pre["median_length_px"][config.declared_variety]))
+        self.scale_check = None if prior is None else ScaleCheck(median_log_length)
         self._invalid = InvalidInputs(self.stats, "invalid_frames", runner.ident)
 
     def classify(self, crops: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
@@ -113,6 +131,41 @@ class RiceSorterTask:
             return np.zeros((0, len(self.labels)), dtype=np.float32)
         probs: npt.NDArray[np.float32] = self.runner.run({self.input_name: crops})["probs"]
         return probs
+
+    def weigh(
+        self,
+        probs: npt.NDArray[np.float32],
+        length_px: npt.NDArray[np.float32],
+        width_px: npt.NDArray[np.float32],
+        area_px: npt.NDArray[Any],
+    ) -> npt.NDArray[np.float32]:
+        """The network's probabilities weighed with the grains' sizes in camera pixels (the size prior), when it
+        applies."""
+        prior, check = self.size_prior, self.scale_check
+        if prior is None or check is None or len(probs) == 0:
+            return probs
+        scale = self.config.scale_px_per_dataset_px
+        features = size_features(length_px, width_px, area_px, scale)
+        was = check.ok, check.ratio is not None
+        check.update(features[probs.argmax(axis=1) == self.declared, 0])
+        measured = scale * (check.ratio or 1.0)
+        if check.ratio is not None and (check.ok, True) != was:
+            if check.ok:
+                log.info("event=rice_scale_ok model=%s configured_scale=%g measured_scale=%.3g: size prior on",
+                         self.runner.ident, scale, measured)  # fmt: skip
+            else:
+                log.warning(
+                    "event=rice_scale_mismatch model=%s declared=%s configured_scale=%g measured_scale=%.3g: the "
+                    "size prior is off and the broken-grain length is wrong; set scale_px_per_dataset_px",
+                    self.runner.ident,
+                    self.config.declared_variety,
+                    scale,
+                    measured,
+                )
+        if not check.ok:
+            self.stats["size_prior_off"] += len(probs)
+            return probs
+        return prior.weigh(probs, features)
 
     def decide(
         self, grains: Grains, probs: npt.NDArray[np.float32]
@@ -157,7 +210,7 @@ class RiceSorterTask:
                     )
                 )
                 continue
-            p = probs[start : start + len(grains)]
+            p = self.weigh(probs[start : start + len(grains)], grains.length_px, grains.width_px, grains.area_px)
             start += len(grains)
             results.append(self._frame_result(frame, grains, p))
         return results

@@ -29,18 +29,20 @@ def evaluate(
     compensate: Callable[[npt.NDArray[np.uint8]], npt.NDArray[np.uint8]] | None = None,
     model_dir: Path | None = None,
     batch_size: int = 256,
+    size_prior: bool = True,
 ) -> dict[str, Any]:
     """Variety accuracy of the shipped model on a class-folder directory of single-grain photographs.
 
     Each photograph goes through `segment` like a live frame (optionally after `degrade`, e.g. a cold-weather
-    model, then `compensate`, the pipeline's compensation layers
-    model) and its largest grain is classified; a photograph where no grain is found counts as wrong
-    (`n_unsegmented`). With `declared`, the purity sorter's view: off-type grains are the positives and a grain is
-    ejected by the task's off-type rule (declared probability below `min_confidence`); `eject_precision` and
-    `eject_recall` follow. Whatever `declared`, `eject_by_declared_variety` gives the same two figures for every
-    label in turn as the declared one (a lot of each variety sorted from the same photographs), so one run shows
-    the worst lot. Broken-grain ejection is not part of them, as the photographs are labelled by variety,
-    not by breakage: `n_broken_declared` counts declared-variety grains the length rule would also eject.
+    model, then `compensate`, the pipeline's compensation layers) and its largest grain is classified; a photograph
+    where no grain is found counts as wrong (`n_unsegmented`). With `size_prior` (the default) the probabilities
+    are weighed with the grain's size as the live task does, at scale 1 (the directory holds data-set photographs).
+    With `declared`, the purity sorter's view: off-type grains are the positives and a grain is ejected by the
+    task's off-type rule (declared probability below `min_confidence`); `eject_precision` and `eject_recall`
+    follow. Whatever `declared`, `eject_by_declared_variety` gives the same two figures for every label in turn as
+    the declared one (a lot of each variety sorted from the same photographs), so one run shows the worst lot.
+    Broken-grain ejection is not part of them, as the photographs are labelled by variety, not by breakage:
+    `n_broken_declared` counts declared-variety grains the length rule would also eject.
     A ratio without a denominator (a variety absent from the directory) is None, so the result stays valid JSON.
     """
     import cv2
@@ -50,21 +52,19 @@ def evaluate(
     runner = load_model(model_dir if model_dir is not None else MODEL_NAME, variant=variant)
     labels = list(runner.manifest.labels)
     task = RiceSorterTask(
-        RiceSorterConfig(kind="rice_sorter", declared_variety=declared or labels[0]),
+        RiceSorterConfig(kind="rice_sorter", declared_variety=declared or labels[0], size_prior=size_prior),
         runner,
     )
     items = read_class_folders(Path(data_dir), labels)
     s = task.params.crop_size
     truth = np.array([k for _, k in items], dtype=np.int64)
-    pred = np.full(len(items), -1, dtype=np.int64)
     probs_all = np.zeros((len(items), len(labels)), dtype=np.float32)
-    broken = np.zeros(len(items), dtype=bool)
+    size = np.zeros((len(items), 3), dtype=np.float64)  # length, width, area of each photograph's grain
+    found = np.zeros(len(items), dtype=bool)
     params = SegmentParams.from_preprocessing(runner.manifest.preprocessing)  # one grain each: no splitting
     for start in range(0, len(items), batch_size):
         chunk = items[start : start + batch_size]
         crops = np.zeros((len(chunk), 3, s, s), dtype=np.uint8)
-        lengths = np.zeros(len(chunk), dtype=np.float32)
-        found = np.zeros(len(chunk), dtype=bool)
         for j, (path, _) in enumerate(chunk):
             raw = cv2.imread(str(path), cv2.IMREAD_COLOR)
             if raw is None:
@@ -75,12 +75,14 @@ def evaluate(
             grains = segment(img if compensate is None else compensate(img), params)
             if len(grains):
                 i = int(np.argmax(grains.area_px))
-                crops[j], lengths[j], found[j] = grains.crops[i], grains.length_px[i], True
-        probs = task.classify(crops[found])
-        idx = np.flatnonzero(found) + start
-        pred[idx] = probs.argmax(axis=1)
-        probs_all[idx] = probs
-        broken[idx] = lengths[found] < task.config.broken_length_ratio * task.median_length_px
+                crops[j], found[start + j] = grains.crops[i], True
+                size[start + j] = grains.length_px[i], grains.width_px[i], grains.area_px[i]
+        in_chunk = found[start : start + len(chunk)]
+        probs_all[start : start + len(chunk)][in_chunk] = task.classify(crops[in_chunk])
+    # weighed in one call, after every grain is measured: the task's scale check sees the whole set first
+    probs_all[found] = task.weigh(probs_all[found], size[found, 0], size[found, 1], size[found, 2])
+    pred = np.where(found, probs_all.argmax(axis=1), -1)
+    broken = found & (size[:, 0] < task.config.broken_length_ratio * task.median_length_px)
     matrix = np.zeros((len(labels), len(labels)), dtype=np.int64)
     ok = pred >= 0
     np.add.at(matrix, (truth[ok], pred[ok]), 1)
@@ -93,6 +95,11 @@ def evaluate(
         "per_class": per_class_metrics(labels, matrix),
         "confusion": {"labels": labels, "matrix": matrix.tolist()},
         "min_confidence": task.min_confidence,
+        "size_prior": {
+            "weight": None if task.size_prior is None else task.size_prior.weight,
+            "applied": task.size_prior is not None and int(task.stats["size_prior_off"]) == 0,
+            "measured_scale": None if task.scale_check is None else task.scale_check.ratio,
+        },
         "eject_by_declared_variety": {
             label: _eject(truth, ok, probs_all, k, task.min_confidence) for k, label in enumerate(labels)
         },
