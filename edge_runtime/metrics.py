@@ -74,6 +74,9 @@ class _ServiceCollector(Collector):
         for p in svc.pipelines:
             for key, value in sorted(p.stats.items()):
                 counter(f"pipeline_{key}", p.id, value, ["pipeline"])
+            # the task's own counts: malformed inputs it refused, rice grains judged without the size prior, ...
+            for key, value in sorted(getattr(p.task, "stats", {}).items()):
+                counter(f"pipeline_task_{key}", p.id, value, ["pipeline"])
         for s in svc.sources:
             for key, value in sorted(s.stats.items()):
                 counter(f"source_{key}", s.name, value, ["source"])

@@ -88,6 +88,11 @@ async def test_metrics_are_valid_exposition_and_escape_hostile_labels(mosquitto:
         await service._route(Reading('gw1.t"\nforged', 1, np.array(21.5), "good", hostile))
         await service.pipelines[0].feed(block(10**18))
         await until(lambda: service.pipelines[0].stats["inputs"] >= 1, what="one window processed")
+        nan = block(10**18 + 10**9)
+        nan.value[5] = np.nan  # a window the task refuses and counts
+        await service.pipelines[0].feed(nan)
+        task_stats = service.pipelines[0].task.stats  # type: ignore[attr-defined]
+        await until(lambda: task_stats["invalid_windows"] >= 1, what="the NaN window counted")
         await until(lambda: service.metrics is not None and service.metrics.bound.is_set(), what="metrics bound")
         status, text = await http_get(port, "/metrics")
     assert status == 200
@@ -100,6 +105,8 @@ async def test_metrics_are_valid_exposition_and_escape_hostile_labels(mosquitto:
     count = [s for s in latency.samples if s.name.endswith("_count")]
     assert count[0].value >= 1
     assert "# HELP edge_runtime_pipeline_inputs_total" in text
+    (refused,) = families["edge_runtime_pipeline_task_invalid_windows"].samples
+    assert refused.labels == {"pipeline": service.pipelines[0].id} and refused.value >= 1
     assert "# TYPE edge_runtime_pipeline_inputs_total counter" in text
     assert families["process_resident_memory_bytes"].samples[0].value > 0
     assert families["edge_runtime_build_info"].samples[0].labels["version"]
