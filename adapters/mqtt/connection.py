@@ -13,17 +13,20 @@ import logging
 import socket
 import ssl
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from adapters.base import AdapterError, DeliveryError, Stats
 from adapters.mqtt.config import MqttConnectionConfig
+from adapters.supervise import BurstLog
 
 if TYPE_CHECKING:
     import paho.mqtt.client as paho
 
-__all__ = ["Connection", "PublishAcks", "tls_context"]
+__all__ = ["Connection", "Inbox", "PublishAcks", "tls_context"]
 
 log = logging.getLogger("adapters.mqtt")
+
+M = TypeVar("M")
 
 
 def tls_context(cfg: MqttConnectionConfig) -> ssl.SSLContext | None:
@@ -251,6 +254,28 @@ class Connection:
         ok = not reason.is_failure
         for hook in self._on_publish_hooks:
             self.call_soon(hook, mid, ok, str(reason))
+
+
+class Inbox(Generic[M]):
+    """Messages from paho's thread to a source's `stream()`: `connection.call_soon(inbox.put, msg, topic)` on
+    arrival, `await inbox.get()` on the loop. Bounded: a full inbox drops the message, counts it in
+    `stats["dropped"]` and warns once per burst, so paho's thread never waits and a slow consumer cannot grow
+    memory."""
+
+    def __init__(self, size: int, stats: Stats, event: str, source: str) -> None:
+        self.size = size
+        self._queue: asyncio.Queue[M] = asyncio.Queue(size)
+        self._dropped = BurstLog(event, stats, "dropped")
+        self._source = source
+
+    def put(self, item: M, topic: str) -> None:
+        try:
+            self._queue.put_nowait(item)
+        except asyncio.QueueFull:
+            self._dropped(source=self._source, topic=topic, queue_size=self.size)
+
+    async def get(self) -> M:
+        return await self._queue.get()
 
 
 class PublishAcks:

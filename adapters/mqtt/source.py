@@ -7,7 +7,6 @@ reconnects by itself and `on_connect` subscribes again, so `stream()` does not e
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
@@ -16,8 +15,8 @@ from typing import TYPE_CHECKING, Any
 from adapters.base import AdapterError, Reading, Stats, now_ns
 from adapters.mqtt.codec import decoder_for
 from adapters.mqtt.config import MqttConfig
-from adapters.mqtt.connection import Connection
-from adapters.supervise import BurstLog, DecodeGuard
+from adapters.mqtt.connection import Connection, Inbox
+from adapters.supervise import DecodeGuard
 
 if TYPE_CHECKING:
     import paho.mqtt.client as paho
@@ -52,22 +51,21 @@ class MqttSource:
         self.name = config.id
         self.stats = Stats()
         self._decoders = [decoder_for(s) for s in config.subscriptions]
-        self._queue: asyncio.Queue[_Message] | None = None
+        self._inbox: Inbox[_Message] | None = None
         self._conn: Connection | None = None
         self._streams: dict[tuple[int, str], str] = {}
         self._guard = DecodeGuard("mqtt_malformed", self.stats, "malformed", source=self.name)
-        self._dropped = BurstLog("mqtt_queue_full", self.stats, "dropped")
 
     async def open(self) -> None:
         """Connect and return once the broker confirmed the subscriptions (no message is missed after it)."""
-        self._queue = asyncio.Queue(self.config.queue_size)
+        self._inbox = Inbox(self.config.queue_size, self.stats, "mqtt_queue_full", self.name)
         subscriptions = [(s.topic, int(s.qos)) for s in self.config.subscriptions]
         conn = Connection(self.config, self.stats, on_connect=self._add_callbacks, subscriptions=subscriptions)
         self._conn = conn
         try:
             await conn.open()
         except AdapterError:
-            self._conn = self._queue = None
+            self._conn = self._inbox = None
             raise
 
     def _add_callbacks(self, client: paho.Client) -> None:  # paho thread, on every (re)connect
@@ -77,19 +75,11 @@ class MqttSource:
     def _message_callback(self, index: int) -> Callable[[paho.Client, Any, paho.MQTTMessage], None]:
         def on_message(client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:  # paho thread
             item = _Message(index, msg.topic, bytes(msg.payload), _user_properties(msg), now_ns())
-            conn = self._conn  # None once close() started: late messages are dropped
-            if conn is not None:
-                conn.call_soon(self._enqueue, item)
+            conn, inbox = self._conn, self._inbox  # None once close() started: late messages are dropped
+            if conn is not None and inbox is not None:
+                conn.call_soon(inbox.put, item, item.topic)
 
         return on_message
-
-    def _enqueue(self, item: _Message) -> None:
-        if self._queue is None:
-            return
-        try:
-            self._queue.put_nowait(item)
-        except asyncio.QueueFull:
-            self._dropped(source=self.name, topic=item.topic, queue_size=self.config.queue_size)
 
     def _stream_name(self, index: int, topic: str) -> str:
         key = (index, topic)
@@ -103,11 +93,11 @@ class MqttSource:
 
     async def stream(self) -> AsyncGenerator[Reading, None]:
         """Yields a Reading per decodable message; stays open across broker outages (paho reconnects)."""
-        if self._queue is None:
+        if self._inbox is None:
             raise AdapterError(f"mqtt {self.name}: stream() before open()")
-        queue = self._queue
+        inbox = self._inbox
         while True:
-            msg = await queue.get()
+            msg = await inbox.get()
             reading = self._guard(self._decode, msg, topic=msg.topic)
             if reading is not None:
                 self.stats["readings"] += 1
@@ -121,4 +111,4 @@ class MqttSource:
         conn, self._conn = self._conn, None
         if conn is not None:
             await conn.close()
-        self._queue = None
+        self._inbox = None

@@ -11,7 +11,6 @@ counted (`malformed`) and logged once per burst.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
@@ -20,10 +19,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from adapters.base import AdapterError, Reading, Stats, now_ns
-from adapters.mqtt.connection import Connection
+from adapters.mqtt.connection import Connection, Inbox
 from adapters.sparkplug.config import SparkplugConfig
 from adapters.sparkplug.payload import BOOLEAN, NAMESPACE, REBIRTH, Metric, decode, encode, topic
-from adapters.supervise import BurstLog, DecodeGuard
+from adapters.supervise import DecodeGuard
 
 if TYPE_CHECKING:
     import paho.mqtt.client as paho
@@ -56,26 +55,25 @@ class SparkplugSource:
         self.name = config.id
         self.stats = Stats()
         self._conn: Connection | None = None
-        self._queue: asyncio.Queue[_Message] | None = None
+        self._inbox: Inbox[_Message] | None = None
         self._births: dict[tuple[str, str], _Birth] = {}  # (node, device or "") -> birth
         self._seq: dict[str, int] = {}  # node -> last seq
         # every source's guarded decode: any exception a payload causes is counted, and readings pass check_sample
         self._guard = DecodeGuard("sparkplug_malformed", self.stats, "malformed", source=self.name)
-        self._dropped = BurstLog("sparkplug_queue_full", self.stats, "dropped")
 
     @property
     def _filter(self) -> str:
         return f"{NAMESPACE}/{self.config.group_id}/+/{self.config.edge_node_id}/#"
 
     async def open(self) -> None:
-        self._queue = asyncio.Queue(self.config.queue_size)
+        self._inbox = Inbox(self.config.queue_size, self.stats, "sparkplug_queue_full", self.name)
         # `{node}/#` matches node messages (4 levels) too, since `#` also matches the parent level
         conn = Connection(self.config, self.stats, on_connect=self._add_callbacks, subscriptions=[(self._filter, 1)])
         self._conn = conn
         try:
             await conn.open()
         except AdapterError:
-            self._conn = self._queue = None
+            self._conn = self._inbox = None
             raise
 
     def _add_callbacks(self, client: paho.Client) -> None:  # paho thread, every (re)connect
@@ -83,17 +81,9 @@ class SparkplugSource:
 
     def _paho_message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:  # paho thread
         item = _Message(msg.topic, bytes(msg.payload), now_ns())
-        conn = self._conn
-        if conn is not None:
-            conn.call_soon(self._enqueue, item)
-
-    def _enqueue(self, item: _Message) -> None:
-        if self._queue is None:
-            return
-        try:
-            self._queue.put_nowait(item)
-        except asyncio.QueueFull:
-            self._dropped(source=self.name, topic=item.topic, queue_size=self.config.queue_size)
+        conn, inbox = self._conn, self._inbox
+        if conn is not None and inbox is not None:
+            conn.call_soon(inbox.put, item, item.topic)
 
     def request_rebirth(self, node: str) -> None:
         """Publish NCMD `Node Control/Rebirth` = true to `node`."""
@@ -174,11 +164,11 @@ class SparkplugSource:
 
     async def stream(self) -> AsyncGenerator[Reading, None]:
         """Yields readings; stays open across broker outages (paho reconnects and subscribes again)."""
-        if self._queue is None:
+        if self._inbox is None:
             raise AdapterError(f"sparkplug {self.name}: stream() before open()")
-        queue = self._queue
+        inbox = self._inbox
         while True:
-            msg = await queue.get()
+            msg = await inbox.get()
             readings = self._guard(self._readings, msg, topic=msg.topic)
             for r in readings or ():
                 self.stats["readings"] += 1
@@ -188,4 +178,4 @@ class SparkplugSource:
         conn, self._conn = self._conn, None
         if conn is not None:
             await conn.close()
-        self._queue = None
+        self._inbox = None

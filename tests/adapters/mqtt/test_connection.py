@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 
-from adapters.base import AdapterError, Result
+from adapters.base import AdapterError, Result, Stats
+from adapters.mqtt.connection import Inbox
 from adapters.mqtt.sink import MqttSink
 from adapters.mqtt.source import MqttSource
 from tests.helpers import until
@@ -171,3 +172,16 @@ async def test_status_topic_is_republished_after_a_reconnect(mosquitto: Mosquitt
         with raw_client(mosquitto.port, "plant/#") as (_, received):
             msg = await asyncio.to_thread(received.get, timeout=20)
     assert (msg.payload, msg.retain) == (b"online", True)
+
+
+async def test_a_full_inbox_drops_and_counts_without_waiting(caplog: pytest.LogCaptureFixture) -> None:
+    """What every MQTT-borne source hands from paho's thread to its loop: bounded, oldest kept, one warning."""
+    stats = Stats()
+    inbox: Inbox[int] = Inbox(3, stats, "test_queue_full", "src")
+    for i in range(10):
+        inbox.put(i, f"t/{i}")
+    assert stats["dropped"] == 7
+    assert [await inbox.get() for _ in range(3)] == [0, 1, 2]
+    assert caplog.text.count("event=test_queue_full") == 1 and "source=src" in caplog.text
+    inbox.put(10, "t/10")
+    assert await inbox.get() == 10 and stats["dropped"] == 7
