@@ -385,7 +385,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--size-prior",
         choices=["on", "off"],
         default="on",
-        help="rice_sorter: weigh the probabilities with grain size (default on, as the live task does)",
+        help="rice_sorter: weigh the probabilities with grain size like the live task (default on)",
     )
     p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     p.add_argument("--ambient-c", type=float, default=None, help="the temperature tag's value while --data was taken")

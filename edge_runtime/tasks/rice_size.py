@@ -83,39 +83,54 @@ class SizePrior:
         return out
 
     def weigh(self, probs: F32, features: F64) -> F32:
-        """The network's probabilities times the size likelihood ** weight, renormalised."""
+        """The network's probabilities times the size likelihood ** weight, renormalised; a grain without finite
+        sizes keeps the network's probabilities."""
         if len(probs) == 0 or self.weight == 0.0:
             return probs
+        sized = np.isfinite(features).all(axis=1)
+        if not sized.all():
+            out = probs.copy()
+            out[sized] = self.weigh(probs[sized], features[sized])
+            return out
         score = np.log(np.maximum(probs.astype(np.float64), 1e-6)) + self.weight * self.log_likelihood(features)
         score -= score.max(axis=1, keepdims=True)
         p = np.exp(score)
-        out: F32 = (p / p.sum(axis=1, keepdims=True)).astype(np.float32)
-        return out
+        weighed: F32 = (p / p.sum(axis=1, keepdims=True)).astype(np.float32)
+        return weighed
 
 
 class ScaleCheck:
     """Compares the configured camera scale with the one the grains show: the median log length of the last
     `window` grains the network gives the declared variety, against that variety's median in the training data.
 
-    `ok` once `min_grains` are seen and the ratio is within `tolerance` (5 % moves size decisions; a lot is mostly
-    its declared variety, and the median of 100 grains is within about 1 %): until then, and while it is off, the
-    task leaves the prior out rather than judge grains at a scale nobody has confirmed.
+    `ok` once `min_grains` are seen and the ratio is within `confirm` (5 % moves size decisions; a lot is mostly its
+    declared variety, and the median of 100 grains is within about 1 %); once ok, it stays ok until the ratio is
+    off by more than `revoke`, so a scale near the edge does not switch the prior on and off frame by frame. Until
+    it is ok, and after it is revoked, the task leaves the prior out rather than judge grains at a scale nobody has
+    confirmed.
     """
 
     def __init__(
-        self, expected_log_length: float, *, tolerance: float = 0.05, window: int = 2000, min_grains: int = 100
+        self,
+        expected_log_length: float,
+        *,
+        confirm: float = 0.05,
+        revoke: float = 0.08,
+        window: int = 2000,
+        min_grains: int = 100,
     ) -> None:
         self.expected = expected_log_length
-        self.tolerance = tolerance
+        self.confirm, self.revoke = math.log1p(confirm), math.log1p(revoke)
         self.min_grains = min_grains
         self._recent: deque[float] = deque(maxlen=window)
         self.ratio: float | None = None  # measured / configured scale, once min_grains are seen
+        self.ok = False
 
     def update(self, log_lengths: npt.ArrayLike) -> None:
-        self._recent.extend(np.asarray(log_lengths, dtype=np.float64).reshape(-1).tolist())
-        if len(self._recent) >= self.min_grains:
-            self.ratio = math.exp(float(np.median(np.fromiter(self._recent, dtype=np.float64))) - self.expected)
-
-    @property
-    def ok(self) -> bool:
-        return self.ratio is not None and abs(math.log(self.ratio)) <= math.log1p(self.tolerance)
+        values = np.asarray(log_lengths, dtype=np.float64).reshape(-1)
+        self._recent.extend(values[np.isfinite(values)].tolist())
+        if len(self._recent) < self.min_grains:
+            return
+        self.ratio = math.exp(float(np.median(np.fromiter(self._recent, dtype=np.float64))) - self.expected)
+        off = abs(math.log(self.ratio))
+        self.ok = off <= (self.revoke if self.ok else self.confirm)

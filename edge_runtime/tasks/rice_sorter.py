@@ -138,16 +138,17 @@ class RiceSorterTask:
         length_px: npt.NDArray[np.float32],
         width_px: npt.NDArray[np.float32],
         area_px: npt.NDArray[Any],
+        merged: npt.NDArray[np.bool_],
     ) -> npt.NDArray[np.float32]:
-        """The network's probabilities weighed with the grains' sizes in camera pixels (the size prior), when it
-        applies."""
+        """The network's probabilities weighed with the grains' sizes in camera pixels (the size prior), once the
+        grains confirm the camera scale; unsplit clumps say nothing about the scale and are left out of that."""
         prior, check = self.size_prior, self.scale_check
         if prior is None or check is None or len(probs) == 0:
             return probs
         scale = self.config.scale_px_per_dataset_px
         features = size_features(length_px, width_px, area_px, scale)
         was = check.ok, check.ratio is not None
-        check.update(features[probs.argmax(axis=1) == self.declared, 0])
+        check.update(features[(probs.argmax(axis=1) == self.declared) & ~merged, 0])
         measured = scale * (check.ratio or 1.0)
         if check.ratio is not None and (check.ok, True) != was:
             if check.ok:
@@ -210,7 +211,8 @@ class RiceSorterTask:
                     )
                 )
                 continue
-            p = self.weigh(probs[start : start + len(grains)], grains.length_px, grains.width_px, grains.area_px)
+            p = probs[start : start + len(grains)]
+            p = self.weigh(p, grains.length_px, grains.width_px, grains.area_px, grains.merged)
             start += len(grains)
             results.append(self._frame_result(frame, grains, p))
         return results

@@ -33,7 +33,7 @@ def measure(
 ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.uint8], npt.NDArray[np.int64]]:
     """Size features, crop and label of the largest grain of each photograph (as `evaluate` takes it)."""
     s = params.crop_size
-    feats = np.zeros((len(items), 3), dtype=np.float64)
+    feats = np.full((len(items), 3), np.nan, dtype=np.float64)  # NaN: no grain found (left out of the fit)
     crops = np.zeros((len(items), 3, s, s), dtype=np.uint8)
     for j, (path, _) in enumerate(items):
         grains = segment(np.asarray(cv2.imread(str(path), cv2.IMREAD_COLOR), dtype=np.uint8), params)
@@ -50,14 +50,21 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=20240611, help="the split seed of the model's training")
     ap.add_argument("--model", type=Path, default=models_dir() / "rice_sorter")
     ap.add_argument("--write", action="store_true", help="write preprocessing.size_prior into the manifest")
+    ap.add_argument("--robust", action="store_true", help="median and MAD per variety instead of mean and std")
     args = ap.parse_args()
     manifest = read_manifest(args.model)
     labels = list(manifest.labels)
     params = SegmentParams.from_preprocessing(manifest.preprocessing)
     parts = split_class_folders(args.data, labels, args.seed)
     train_f, _, train_y = measure(parts["train"], params)
-    mean = np.stack([train_f[train_y == k].mean(axis=0) for k in range(len(labels))])
-    std = np.stack([train_f[train_y == k].std(axis=0) for k in range(len(labels))])
+    found = np.isfinite(train_f).all(axis=1)
+    per_class = [train_f[found & (train_y == k)] for k in range(len(labels))]
+    if args.robust:  # median and scaled MAD: a variety's tail of odd grains does not widen its Gaussian
+        mean = np.stack([np.median(f, axis=0) for f in per_class])
+        std = np.stack([1.4826 * np.median(np.abs(f - m), axis=0) for f, m in zip(per_class, mean, strict=True)])
+    else:
+        mean = np.stack([f.mean(axis=0) for f in per_class])
+        std = np.stack([f.std(axis=0) for f in per_class])
     variants = ["fp32", *manifest.variants]
     probs: dict[tuple[str, str], npt.NDArray[np.float32]] = {}
     truth: dict[str, npt.NDArray[np.int64]] = {}

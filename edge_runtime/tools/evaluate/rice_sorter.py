@@ -11,6 +11,7 @@ import numpy as np
 import numpy.typing as npt
 
 from edge_runtime.tasks.rice_segment import SegmentParams, segment
+from edge_runtime.tasks.rice_size import size_features
 from edge_runtime.tasks.rice_sorter import MODEL_NAME, RiceSorterConfig, RiceSorterTask
 from edge_runtime.tools.datasets import read_class_folders
 from edge_runtime.tools.evaluate.metrics import per_class_metrics
@@ -36,7 +37,8 @@ def evaluate(
     Each photograph goes through `segment` like a live frame (optionally after `degrade`, e.g. a cold-weather
     model, then `compensate`, the pipeline's compensation layers) and its largest grain is classified; a photograph
     where no grain is found counts as wrong (`n_unsegmented`). With `size_prior` (the default) the probabilities
-    are weighed with the grain's size as the live task does, at scale 1 (the directory holds data-set photographs).
+    are weighed with the grain's size like the live task's, at scale 1: the directory holds data-set photographs,
+    so there is no camera scale to confirm first (the live task's `ScaleCheck`).
     With `declared`, the purity sorter's view: off-type grains are the positives and a grain is ejected by the
     task's off-type rule (declared probability below `min_confidence`); `eject_precision` and `eject_recall`
     follow. Whatever `declared`, `eject_by_declared_variety` gives the same two figures for every label in turn as
@@ -79,8 +81,10 @@ def evaluate(
                 size[start + j] = grains.length_px[i], grains.width_px[i], grains.area_px[i]
         in_chunk = found[start : start + len(chunk)]
         probs_all[start : start + len(chunk)][in_chunk] = task.classify(crops[in_chunk])
-    # weighed in one call, after every grain is measured: the task's scale check sees the whole set first
-    probs_all[found] = task.weigh(probs_all[found], size[found, 0], size[found, 1], size[found, 2])
+    if task.size_prior is not None:  # data-set photographs are at scale 1 by construction: no check needed
+        probs_all[found] = task.size_prior.weigh(
+            probs_all[found], size_features(size[found, 0], size[found, 1], size[found, 2])
+        )
     pred = np.where(found, probs_all.argmax(axis=1), -1)
     broken = found & (size[:, 0] < task.config.broken_length_ratio * task.median_length_px)
     matrix = np.zeros((len(labels), len(labels)), dtype=np.int64)
@@ -95,11 +99,7 @@ def evaluate(
         "per_class": per_class_metrics(labels, matrix),
         "confusion": {"labels": labels, "matrix": matrix.tolist()},
         "min_confidence": task.min_confidence,
-        "size_prior": {
-            "weight": None if task.size_prior is None else task.size_prior.weight,
-            "applied": task.size_prior is not None and int(task.stats["size_prior_off"]) == 0,
-            "measured_scale": None if task.scale_check is None else task.scale_check.ratio,
-        },
+        "size_prior_weight": None if task.size_prior is None else task.size_prior.weight,
         "eject_by_declared_variety": {
             label: _eject(truth, ok, probs_all, k, task.min_confidence) for k, label in enumerate(labels)
         },

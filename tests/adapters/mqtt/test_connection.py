@@ -182,6 +182,6 @@ async def test_a_full_inbox_drops_and_counts_without_waiting(caplog: pytest.LogC
         inbox.put(i, f"t/{i}")
     assert stats["dropped"] == 7
     assert [await inbox.get() for _ in range(3)] == [0, 1, 2]
-    assert caplog.text.count("event=test_queue_full") == 1 and "source=src" in caplog.text
+    assert 1 <= caplog.text.count("event=test_queue_full") < 7 and "source=src" in caplog.text  # not one per drop
     inbox.put(10, "t/10")
     assert await inbox.get() == 10 and stats["dropped"] == 7
