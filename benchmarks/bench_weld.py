@@ -33,6 +33,7 @@ DATA = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "weld_photo
 MODEL_BATCHES = (1, 4, 8)
 E2E_BATCHES = (1, 8)
 BARE = "bare onnxruntime, same tensors"
+QUICK_ROUNDS_S = 20.0  # quick: a further round only while the rounds so far took less (a round: ~5 s on x86-64)
 
 
 def frames(n: int, size: int = 640) -> list[Frame]:
@@ -51,12 +52,15 @@ def frames(n: int, size: int = 640) -> list[Frame]:
     return out
 
 
-def rate(fn: Callable[[], int], seconds: float) -> tuple[float, float]:
-    """Items per wall second and per CPU second of `fn` (which returns how many items it handled), after a warm-up
-    call; at least two calls, so a slow batch still gets a measurement."""
-    fn()
+def rate(fn: Callable[[], int], seconds: float, quick: bool = False) -> tuple[float, float]:
+    """Items per wall second and per CPU second of `fn` (which returns how many items it handled). Full: after a
+    warm-up call, at least two calls, so a slow batch still gets a measurement. Quick: no warm-up (`load_model` ran
+    the session once) and at least one call: under emulation one fp32 call at batch 8 takes minutes."""
+    if not quick:
+        fn()
+    least = 1 if quick else 2
     n, calls, w0, c0 = 0, 0, time.perf_counter(), time.process_time()
-    while calls < 2 or time.perf_counter() - w0 < seconds:
+    while calls < least or time.perf_counter() - w0 < seconds:
         n += fn()
         calls += 1
     return n / (time.perf_counter() - w0), n / max(1e-9, time.process_time() - c0)
@@ -85,7 +89,12 @@ def main() -> None:
     ap.add_argument("--json", type=Path, help="write the result here")
     ap.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads")
     ap.add_argument("--seconds", type=float, default=0.5, help="timing per measurement and round")
-    ap.add_argument("--quick", action="store_true", help="short rounds (0.3 s), as `edge-runtime bench --quick` asks")
+    ap.add_argument(
+        "--quick",
+        action="store_true",
+        help="a smoke check, as `edge-runtime bench --quick` asks: 0.3 s or one call per figure, no warm-up, "
+        f"a second round only when the first took under {QUICK_ROUNDS_S:.0f} s",
+    )
     ap.add_argument("--compare", type=Path, help="another weld_inspector model directory, timed alongside")
     add_recording_option(ap)
     args = ap.parse_args()
@@ -116,19 +125,26 @@ def main() -> None:
     def add(key: str, value: float) -> None:
         samples.setdefault(key, []).append(value)
 
-    for _ in range(rounds):
+    def timed(fn: Callable[[], int]) -> tuple[float, float]:
+        return rate(fn, seconds, args.quick)
+
+    started, done = time.perf_counter(), 0
+    for i in range(rounds):
+        if args.quick and i and time.perf_counter() - started > QUICK_ROUNDS_S:
+            break  # every figure has a repeat already; under emulation one round takes minutes
+        done += 1
         for key, task in tasks.items():
             runner = runners[key]
             for b in batches:
                 if not key.startswith("compare."):
                     if b in MODEL_BATCHES:
                         x = tensors[b]
-                        add(f"model.{key}.{b}", rate(lambda r=runner, x=x: len(r.run({name: x})["reject"]), seconds)[0])  # type: ignore[misc]
-                    wall, cpu = rate(bare(runner, name, tensors[b]), seconds)
+                        add(f"model.{key}.{b}", timed(lambda r=runner, x=x: len(r.run({name: x})["reject"]))[0])  # type: ignore[misc]
+                    wall, cpu = timed(bare(runner, name, tensors[b]))
                     add(f"bare.{key}.{b}.wall", wall)
                     add(f"bare.{key}.{b}.cpu", cpu)
                 if b in E2E_BATCHES:
-                    wall, cpu = rate(lambda t=task, batch=pool[:b]: len(t.process(batch)), seconds)  # type: ignore[misc]
+                    wall, cpu = timed(lambda t=task, batch=pool[:b]: len(t.process(batch)))  # type: ignore[misc]
                     add(f"e2e.{key}.{b}.wall", wall)
                     add(f"e2e.{key}.{b}.cpu", cpu)
 
@@ -189,7 +205,7 @@ def main() -> None:
             "inputs": inputs,
             "threads": f"onnxruntime intra-op {args.threads}, OpenCV 1",
             "seconds_per_measurement": seconds,
-            "rounds": rounds,
+            "rounds": done,
             "best_batch": {v: best_batch(v) for v in ("fp32", "int8")},
             "ratio_int8_over_fp32_e2e_cpu": {
                 f"b{b}": round(median(f"e2e.int8.{b}.cpu") / median(f"e2e.fp32.{b}.cpu"), 3) for b in E2E_BATCHES
