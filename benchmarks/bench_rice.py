@@ -36,14 +36,20 @@ from edge_runtime.tools.bench_schema import Figure, figure, write_result
 U8 = npt.NDArray[np.uint8]
 SCALE = 0.35  # chute pixels per data-set pixel (the simulator's default)
 BATCHES = (1, 32, 256)
+QUICK_FRAMES = 8  # two task calls and about 390 crops, enough for batch 256 (rendering a frame: 1.4 s under emulation)
+QUICK_ROUNDS_S = 20.0  # quick: a further round only while the rounds so far took less (a round: ~4 s on x86-64)
 
 
-def rate(fn: Callable[[], int], seconds: float) -> tuple[float, float]:
-    """Items per wall second and per CPU second of `fn` (which returns how many items it handled)."""
-    fn()
-    n, w0, c0 = 0, time.perf_counter(), time.process_time()
-    while time.perf_counter() - w0 < seconds:
+def rate(fn: Callable[[], int], seconds: float, quick: bool = False) -> tuple[float, float]:
+    """Items per wall second and per CPU second of `fn` (which returns how many items it handled), over at least one
+    call; full runs after a warm-up call. Quick skips it (`load_model` ran the session once): under emulation one
+    fp32 call at batch 256 takes half a minute."""
+    if not quick:
+        fn()
+    n, calls, w0, c0 = 0, 0, time.perf_counter(), time.process_time()
+    while calls == 0 or time.perf_counter() - w0 < seconds:
         n += fn()
+        calls += 1
     return n / (time.perf_counter() - w0), n / max(1e-9, time.process_time() - c0)
 
 
@@ -58,14 +64,19 @@ def main() -> None:
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--json", type=Path, help="write the result here")
-    ap.add_argument("--quick", action="store_true", help="shorter rounds")
+    ap.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"a smoke check: {QUICK_FRAMES} frames, 0.15 s or one call per figure, no warm-up, a second round only "
+        f"when the first took under {QUICK_ROUNDS_S:.0f} s",
+    )
     add_recording_option(ap)
     ap.add_argument("--compare", type=Path, help="another rice_sorter model directory, timed side by side")
     args = ap.parse_args()
     cv2.setNumThreads(1)
     seconds, rounds = (0.15, 2) if args.quick else (1.0, 5)
     sim = ChuteSimulator(ChuteSimulatorConfig(seed=1, grains_per_s=1250, fps=25))
-    frames = [Frame("chute.image", i, sim.next_frame()[0]) for i in range(40)]
+    frames = [Frame("chute.image", i, sim.next_frame()[0]) for i in range(QUICK_FRAMES if args.quick else 40)]
     data: dict[str, object] = {"data": "synthetic (ChuteSimulator)"}
     if args.recording is not None:
         recorded, data = recorded_inputs(args.recording, "rice_sorter", 40)
@@ -96,14 +107,21 @@ def main() -> None:
     def add(key: str, value: float) -> None:
         samples.setdefault(key, []).append(value)
 
-    for _ in range(rounds):
+    def timed(fn: Callable[[], int], seconds: float = seconds) -> tuple[float, float]:
+        return rate(fn, seconds, args.quick)
+
+    started, done = time.perf_counter(), 0
+    for i in range(rounds):
+        if args.quick and i and time.perf_counter() - started > QUICK_ROUNDS_S:
+            break  # every figure has a repeat already; under emulation one round takes minutes
+        done += 1
         for v, runner in runners.items():
             for b in BATCHES:
                 x = np.ascontiguousarray(crops[v][:b])
-                wall, cpu = rate(lambda r=runner, x=x: len(r.run({"x": x})["probs"]), seconds)  # type: ignore[misc]
+                wall, cpu = timed(lambda r=runner, x=x: len(r.run({"x": x})["probs"]))  # type: ignore[misc]
                 add(f"model.{v}.{b}", wall)
                 add(f"model_cpu.{v}.{b}", cpu)
-                wall, cpu = rate(bare(runner, x), seconds)
+                wall, cpu = timed(bare(runner, x))
                 add(f"bare.{v}.{b}", wall)
                 add(f"bare_cpu.{v}.{b}", cpu)
             k = [0]
@@ -116,10 +134,11 @@ def main() -> None:
                 k[0] += 1
                 return bare(runner, c[k[0] % len(calls)])()
 
-            wall, cpu = rate(e2e, seconds * 2)
+            wall, cpu = timed(e2e, seconds * 2)
             add(f"e2e.{v}.wall", wall)
             add(f"e2e.{v}.cpu", cpu)
-            wall, cpu = rate(bare_crops, seconds)
+            k[0] = 0  # the same task calls' crops (in quick mode the one call's)
+            wall, cpu = timed(bare_crops)
             add(f"e2e_bare.{v}.wall", wall)
             add(f"e2e_bare.{v}.cpu", cpu)
 
@@ -164,6 +183,8 @@ def main() -> None:
             "inputs": data,
             "grains_per_frame": round(grains_per_frame, 1),
             "threads": "onnxruntime intra-op 1, OpenCV 1",
+            "seconds_per_measurement": seconds,
+            "rounds": done,
         },
     )
 
