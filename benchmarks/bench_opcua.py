@@ -18,6 +18,7 @@ import asyncio
 import multiprocessing
 import time
 from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
 from multiprocessing.synchronize import Event as MpEvent
 from pathlib import Path
 from typing import Any
@@ -69,6 +70,18 @@ def _server_main(cfg_json: str, port: int, ready: MpEvent, conn: Connection) -> 
     asyncio.run(_serve(OpcuaConfig.model_validate_json(cfg_json), port, ready, conn))
 
 
+def wait_ready(ready: MpEvent, server: BaseProcess, timeout_s: float = 600.0) -> None:
+    """Until the server has its nodes. Its spawned interpreter imports asyncua and builds the address space in
+    seconds on a gateway but took over a minute under emulation on a busy machine (`make image-arm64`), so the
+    server dying fails this; the deadline only ends a hang."""
+    deadline = time.monotonic() + timeout_s
+    while not ready.wait(0.5):
+        if not server.is_alive():
+            raise RuntimeError(f"the OPC UA simulator exited with code {server.exitcode} before serving")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the OPC UA simulator did not serve within {timeout_s:.0f} s")
+
+
 async def run(nodes: int, seconds: float, queue_size: int, bursts: int) -> list[dict[str, Any]]:
     port = free_port()
     cfg = config(port, nodes, queue_size)
@@ -81,7 +94,7 @@ async def run(nodes: int, seconds: float, queue_size: int, bursts: int) -> list[
     out: list[dict[str, Any]] = []
     consumer: asyncio.Task[None] | None = None
     try:
-        await asyncio.to_thread(ready.wait, 60)
+        await asyncio.to_thread(wait_ready, ready, proc)
         await source.open()
         received = 0
 
