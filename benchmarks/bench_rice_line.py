@@ -40,6 +40,7 @@ from edge_runtime.tools.bench_schema import figure, histogram, write_result
 
 SCALE = 0.35  # chute pixels per data-set pixel (the simulator's default grain scale)
 DENSITY = {"grains_per_s": 1250.0, "fps": 25.0}  # about 48 grains per 640x480 frame
+MIN_DECIDED = 3  # frames decided at half load, at least: the measuring time stretches until then
 QUICK_FRAMES = 8  # frames rendered in quick mode (the camera loops over them): 1.4 s each under emulation
 
 
@@ -106,6 +107,19 @@ def deployment(fps: float, plc_port: int, outbox: Path, variant: str, frames: Pa
     )
 
 
+async def decided(latencies: list[float], n: int, service: asyncio.Task[None], timeout_s: float = 600.0) -> None:
+    """Until `n` frames are decided. On a gateway the measuring time holds hundreds; under emulation (`make
+    image-arm64`) half load is one frame per 13 s, so a fixed window could hold none. The deadline ends a hang."""
+    deadline = time.monotonic() + timeout_s
+    while len(latencies) < n:
+        if service.done():
+            service.result()  # its exception, if any
+            raise RuntimeError("the service stopped before deciding enough frames")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{len(latencies)} of {n} frames decided within {timeout_s:.0f} s")
+        await asyncio.sleep(0.05)
+
+
 async def line_latency(
     fps: float, seconds: float, variant: str, n_frames: int = 120, recorded: list[Frame] | None = None
 ) -> dict[str, Any]:
@@ -145,9 +159,13 @@ async def line_latency(
         runner = asyncio.create_task(service.run(stop))
         await service.started.wait()
         await asyncio.sleep(2.0)  # warm-up: first frames, first connection
+        await decided(latencies, 1, runner)
         latencies.clear()
         decisions.update(eject=0, keep=0)
+        t0 = time.monotonic()
         await asyncio.sleep(seconds)
+        await decided(latencies, MIN_DECIDED, runner)
+        elapsed = time.monotonic() - t0
         sink = service.sinks["ejectors"]
         write = sink.latency_ms() if hasattr(sink, "latency_ms") else {}
         sink_stats = dict(sink.stats)
@@ -159,7 +177,8 @@ async def line_latency(
     return {
         "fps_requested": round(fps, 2),
         "frames_decided": len(latencies),
-        "frames_per_s": round(len(latencies) / seconds, 2),
+        "frames_per_s": round(len(latencies) / elapsed, 2),
+        "seconds": round(elapsed, 1),
         "decisions": decisions,
         "frames_dropped": int(dropped),
         "capture_to_decision_ms_p50": round(float(np.percentile(lat, 50)), 2),
