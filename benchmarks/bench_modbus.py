@@ -168,6 +168,8 @@ async def write_latency(port: int, n: int) -> dict[str, float]:
             {
                 "kind": "modbus-write",
                 "connection": {"transport": "tcp", "port": port},
+                # the figure is the latency; under emulation on a busy machine one write outlasted the 1 s default
+                "timeout_s": 10.0,
                 "writable": [{"table": "holding", "start": 60000, "end": 60001}, {"table": "coil", "start": 60000}],
                 "actions": [
                     {"field": "anomaly_score", "table": "holding", "address": 60000, "dtype": "uint16", "scale": 1000},
