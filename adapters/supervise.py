@@ -14,7 +14,7 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
@@ -29,6 +29,7 @@ __all__ = [
     "DecodeGuard",
     "InsaneSampleError",
     "OutageLog",
+    "cancel_and_wait",
     "check_sample",
     "close_quietly",
     "supervise",
@@ -237,6 +238,24 @@ async def supervise(
         finally:
             await close_quietly(source)
         await asyncio.sleep(backoff.next_delay())
+
+
+async def cancel_and_wait(task: asyncio.Task[Any], *, retry_s: float = 0.1, limit_s: float = 30.0) -> bool:
+    """Cancel `task` and wait until it has ended; returns whether it did within `limit_s`.
+
+    Python 3.11's `asyncio.wait_for` (in `supervise` and inside pymodbus's request path) returns the result
+    instead of raising when the cancellation arrives just as the awaited future completes, so one `cancel()`
+    can be lost and the task polls on for ever; the cancellation is repeated until the task is done.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + limit_s
+    while not task.done():
+        if loop.time() >= deadline:
+            log.warning("event=task_not_cancelled task=%s after_s=%.0f", task.get_name(), limit_s)
+            return False
+        task.cancel()
+        await asyncio.wait({task}, timeout=retry_s)
+    return True
 
 
 async def close_quietly(component: _Closable, timeout_s: float = 5.0) -> None:

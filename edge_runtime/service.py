@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from adapters.base import EdgeRuntimeError, Reading, Result, Sample, Sink, Source, Stats
 from adapters.registry import make_sink, make_source
-from adapters.supervise import Backoff, OutageLog, close_quietly, supervise
+from adapters.supervise import Backoff, OutageLog, cancel_and_wait, close_quietly, supervise
 from edge_runtime.compensation import Compensator, build_layers
 from edge_runtime.config import Deployment, PipelineConfig, validate_file
 from edge_runtime.inference import ModelRunner, load_model
@@ -245,8 +245,7 @@ class Service:
     async def _drain(self, source_tasks: list[asyncio.Task[Any]], timeout_s: float) -> None:
         """Graceful stop: stop the inputs, then give pipelines and sinks up to `timeout_s` to finish what is in
         flight. What does not make it stays in the outbox for the next start (nothing is lost either way)."""
-        for task in source_tasks:
-            task.cancel()
+        await asyncio.gather(*(cancel_and_wait(task) for task in source_tasks))
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         while not self.drained() and loop.time() < deadline:  # noqa: ASYNC110 (a condition over many counters)
@@ -300,9 +299,7 @@ class Service:
                 async with self._reload_lock:  # a reload in progress finishes first
                     await self._drain(list(self._source_tasks.values()), drain_s)
                     tasks = [*self._sink_tasks.values(), *self._pipeline_tasks.values(), watchdog, metrics_task]
-                    for task in [*tasks, model_watch]:
-                        if task is not None:
-                            task.cancel()
+                    await asyncio.gather(*(cancel_and_wait(t) for t in [*tasks, model_watch] if t is not None))
                     self._tg = None
         finally:
             await self._close_all()
@@ -348,8 +345,7 @@ class Service:
 
     @staticmethod
     async def _cancel(task: asyncio.Task[Any] | None) -> None:
-        if task is not None:
-            task.cancel()
+        if task is not None and await cancel_and_wait(task):
             await asyncio.gather(task, return_exceptions=True)
 
     async def reload_file(self, path: Path | str) -> bool:

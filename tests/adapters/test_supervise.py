@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import Counter
 from typing import Any
@@ -10,7 +11,7 @@ import numpy as np
 import pytest
 
 from adapters.base import Frame, Reading
-from adapters.supervise import DecodeGuard, InsaneSampleError, check_sample
+from adapters.supervise import DecodeGuard, InsaneSampleError, cancel_and_wait, check_sample
 
 
 def _deep(n: int) -> Any:
@@ -69,3 +70,37 @@ def test_check_sample_lets_bad_quality_carry_nan() -> None:
     r = Reading("s", 1, np.array(np.nan), quality="bad")
     assert check_sample(r) is r
     assert check_sample(Reading("s", 1, np.array("text"))) is not None  # string tags have no finiteness
+
+
+def stubborn(swallow: list[int]) -> asyncio.Task[None]:
+    """A task that lets `swallow[0]` cancellations pass, as Python 3.11's wait_for does when the awaited future
+    completes just as the cancellation arrives."""
+
+    async def run() -> None:
+        while True:
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                if swallow[0] <= 0:
+                    raise
+                swallow[0] -= 1
+
+    return asyncio.create_task(run(), name="stubborn")
+
+
+async def test_cancel_and_wait_repeats_a_lost_cancellation() -> None:
+    swallow = [2]
+    task = stubborn(swallow)
+    await asyncio.sleep(0)
+    assert await cancel_and_wait(task, retry_s=0.01)
+    assert task.cancelled() and swallow == [0]
+
+
+async def test_cancel_and_wait_gives_up_with_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    swallow = [10**9]
+    task = stubborn(swallow)
+    await asyncio.sleep(0)
+    assert not await cancel_and_wait(task, retry_s=0.01, limit_s=0.1)
+    assert not task.done() and "event=task_not_cancelled task=stubborn" in caplog.text
+    swallow[0] = 0
+    assert await cancel_and_wait(task, retry_s=0.01)
