@@ -13,7 +13,7 @@ import yaml
 from adapters.base import Reading, Result, Sample
 from adapters.opcua.config import OpcuaConfig
 from adapters.opcua.source import OpcuaSource
-from adapters.supervise import Backoff, supervise
+from adapters.supervise import Backoff, cancel_and_wait, supervise
 
 PROFILE = Path(__file__).resolve().parents[3] / "configs" / "devices" / "weld_cell_opcua.yaml"
 T0_NS = 1_767_225_600_123_456_000  # 2026-01-01T00:00:00.123456Z, microsecond-exact like OPC UA DateTime in asyncua
@@ -58,9 +58,7 @@ async def supervised(source: OpcuaSource, backoff: Backoff | None = None) -> Asy
     try:
         yield got
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        assert await cancel_and_wait(task)  # one cancel() can be lost in Python 3.11's wait_for
 
 
 def write_cert(tmp: Path, name: str, uri: str, *, server: bool) -> tuple[Path, Path]:
