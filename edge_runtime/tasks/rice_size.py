@@ -12,7 +12,6 @@ grains confirm the configured scale, and is suspended, with a warning, while the
 from __future__ import annotations
 
 import math
-from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -122,15 +121,19 @@ class ScaleCheck:
         self.expected = expected_log_length
         self.confirm, self.revoke = math.log1p(confirm), math.log1p(revoke)
         self.min_grains = min_grains
-        self._recent: deque[float] = deque(maxlen=window)
+        self._recent = np.empty(window, dtype=np.float64)  # a ring of the last `window` log lengths
+        self._seen = 0
         self.ratio: float | None = None  # measured / configured scale, once min_grains are seen
         self.ok = False
 
     def update(self, log_lengths: npt.ArrayLike) -> None:
         values = np.asarray(log_lengths, dtype=np.float64).reshape(-1)
-        self._recent.extend(values[np.isfinite(values)].tolist())
-        if len(self._recent) < self.min_grains:
+        values = values[np.isfinite(values)][-len(self._recent) :]
+        self._recent[(self._seen + np.arange(len(values))) % len(self._recent)] = values
+        self._seen += len(values)
+        if self._seen < self.min_grains:
             return
-        self.ratio = math.exp(float(np.median(np.fromiter(self._recent, dtype=np.float64))) - self.expected)
+        window = self._recent[: min(self._seen, len(self._recent))]
+        self.ratio = math.exp(float(np.median(window)) - self.expected)
         off = abs(math.log(self.ratio))
         self.ok = off <= (self.revoke if self.ok else self.confirm)
