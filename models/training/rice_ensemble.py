@@ -17,7 +17,7 @@ from typing import cast
 import torch
 from torch import nn
 
-from models.training.train_rice import RiceNet
+from models.training.train_rice import RiceNet, export_onnx
 
 
 class RiceEnsemble(nn.Module):
@@ -41,21 +41,6 @@ def load_member(path: Path, layers: str) -> RiceNet:
     return net.eval()
 
 
-def export(model: nn.Module, crop_size: int, out: Path) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    torch.onnx.export(
-        model,
-        (torch.zeros(2, 3, crop_size, crop_size, dtype=torch.uint8),),
-        str(out),
-        input_names=["x"],
-        output_names=["probs"],
-        dynamic_shapes={"x": {0: torch.export.Dim("batch")}},
-        opset_version=18,
-        dynamo=True,
-        external_data=False,
-    )
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--members", type=Path, nargs="+", required=True, help="state dicts (train_rice --checkpoint)")
@@ -64,7 +49,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
     torch.set_num_threads(1)
-    export(RiceEnsemble([load_member(p, args.layers) for p in args.members]).eval(), args.crop_size, args.out)
+    export_onnx(RiceEnsemble([load_member(p, args.layers) for p in args.members]).eval(), args.crop_size, args.out)
 
 
 if __name__ == "__main__":

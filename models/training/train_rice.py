@@ -48,6 +48,22 @@ def split_files(data_dir: Path, seed: int) -> dict[str, list[tuple[Path, int]]]:
     return split_class_folders(data_dir, VARIETIES, seed)
 
 
+def export_onnx(model: nn.Module, crop_size: int, out: Path) -> None:
+    """The I/O contract of every rice model: uint8 `x` (batch, 3, S, S) in, `probs` (batch, 5) out."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    torch.onnx.export(
+        model,
+        (torch.zeros(2, 3, crop_size, crop_size, dtype=torch.uint8),),
+        str(out),
+        input_names=["x"],
+        output_names=["probs"],
+        dynamic_shapes={"x": {0: torch.export.Dim("batch")}},
+        opset_version=18,
+        dynamo=True,
+        external_data=False,
+    )
+
+
 def augment(img: npt.NDArray[Any], rng: np.random.Generator) -> U8:
     """One cold-line view of a data set photograph (see module docstring)."""
     pad = 60
@@ -444,18 +460,7 @@ def main() -> None:
     torch.save(model.state_dict(), Path(tempfile.gettempdir()) / "rice_sorter_state.pt")
     fp32 = args.out / "model.onnx"
     int8 = args.out / "model.int8.onnx"
-    example = (torch.zeros(2, 3, PARAMS.crop_size, PARAMS.crop_size, dtype=torch.uint8),)
-    torch.onnx.export(
-        model,
-        example,
-        str(fp32),
-        input_names=["x"],
-        output_names=["probs"],
-        dynamic_shapes={"x": {0: torch.export.Dim("batch")}},
-        opset_version=18,
-        dynamo=True,
-        external_data=False,
-    )
+    export_onnx(model, PARAMS.crop_size, fp32)
     calib_idx = np.random.default_rng(args.seed + 1).permutation(len(x))[: 32 * 40]
     calibration = [{"x": x[calib_idx[i : i + 32]]} for i in range(0, len(calib_idx), 32)]
     int8_sha = quantize_int8(fp32, int8, calibration)
