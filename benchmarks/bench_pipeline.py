@@ -17,8 +17,8 @@ those blocks, instead of the bundled recording.
 from __future__ import annotations
 
 import argparse
-import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,7 @@ from edge_runtime.inference import ModelRunner, load_model
 from edge_runtime.pipeline import WindowBuffer
 from edge_runtime.tasks.base import Window
 from edge_runtime.tasks.vibration_anomaly import VibrationAnomalyConfig, VibrationAnomalyTask
+from edge_runtime.tools import bench_timing
 from edge_runtime.tools.bench_recording import add_recording_option, recorded_inputs
 from edge_runtime.tools.bench_schema import Figure, figure, write_result
 from edge_runtime.tools.datasets import load_excerpt
@@ -43,15 +44,7 @@ BARE = "bare onnxruntime, same windows"
 F32 = npt.NDArray[np.float32]
 
 
-def rate(fn: Callable[[], int], seconds: float) -> tuple[float, float]:
-    """Items per wall second and per CPU second of `fn` (which returns how many items it handled), after a warm-up
-    call; at least two calls."""
-    fn()
-    n, calls, w0, c0 = 0, 0, time.perf_counter(), time.process_time()
-    while calls < 2 or time.perf_counter() - w0 < seconds:
-        n += fn()
-        calls += 1
-    return n / (time.perf_counter() - w0), n / max(1e-9, time.process_time() - c0)
+rate = partial(bench_timing.rate, least_calls=2)  # after a warm-up call, at least two calls a figure
 
 
 def recorded_blocks(path: Path) -> tuple[list[Reading], dict[str, Any]]:

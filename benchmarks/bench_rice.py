@@ -18,7 +18,6 @@ each model on crops cut at its own manifest's crop size; its figures are named `
 from __future__ import annotations
 
 import argparse
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -32,25 +31,12 @@ from edge_runtime.tasks.rice_segment import segment
 from edge_runtime.tasks.rice_sorter import RiceSorterConfig, RiceSorterTask
 from edge_runtime.tools.bench_recording import add_recording_option, recorded_inputs
 from edge_runtime.tools.bench_schema import Figure, figure, write_result
+from edge_runtime.tools.bench_timing import QUICK_ROUNDS_S, Rounds, rate
 
 U8 = npt.NDArray[np.uint8]
 SCALE = 0.35  # chute pixels per data-set pixel (the simulator's default)
 BATCHES = (1, 32, 256)
 QUICK_FRAMES = 8  # two task calls and about 390 crops, enough for batch 256 (rendering a frame: 1.4 s under emulation)
-QUICK_ROUNDS_S = 20.0  # quick: a further round only while the rounds so far took less (a round: ~4 s on x86-64)
-
-
-def rate(fn: Callable[[], int], seconds: float, quick: bool = False) -> tuple[float, float]:
-    """Items per wall second and per CPU second of `fn` (which returns how many items it handled), over at least one
-    call; full runs after a warm-up call. Quick skips it (`load_model` ran the session once): under emulation one
-    fp32 call at batch 256 takes half a minute."""
-    if not quick:
-        fn()
-    n, calls, w0, c0 = 0, 0, time.perf_counter(), time.process_time()
-    while calls == 0 or time.perf_counter() - w0 < seconds:
-        n += fn()
-        calls += 1
-    return n / (time.perf_counter() - w0), n / max(1e-9, time.process_time() - c0)
 
 
 def bare(runner: ModelRunner, x: npt.NDArray[np.uint8]) -> Callable[[], int]:
@@ -74,7 +60,7 @@ def main() -> None:
     ap.add_argument("--compare", type=Path, help="another rice_sorter model directory, timed side by side")
     args = ap.parse_args()
     cv2.setNumThreads(1)
-    seconds, rounds = (0.15, 2) if args.quick else (1.0, 5)
+    seconds, n_rounds = (0.15, 2) if args.quick else (1.0, 5)
     sim = ChuteSimulator(ChuteSimulatorConfig(seed=1, grains_per_s=1250, fps=25))
     frames = [Frame("chute.image", i, sim.next_frame()[0]) for i in range(QUICK_FRAMES if args.quick else 40)]
     data: dict[str, object] = {"data": "synthetic (ChuteSimulator)"}
@@ -108,13 +94,10 @@ def main() -> None:
         samples.setdefault(key, []).append(value)
 
     def timed(fn: Callable[[], int], seconds: float = seconds) -> tuple[float, float]:
-        return rate(fn, seconds, args.quick)
+        return rate(fn, seconds, warm_up=not args.quick)
 
-    started, done = time.perf_counter(), 0
-    for i in range(rounds):
-        if args.quick and i and time.perf_counter() - started > QUICK_ROUNDS_S:
-            break  # every figure has a repeat already; under emulation one round takes minutes
-        done += 1
+    rounds = Rounds(n_rounds, args.quick)
+    for _ in rounds:
         for v, runner in runners.items():
             for b in BATCHES:
                 x = np.ascontiguousarray(crops[v][:b])
@@ -184,7 +167,7 @@ def main() -> None:
             "grains_per_frame": round(grains_per_frame, 1),
             "threads": "onnxruntime intra-op 1, OpenCV 1",
             "seconds_per_measurement": seconds,
-            "rounds": done,
+            "rounds": rounds.done,
         },
     )
 

@@ -15,7 +15,6 @@ is the gap. Rates are per wall second and per CPU second of this process (the on
 from __future__ import annotations
 
 import argparse
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -28,12 +27,12 @@ from edge_runtime.inference import ModelRunner, load_model
 from edge_runtime.tasks.weld_inspector import WeldInspectorConfig, WeldInspectorTask
 from edge_runtime.tools.bench_recording import add_recording_option, recorded_inputs
 from edge_runtime.tools.bench_schema import Figure, figure, write_result
+from edge_runtime.tools.bench_timing import QUICK_ROUNDS_S, Rounds, rate
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "weld_photos" / "images"
 MODEL_BATCHES = (1, 4, 8)
 E2E_BATCHES = (1, 8)
 BARE = "bare onnxruntime, same tensors"
-QUICK_ROUNDS_S = 20.0  # quick: a further round only while the rounds so far took less (a round: ~5 s on x86-64)
 
 
 def frames(n: int, size: int = 640) -> list[Frame]:
@@ -50,20 +49,6 @@ def frames(n: int, size: int = 640) -> list[Frame]:
             img = cv2.GaussianBlur(rng.integers(0, 256, (size, size, 3), dtype=np.uint8), (0, 0), 3)
         out.append(Frame(f"cam{i}", 0, np.ascontiguousarray(cv2.resize(img, (size, size)), dtype=np.uint8)))
     return out
-
-
-def rate(fn: Callable[[], int], seconds: float, quick: bool = False) -> tuple[float, float]:
-    """Items per wall second and per CPU second of `fn` (which returns how many items it handled). Full: after a
-    warm-up call, at least two calls, so a slow batch still gets a measurement. Quick: no warm-up (`load_model` ran
-    the session once) and at least one call: under emulation one fp32 call at batch 8 takes minutes."""
-    if not quick:
-        fn()
-    least = 1 if quick else 2
-    n, calls, w0, c0 = 0, 0, time.perf_counter(), time.process_time()
-    while calls < least or time.perf_counter() - w0 < seconds:
-        n += fn()
-        calls += 1
-    return n / (time.perf_counter() - w0), n / max(1e-9, time.process_time() - c0)
 
 
 def resized(task: WeldInspectorTask, batch: list[Frame]) -> npt.NDArray[np.uint8]:
@@ -99,7 +84,7 @@ def main() -> None:
     add_recording_option(ap)
     args = ap.parse_args()
     cv2.setNumThreads(1)
-    seconds, rounds = (min(args.seconds, 0.3), 2) if args.quick else (args.seconds, 5)
+    seconds, n_rounds = (min(args.seconds, 0.3), 2) if args.quick else (args.seconds, 5)
     pool = frames(8)
     inputs: dict[str, Any] = {"data": "weld photographs" if DATA.is_dir() else "textured noise"}
     if args.recording is not None:
@@ -126,13 +111,11 @@ def main() -> None:
         samples.setdefault(key, []).append(value)
 
     def timed(fn: Callable[[], int]) -> tuple[float, float]:
-        return rate(fn, seconds, args.quick)
+        # full runs: at least two calls, so a slow batch still gets a measurement; quick: one (minutes under qemu)
+        return rate(fn, seconds, warm_up=not args.quick, least_calls=1 if args.quick else 2)
 
-    started, done = time.perf_counter(), 0
-    for i in range(rounds):
-        if args.quick and i and time.perf_counter() - started > QUICK_ROUNDS_S:
-            break  # every figure has a repeat already; under emulation one round takes minutes
-        done += 1
+    rounds = Rounds(n_rounds, args.quick)
+    for _ in rounds:
         for key, task in tasks.items():
             runner = runners[key]
             for b in batches:
@@ -205,7 +188,7 @@ def main() -> None:
             "inputs": inputs,
             "threads": f"onnxruntime intra-op {args.threads}, OpenCV 1",
             "seconds_per_measurement": seconds,
-            "rounds": done,
+            "rounds": rounds.done,
             "best_batch": {v: best_batch(v) for v in ("fp32", "int8")},
             "ratio_int8_over_fp32_e2e_cpu": {
                 f"b{b}": round(median(f"e2e.int8.{b}.cpu") / median(f"e2e.fp32.{b}.cpu"), 3) for b in E2E_BATCHES
