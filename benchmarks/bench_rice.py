@@ -128,24 +128,17 @@ def main() -> None:
     figures: list[Figure] = []
     for v in runners:
         for b in BATCHES:
-            figures.append(
-                figure(
-                    f"rice.model.{v}.batch{b}",
-                    "crops/s",
-                    samples[f"model.{v}.{b}"],
-                    baseline=("bare onnxruntime", samples[f"bare.{v}.{b}"]),
-                    params={"batch": b, "variant": v, "model": runners[v].ident},
+            # per CPU second of this process too: what a core can do, whatever else the machine runs
+            for clock, unit, suffix in (("", "crops/s", ""), ("_cpu", "crops/CPU-s", ".per_cpu_s")):
+                figures.append(
+                    figure(
+                        f"rice.model.{v}.batch{b}{suffix}",
+                        unit,
+                        samples[f"model{clock}.{v}.{b}"],
+                        baseline=("bare onnxruntime", samples[f"bare{clock}.{v}.{b}"]),
+                        params={"batch": b, "variant": v, "model": runners[v].ident},
+                    )
                 )
-            )
-            figures.append(  # per CPU second of this process: what a core can do, whatever else the machine runs
-                figure(
-                    f"rice.model.{v}.batch{b}.per_cpu_s",
-                    "crops/CPU-s",
-                    samples[f"model_cpu.{v}.{b}"],
-                    baseline=("bare onnxruntime", samples[f"bare_cpu.{v}.{b}"]),
-                    params={"batch": b, "variant": v, "model": runners[v].ident},
-                )
-            )
         for clock, unit, key in (("wall", "grains/s", "grains_per_s"), ("cpu", "grains/CPU-s", "grains_per_cpu_s")):
             figures.append(
                 figure(
