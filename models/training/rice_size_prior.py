@@ -69,10 +69,10 @@ def main() -> None:
     probs: dict[tuple[str, str], npt.NDArray[np.float32]] = {}
     truth: dict[str, npt.NDArray[np.int64]] = {}
     feats: dict[str, npt.NDArray[np.float64]] = {}
+    runners = {v: load_model(args.model, variant=v) for v in variants}
     for part in ("val", "test"):
         feats[part], crops, truth[part] = measure(parts[part], params)
-        for v in variants:
-            runner = load_model(args.model, variant=v)
+        for v, runner in runners.items():
             probs[v, part] = np.concatenate(
                 [runner.run({"x": crops[i : i + 256]})["probs"] for i in range(0, len(crops), 256)]
             )
