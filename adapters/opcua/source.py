@@ -35,7 +35,7 @@ from adapters.base import AdapterError, Reading, Stats, now_ns
 from adapters.opcua.config import OpcuaConfig, OpcuaNode
 from adapters.opcua.convert import dt_to_ns, status_quality
 from adapters.opcua.security import secure_client
-from adapters.supervise import BurstLog, DecodeGuard
+from adapters.supervise import BurstLog, DecodeGuard, cancel_and_wait
 
 __all__ = ["OpcuaSource"]
 
@@ -187,8 +187,8 @@ class OpcuaSource:
 
     async def close(self) -> None:
         tasks, self._tasks = self._tasks, []
-        for task in tasks:
-            task.cancel()
+        # asyncua's request path uses wait_for, which in Python 3.11 can lose one cancel(): repeat until they end
+        await asyncio.gather(*(cancel_and_wait(task) for task in tasks))
         await asyncio.gather(*tasks, return_exceptions=True)  # unlike suppress(), lets our own cancellation through
         client, self._client = self._client, None
         if client is not None:

@@ -36,6 +36,7 @@ import numpy.typing as npt
 
 from adapters.base import Frame, Reading, Result, Sample
 from adapters.loopback import free_port
+from adapters.supervise import cancel_and_wait
 from edge_runtime.paths import models_dir, shared_dataset
 from edge_runtime.tools.broker import Mosquitto, MosquittoError, find_mosquitto
 
@@ -414,7 +415,7 @@ async def running_plant(plant: DemoPlant) -> AsyncIterator[RunningPlant]:
         try:
             yield RunningPlant(cell, feeder)
         finally:
-            feeder.cancel()
+            await cancel_and_wait(feeder)  # one cancel() can be lost in Python 3.11's wait_for
             with contextlib.suppress(asyncio.CancelledError):
                 await feeder
 
@@ -537,7 +538,7 @@ async def _run(
                 next_board += 3.0
                 board.print_board(loop.time() - t0, service)
         elapsed = loop.time() - t0
-        machines.feeder.cancel()
+        await cancel_and_wait(machines.feeder)
         with contextlib.suppress(asyncio.CancelledError):
             await machines.feeder
         stop.set()  # the service stops its inputs and waits until every result is delivered (or drain_s passes)
