@@ -265,7 +265,8 @@ def _crop(
     """Rotated, masked square crops of every grain in one `cv2.remap` call per chunk of a frame's grains.
 
     The frame is first halved (`cv2.pyrDown`) while the median crop would shrink by more than 2x, so the bilinear
-    sampling does not alias grain texture.
+    sampling does not alias grain texture. The colour is sampled from a BGRA copy: OpenCV's bilinear remap has a
+    vectorised path for four channels, which costs 0.6x of the three-channel one on 48 chute grains (same values).
     """
     import cv2
 
@@ -277,6 +278,7 @@ def _crop(
     src = frame
     for _ in range(levels):
         src = np.asarray(cv2.pyrDown(src), dtype=np.uint8)
+    src = np.asarray(cv2.cvtColor(src, cv2.COLOR_BGR2BGRA), dtype=np.uint8)
     # sampling maps in float32, the precision cv2.remap takes them in (1e-5 px from the float64 sums at 640 px)
     t = (np.arange(s, dtype=np.float32) + 0.5) / s - 0.5
     side32 = side.astype(np.float32)[:, None, None]
@@ -287,12 +289,13 @@ def _crop(
     map_x = geo[:, 5, None, None].astype(np.float32) + u * cos - v * sin
     map_y = geo[:, 6, None, None].astype(np.float32) + u * sin + v * cos
     scale = np.float32(2.0**-levels)
-    # a grain's own label, grown by one pixel so the dim rim the threshold cut off stays in its crop; uint16 labels
-    # dilate in half the time of float32 ones, float32 still holds any label a frame up to 8192x8192 can have
-    label_type = np.uint16 if n_labels <= 2**16 else np.float32
+    # a grain's own label, grown by one pixel so the dim rim the threshold cut off stays in its crop; the narrowest
+    # type that holds every label (uint16 dilates in half the time of float32, uint8 samples faster still), float32
+    # still holds any label a frame up to 8192x8192 can have
+    label_type = np.uint8 if n_labels <= 2**8 else np.uint16 if n_labels <= 2**16 else np.float32
     grown = cv2.dilate(labels.astype(label_type), np.ones((3, 3), np.uint8))
     n = len(ids)
-    crops = np.empty((n, s, s, 3), dtype=np.uint8)
+    crops = np.empty((n, s, s, 4), dtype=np.uint8)
     owner = np.empty((n, s, s), dtype=label_type)
     step = max(1, _MAX_MAP_ROWS // s)
     for a in range(0, n, step):
@@ -305,11 +308,12 @@ def _crop(
             sx, sy = mx, my
         crops[a:b] = cv2.remap(
             src, sx, sy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0)
-        ).reshape(b - a, s, s, 3)
+        ).reshape(b - a, s, s, 4)
         owner[a:b] = cv2.remap(grown, mx, my, cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT, borderValue=0).reshape(
             b - a, s, s
         )
     # mask and transpose to (N, 3, S, S) in one pass
     out = np.empty((n, 3, s, s), dtype=np.uint8)
-    np.multiply(crops.transpose(0, 3, 1, 2), (owner == ids[:, None, None].astype(label_type))[:, None], out=out)
+    mine = owner == ids[:, None, None].astype(label_type)
+    np.multiply(crops[..., :3].transpose(0, 3, 1, 2), mine[:, None], out=out)
     return out
