@@ -70,10 +70,12 @@ def test_new_segment_matches_the_reference_on_real_photographs(threshold: int | 
     assert n_merged > 0  # touching grains were split or flagged, so that path was compared too
 
 
-def test_labels_beyond_uint16_still_mask_their_own_grain() -> None:
-    """A frame with more than 65,536 blobs (specks) masks crops with float32 labels, not wrapped uint16 ones."""
-    frame = np.zeros((1024, 1024, 3), dtype=np.uint8)
-    frame[::3, ::3] = 200  # 116k isolated specks, each its own label
+@pytest.mark.parametrize(("side", "step"), [(1024, 3), (640, 16)])
+def test_many_labels_still_mask_their_own_grain(side: int, step: int) -> None:
+    """Frames with more labels than uint8 (1.6k specks) or uint16 (116k) holds mask each crop with labels of a
+    type wide enough for them, never wrapped ones."""
+    frame = np.zeros((side, side, 3), dtype=np.uint8)
+    frame[::step, ::step] = 200  # isolated specks, each its own label
     frame[400:440, 300:420] = 180  # one grain, far above the speck size
     params = rice_segment.SegmentParams(threshold=100, open_px=1, min_area_px=200)
     grains = rice_segment.segment(frame, params)
@@ -81,3 +83,4 @@ def test_labels_beyond_uint16_still_mask_their_own_grain() -> None:
     assert len(grains) == len(old) == 1
     np.testing.assert_array_equal(grains.crops, old.crops)
     assert int(grains.crops.max()) == 180  # the grain itself, not a blank crop
+    assert int(grains.crops.min()) == 0  # and the specks around it masked out
