@@ -84,3 +84,22 @@ def test_many_labels_still_mask_their_own_grain(side: int, step: int) -> None:
     np.testing.assert_array_equal(grains.crops, old.crops)
     assert int(grains.crops.max()) == 180  # the grain itself, not a blank crop
     assert int(grains.crops.min()) == 0  # and the specks around it masked out
+
+
+def test_touching_grains_among_many_specks_split_with_labels_that_do_not_wrap() -> None:
+    """50k specks plus a clump whose pieces may need labels beyond uint16: the frame is relabelled in int32 before
+    splitting, and the pieces match the reference."""
+    import cv2
+
+    frame = np.zeros((1024, 1024, 3), dtype=np.uint8)
+    frame[::4, ::4] = 200
+    frame[300:700, 200:800] = 0  # a clear patch for the clump
+    cv2.ellipse(frame, (400, 500), (100, 40), 0, 0, 360, (180, 170, 160), -1)
+    cv2.ellipse(frame, (590, 500), (100, 40), 0, 0, 360, (180, 170, 160), -1)  # overlapping: one blob, a neck
+    kw = {"threshold": 100, "open_px": 1, "min_area_px": 200, "expected_area_px": 12500.0}
+    grains = rice_segment.segment(frame, rice_segment.SegmentParams(**kw))  # type: ignore[arg-type]
+    old = reference.segment(frame, reference.SegmentParams(**kw))  # type: ignore[arg-type]
+    assert len(grains) == len(old) == 2  # split in two
+    np.testing.assert_array_equal(grains.boxes, old.boxes)
+    np.testing.assert_array_equal(grains.area_px, old.area_px)
+    np.testing.assert_array_equal(grains.crops, old.crops)
