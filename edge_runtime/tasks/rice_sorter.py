@@ -224,8 +224,10 @@ class RiceSorterTask:
         top = probs.argmax(axis=1)
         _, broken, eject = self.decide(grains, probs)
         counts = np.bincount(top, minlength=len(self.labels))
-        # one tolist() per column instead of a numpy scalar conversion per grain and field
+        # one rounding and one tolist() per column instead of a conversion per grain and field (float64 first, so
+        # the rounded values are the shortest decimals, as Python's round gives them)
         labels = self.labels
+        p64 = probs.astype(np.float64)
         rows = [
             {
                 "x": b[0],
@@ -233,19 +235,20 @@ class RiceSorterTask:
                 "w": b[2],
                 "h": b[3],
                 "variety": labels[t],
-                "score": round(p[t], 4),
-                "declared_score": round(p[self.declared], 4),
-                "length_px": round(length, 1),
+                "score": score,
+                "declared_score": declared,
+                "length_px": length,
                 "broken": br,
                 "merged": mg,
                 "eject": ej,
                 "channel": ch,
             }
-            for b, t, p, length, br, mg, ej, ch in zip(
+            for b, t, score, declared, length, br, mg, ej, ch in zip(
                 grains.boxes.tolist(),
                 top.tolist(),
-                probs.tolist(),
-                grains.length_px.tolist(),
+                np.round(p64[np.arange(len(top)), top], 4).tolist(),
+                np.round(p64[:, self.declared], 4).tolist(),
+                np.round(grains.length_px.astype(np.float64), 1).tolist(),
                 broken.tolist(),
                 grains.merged.tolist(),
                 eject.tolist(),
