@@ -266,28 +266,36 @@ devices:
 pipelines:
   - id: rice
     inputs: ["chute.*"]
-    task: {{kind: rice_sorter, declared_variety: Basmati, ejector_channels: 16, scale_px_per_dataset_px: 0.35}}
+    task: {{kind: rice_sorter, declared_variety: Basmati, ejector_channels: 16, scale_px_per_dataset_px: 0.35,
+            size_prior: {prior}}}
     model: {{name: rice_sorter}}
     batching: {{max_batch: 4, max_wait_ms: 0, queue_size: 2, when_full: drop_oldest}}
 """
 
 
-def rice_site(tmp_path: Path, fps: float) -> Path:
+def rice_site(tmp_path: Path, fps: float, *, prior: bool = True, name: str = "site.yaml") -> Path:
     from adapters.camera.simulator import ChuteSimulator, ChuteSimulatorConfig
 
     frames = tmp_path / "frames"
-    ChuteSimulator(ChuteSimulatorConfig(seed=3, grains_per_s=1250.0, fps=25.0)).write_frames(frames, 4)
-    (frames / "truth.csv").unlink()
-    site = tmp_path / "site.yaml"
-    site.write_text(RICE_SITE.format(outbox=tmp_path / "outbox.sqlite", frames=frames, fps=fps))
+    if not frames.exists():
+        ChuteSimulator(ChuteSimulatorConfig(seed=3, grains_per_s=1250.0, fps=25.0)).write_frames(frames, 4)
+        (frames / "truth.csv").unlink()
+    site = tmp_path / name
+    site.write_text(
+        RICE_SITE.format(outbox=tmp_path / "outbox.sqlite", frames=frames, fps=fps, prior=str(prior).lower())
+    )
     return site
 
 
 async def test_a_camera_line_replays_every_frame_and_agrees_where_live_kept_up(tmp_path: Path) -> None:
     """Frames through the rice pipeline with its production policy `drop_oldest`: which frames live inference
     skips depends on timing, so live results are a subset. Replay never drops (`block`), so it decides every
-    recorded frame, and for each frame live did decide, the decision, grains and scores are the same."""
-    site = rice_site(tmp_path, fps=40.0)
+    recorded frame, and for each frame live did decide, the decision, grains and scores are the same.
+
+    Live runs without the size prior: the prior waits until the grains seen so far confirm the camera scale, so
+    whether it weighs a frame depends on which earlier frames live inference skipped. Replayed twice with the
+    prior, the results are identical, the prior included."""
+    site = rice_site(tmp_path, fps=40.0, prior=False)
     deployment = load_deployment(site)
     out = tmp_path / "chute.erec"
     recorder = Recorder(out, header_for(site, deployment), device_of=device_resolver(deployment))
@@ -306,6 +314,14 @@ async def test_a_camera_line_replays_every_frame_and_agrees_where_live_kept_up(t
     assert len(live_rows) >= 12 and all(row == replayed[row["t_ns"]] for row in live_rows)
     assert service.pipelines[0].stats["input_dropped"] == len(got) - len(live_rows)
     assert any(row.get("grains") for row in live_rows)
+
+    with_prior = rice_site(tmp_path, fps=40.0, prior=True, name="prior.yaml")
+    runs: list[list[Result]] = [[], []]
+    for run in runs:
+        await replay(out, config=with_prior, on_result=run.append)
+    first, second = ([deterministic(r.to_json()) for r in run] for run in runs)
+    assert len(first) == len(got) and first == second
+    assert first != [replayed[row["t_ns"]] for row in first], "the prior changed some scores, so it was on"
 
 
 def test_replay_restores_the_recorded_calibration_and_takes_another_config(tmp_path: Path) -> None:
