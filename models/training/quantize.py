@@ -1,17 +1,20 @@
 """int8 static quantization of a trained ONNX model with onnxruntime, from a calibration subset.
 
-Used by the training scripts: `quantize_int8(fp32, int8, [{"x": batch}, ...])`. Run with the `train` extra.
+Used by the training scripts: `quantize_int8(fp32, int8, [{"x": batch}, ...])`, and by `requantize_weld.py`
+with a recipe (calibration method, nodes kept in float, extra options). Needs onnx and onnxruntime only.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+
+CALIBRATE_METHODS = ("minmax", "entropy", "percentile", "distribution")
 
 
 def sha256_of(path: Path) -> str:
@@ -24,15 +27,34 @@ def quantize_int8(
     calibration: Sequence[dict[str, npt.NDArray[Any]]],
     *,
     per_channel: bool = True,
+    calibrate_method: str = "minmax",
+    nodes_to_exclude: Sequence[str] = (),
+    op_types_to_quantize: Sequence[str] | None = None,
+    extra_options: Mapping[str, Any] | None = None,
 ) -> str:
-    """Write a QDQ int8 model calibrated on `calibration` feeds; returns its sha256."""
+    """Write a QDQ int8 model calibrated on `calibration` feeds; returns its sha256.
+
+    Defaults are the recipe every shipped int8 used until weld 2.1.1: MinMax ranges, all supported ops
+    quantised. `nodes_to_exclude` (node names of the fp32 graph) stay in float; `calibrate_method` is one of
+    `CALIBRATE_METHODS`; `extra_options` go to onnxruntime's `quantize_static` (e.g. `CalibPercentile`).
+    """
     from onnxruntime.quantization import (
         CalibrationDataReader,
+        CalibrationMethod,
         QuantFormat,
         QuantType,
         quantize_static,
     )
     from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    methods = {
+        "minmax": CalibrationMethod.MinMax,
+        "entropy": CalibrationMethod.Entropy,
+        "percentile": CalibrationMethod.Percentile,
+        "distribution": CalibrationMethod.Distribution,
+    }
+    if calibrate_method not in methods:
+        raise ValueError(f"calibrate_method {calibrate_method!r}: one of {', '.join(CALIBRATE_METHODS)}")
 
     class _Reader(CalibrationDataReader):  # type: ignore[misc]
         def __init__(self) -> None:
@@ -53,6 +75,10 @@ def quantize_int8(
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
             per_channel=per_channel,
+            calibrate_method=methods[calibrate_method],
+            nodes_to_exclude=list(nodes_to_exclude),
+            op_types_to_quantize=None if op_types_to_quantize is None else list(op_types_to_quantize),
+            extra_options=dict(extra_options or {}),
         )
     finally:
         prepared.unlink(missing_ok=True)
