@@ -2,7 +2,7 @@
 
 The recipe (`RECIPE`) was chosen on the tuning sources of `split.json` by fidelity to fp32 (never on validation);
 the calibration images come from the fit sources only. Run from the repo root with the `test` extra (onnx and
-onnxruntime):
+onnxruntime) plus `sympy` (onnxruntime's quantisation pre-processing imports it; the `train` extra has it):
 
     .venv/bin/python models/training/requantize_weld.py --out models/weld_inspector/model.int8.onnx
 """
@@ -40,12 +40,40 @@ class Recipe:
     calibrate_method: str = "minmax"
     n_images: int | None = 96  # None: every fit image
     resize: str = "train"  # "train": 640 -> 384 -> 320 INTER_AREA (2.1.0); "runtime": 640 -> 320 INTER_LINEAR
-    nodes_to_exclude: tuple[str, ...] = ()
+    float_before: str | None = None  # every node before the first convolution of this module stays in float
+    float_from: tuple[str, ...] = ()  # these convolutions and every node computed from them stay in float
+    nodes_to_exclude: tuple[str, ...] = ()  # further nodes kept in float, by name
     extra_options: dict[str, Any] = field(default_factory=dict)
 
 
-# 2.1.0's recipe, for comparison: RECIPE_2_1_0 = Recipe().
-RECIPE = Recipe()
+RECIPE_2_1_0 = Recipe()
+# 2.1.1: the input normalisation, stem and blocks 0-4 (strides 2-8, where most of the int8 error arose) and the
+# heads' last convolutions with everything computed from them (scores, boxes, frame head, `reject`) stay in float.
+RECIPE = Recipe(float_before="net.blocks.5", float_from=("net.cls", "net.ctr", "net.reg"))
+_CONVS = ("Conv", "ConvTranspose", "Gemm")
+
+
+def float_nodes(fp32: Path, recipe: Recipe) -> list[str]:
+    """Names of the fp32 graph's nodes the recipe keeps in float (the graph's nodes are in module order)."""
+    import onnx
+
+    nodes = onnx.load(str(fp32), load_external_data=False).graph.node
+    keep: list[str] = list(recipe.nodes_to_exclude)
+    if recipe.float_before is not None:
+        for n in nodes:
+            if n.op_type in _CONVS and n.input[1].startswith(recipe.float_before + "."):
+                break
+            keep.append(n.name)
+        else:
+            raise ValueError(f"{fp32}: no convolution of {recipe.float_before}")
+    derived: set[str] = set()
+    for n in nodes:
+        head = n.op_type in _CONVS and any(n.input[1].startswith(m + ".") for m in recipe.float_from)
+        if head or derived.intersection(n.input):
+            derived.update(n.output)
+            if n.name not in keep:
+                keep.append(n.name)
+    return keep
 
 
 def fit_names(data: Path, split: Path) -> list[str]:
@@ -86,7 +114,7 @@ def build(fp32: Path, int8: Path, recipe: Recipe, data: Path = DATA, split: Path
         int8,
         [{"x": cal[i : i + 8]} for i in range(0, len(cal), 8)],
         calibrate_method=recipe.calibrate_method,
-        nodes_to_exclude=recipe.nodes_to_exclude,
+        nodes_to_exclude=float_nodes(fp32, recipe),
         extra_options=recipe.extra_options,
     )
 
@@ -97,9 +125,11 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("/tmp/weld_int8/model.int8.onnx"))
     ap.add_argument("--data", type=Path, default=DATA)
     ap.add_argument("--split", type=Path, default=MODEL_DIR / "split.json")
+    ap.add_argument("--recipe", choices=("2.1.1", "2.1.0"), default="2.1.1", help="2.1.0: the previous int8 file")
     args = ap.parse_args()
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    sha = build(args.fp32, args.out, RECIPE, args.data, args.split)
+    recipe = RECIPE if args.recipe == "2.1.1" else RECIPE_2_1_0
+    sha = build(args.fp32, args.out, recipe, args.data, args.split)
     print(f"{args.out}: sha256 {sha}, {args.out.stat().st_size / 1e6:.2f} MB")
 
 
