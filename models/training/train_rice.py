@@ -21,7 +21,7 @@ import math
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import cv2
 import numpy as np
@@ -152,6 +152,29 @@ def build_crops(
     )
 
 
+CACHE_NAMES = (
+    "tr_x",
+    "tr_y",
+    "tr_ax",
+    "tr_ay",
+    "tr_geo",
+    "va_x",
+    "va_y",
+    "va_ax",
+    "va_ay",
+    "te_x",
+    "te_y",
+    "te_ax",
+    "te_ay",
+)
+
+
+def load_crop_cache(path: Path) -> dict[str, npt.NDArray[Any]]:
+    """The arrays of a `--crop-cache` file (train/val/test clean and augmented crops, labels, training geometry)."""
+    with np.load(path) as z:
+        return {k: z[k] for k in CACHE_NAMES}
+
+
 LAYERS_1_0 = "16:2,32:2,64:2,64:1"  # the 1.0.0 network
 
 
@@ -196,7 +219,15 @@ class RiceNet(nn.Module):
         return torch.softmax(self.logits(x), dim=1)
 
 
-def accuracy(model: RiceNet, x: U8, y: npt.NDArray[np.int64]) -> float:
+class Classifier(Protocol):
+    """What `accuracy` needs of a network: logits of uint8 crops (RiceNet, or train_rice_lite0's LiteRice)."""
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor: ...
+
+    def eval(self) -> Any: ...
+
+
+def accuracy(model: Classifier, x: U8, y: npt.NDArray[np.int64]) -> float:
     model.eval()
     with torch.no_grad():
         pred = torch.cat([model.logits(torch.from_numpy(x[i : i + 512])).argmax(1) for i in range(0, len(x), 512)])
@@ -399,24 +430,12 @@ def main() -> None:
         return
     if args.limit:
         parts = {k: [v[i] for i in rng.permutation(len(v))[: args.limit]] for k, v in parts.items()}
-    names = (
-        "tr_x",
-        "tr_y",
-        "tr_ax",
-        "tr_ay",
-        "tr_geo",
-        "va_x",
-        "va_y",
-        "va_ax",
-        "va_ay",
-        "te_x",
-        "te_y",
-        "te_ax",
-        "te_ay",
-    )
+    names = CACHE_NAMES
     if args.crop_cache is not None and args.crop_cache.is_file():
-        with np.load(args.crop_cache) as z:
-            tr_x, tr_y, tr_ax, tr_ay, tr_geo, va_x, va_y, va_ax, va_ay, te_x, te_y, te_ax, te_ay = (z[k] for k in names)
+        cached = load_crop_cache(args.crop_cache)
+        tr_x, tr_y, tr_ax, tr_ay, tr_geo, va_x, va_y, va_ax, va_ay, te_x, te_y, te_ax, te_ay = (
+            cached[k] for k in names
+        )
         log.info("event=crops_cached file=%s", args.crop_cache)
     else:
         tr_x, tr_y, tr_ax, tr_ay, tr_geo = build_crops(parts["train"], args.copies, rng, args.workers)
