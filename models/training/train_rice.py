@@ -251,6 +251,30 @@ def jitter(xb: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return (out * gain[:, :, None, None]).clamp(0.0, 255.0)
 
 
+def random_flips(xb: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+    """Head and tail of a grain are indistinguishable to the segmenter: flip each crop both ways at random."""
+    flip_h = torch.from_numpy(rng.random(len(xb)) < 0.5)
+    flip_v = torch.from_numpy(rng.random(len(xb)) < 0.5)
+    xb = torch.where(flip_h[:, None, None, None], xb.flip(3), xb)
+    return torch.where(flip_v[:, None, None, None], xb.flip(2), xb)
+
+
+def ema_update(ema: nn.Module, model: nn.Module, decay: float, step: int) -> None:
+    """One step of the weights' moving average (decay ramped up over the first steps); buffers copied."""
+    with torch.no_grad():
+        d = min(decay, (1.0 + step) / (10.0 + step))
+        for pe, pm in zip(ema.parameters(), model.parameters(), strict=True):
+            pe.mul_(d).add_(pm.detach(), alpha=1.0 - d)
+        for be, bm in zip(ema.buffers(), model.buffers(), strict=True):
+            be.copy_(bm)
+
+
+def calibration_feeds(x: U8, seed: int, n_batches: int = 40, batch: int = 32) -> list[dict[str, U8]]:
+    """Seeded int8 calibration batches of training crops, as quantize_int8 takes them."""
+    idx = np.random.default_rng(seed).permutation(len(x))[: batch * n_batches]
+    return [{"x": x[idx[i : i + batch]]} for i in range(0, len(idx), batch)]
+
+
 def lr_at(progress: float, lr: float, warm: float = 0.1) -> float:
     """One-cycle shape over `progress` in [0, 1]: linear warm-up from lr/25, then cosine down to lr/1e4."""
     if progress < warm:
@@ -308,12 +332,7 @@ def train(
             for group in opt.param_groups:
                 group["lr"] = lr_at(progress, lr)
             idx = order[i * batch : (i + 1) * batch]
-            xb = torch.from_numpy(x[idx])
-            # head and tail of a grain are indistinguishable to the segmenter: flip both ways at random
-            flip_h = torch.from_numpy(rng.random(len(idx)) < 0.5)
-            flip_v = torch.from_numpy(rng.random(len(idx)) < 0.5)
-            xb = torch.where(flip_h[:, None, None, None], xb.flip(3), xb)
-            xb = torch.where(flip_v[:, None, None, None], xb.flip(2), xb)
+            xb = random_flips(torch.from_numpy(x[idx]), rng)
             if crop_jitter:
                 xb = jitter(xb, gen)
             loss = loss_fn(model.logits(xb), torch.from_numpy(y[idx]))
@@ -321,12 +340,7 @@ def train(
             loss.backward()
             opt.step()
             if ema is not model:
-                with torch.no_grad():
-                    d = min(ema_decay, (1.0 + step) / (10.0 + step))
-                    for pe, pm in zip(ema.parameters(), model.parameters(), strict=True):
-                        pe.mul_(d).add_(pm.detach(), alpha=1.0 - d)
-                    for be, bm in zip(ema.buffers(), model.buffers(), strict=True):
-                        be.copy_(bm)
+                ema_update(ema, model, ema_decay, step)
             step += 1
             n_batches += 1
             total += float(loss.detach())
@@ -480,8 +494,7 @@ def main() -> None:
     fp32 = args.out / "model.onnx"
     int8 = args.out / "model.int8.onnx"
     export_onnx(model, PARAMS.crop_size, fp32)
-    calib_idx = np.random.default_rng(args.seed + 1).permutation(len(x))[: 32 * 40]
-    calibration = [{"x": x[calib_idx[i : i + 32]]} for i in range(0, len(calib_idx), 32)]
+    calibration = calibration_feeds(x, args.seed + 1)
     int8_sha = quantize_int8(fp32, int8, calibration)
 
     median_length = {v: float(np.median(tr_geo[tr_geo[:, 0] == k, 1])) for k, v in enumerate(VARIETIES)}
@@ -552,7 +565,7 @@ def main() -> None:
                 "file": int8.name,
                 "sha256": int8_sha,
                 "notes": "onnxruntime static QDQ int8 (per-channel weights, uint8 activations), calibrated on "
-                f"{len(calib_idx)} training crops (clean and augmented)",
+                f"{sum(len(feed['x']) for feed in calibration)} training crops (clean and augmented)",
             }
         },
     }

@@ -32,7 +32,17 @@ from torch import nn
 
 from edge_runtime.tasks.rice_sorter import VARIETIES
 from models.training.quantize import quantize_int8, sha256_of
-from models.training.train_rice import accuracy, export_onnx, jitter, load_crop_cache, lr_at, onnx_accuracy
+from models.training.train_rice import (
+    accuracy,
+    calibration_feeds,
+    ema_update,
+    export_onnx,
+    jitter,
+    load_crop_cache,
+    lr_at,
+    onnx_accuracy,
+    random_flips,
+)
 
 log = logging.getLogger("train_rice_lite0")
 
@@ -130,22 +140,12 @@ def train(
         model.train()
         for g in opt.param_groups:
             g["lr"] = lr_at(progress, args.lr, warm=args.warmup) * g["scale"]
-        xb = torch.from_numpy(x[idx])
-        flip_h = torch.from_numpy(rng.random(len(idx)) < 0.5)
-        flip_v = torch.from_numpy(rng.random(len(idx)) < 0.5)
-        xb = torch.where(flip_h[:, None, None, None], xb.flip(3), xb)
-        xb = torch.where(flip_v[:, None, None, None], xb.flip(2), xb)
-        xb = jitter(xb, gen)
+        xb = jitter(random_flips(torch.from_numpy(x[idx]), rng), gen)
         loss = loss_fn(model.logits(xb), torch.from_numpy(y[idx]))
         opt.zero_grad()
         loss.backward()
         opt.step()
-        with torch.no_grad():
-            d = min(args.ema, (1.0 + step) / (10.0 + step))
-            for pe, pm in zip(ema.parameters(), model.parameters(), strict=True):
-                pe.mul_(d).add_(pm.detach(), alpha=1.0 - d)
-            for be, bm in zip(ema.buffers(), model.buffers(), strict=True):
-                be.copy_(bm)
+        ema_update(ema, model, args.ema, step)
         step += 1
         total += float(loss.detach())
         n_loss += 1
@@ -197,9 +197,7 @@ def main() -> None:
     fp32 = args.out / "model.accurate.onnx"
     int8 = args.out / "model.accurate-int8.onnx"
     export_onnx(model, x.shape[-1], fp32)
-    calib_idx = np.random.default_rng(20240612).permutation(len(x))[: 32 * 40]
-    calibration = [{"x": x[calib_idx[i : i + 32]]} for i in range(0, len(calib_idx), 32)]
-    int8_sha = quantize_int8(fp32, int8, calibration)
+    int8_sha = quantize_int8(fp32, int8, calibration_feeds(x, 20240612))
     splits = [("val_clean", "va_x", "va_y"), ("val_augmented", "va_ax", "va_ay")]
     if args.report_test:
         splits += [("test_clean", "te_x", "te_y"), ("test_augmented", "te_ax", "te_ay")]
