@@ -22,14 +22,15 @@ def _ephemeral_range() -> tuple[int, int]:
     return low, high
 
 
-def _bindable(port: int) -> bool:
+def _bind(port: int) -> int | None:
+    """The port a server socket got when binding `port` on 127.0.0.1 (0: the OS picks), None when taken."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
         except OSError:
-            return False
-    return True
+            return None
+        return int(sock.getsockname()[1])
 
 
 def free_port() -> int:
@@ -45,12 +46,11 @@ def free_port() -> int:
         rng = random.SystemRandom()
         for _ in range(50):
             port = rng.randrange(10000, low - 1000)
-            if port not in _handed and _bindable(port):
+            if port not in _handed and _bind(port) is not None:
                 _handed.append(port)
                 return port
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", 0))
-        port = int(sock.getsockname()[1])
-    _handed.append(port)
-    return port
+    picked = _bind(0)
+    if picked is None:
+        raise OSError("no TCP port free on 127.0.0.1")
+    _handed.append(picked)
+    return picked
