@@ -1,4 +1,4 @@
-"""Fine-tune an ImageNet EfficientNet-Lite0 as the `rice_sorter` "accurate" variant (issue 10).
+"""Fine-tune an ImageNet EfficientNet-Lite0 on the `rice_sorter` crops (issue 10; tried, not shipped: see the card).
 
 Same crops, split and input contract as `train_rice.py`: uint8 BGR (N, 3, 48, 48) crops cut by the runtime's
 `segment()`, read from the crop cache `train_rice.py --crops-only --crop-cache` writes (seed 20240611). The graph
