@@ -21,9 +21,9 @@ import json
 import math
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, ClassVar, Literal, NamedTuple, Protocol
+from typing import Any, ClassVar, Literal, NamedTuple, Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
@@ -32,6 +32,7 @@ from pydantic import BaseModel, ConfigDict
 __all__ = [
     "AdapterError",
     "AddressBlock",
+    "BatchSource",
     "DeliveryError",
     "DeviceConfigBase",
     "EdgeRuntimeError",
@@ -50,6 +51,7 @@ __all__ = [
     "dumps",
     "jsonable",
     "now_ns",
+    "scalar_readings",
 ]
 
 Quality = Literal["good", "uncertain", "bad"]
@@ -189,6 +191,21 @@ class Reading(NamedTuple):
     rate_hz: float | None = None  # set for waveform blocks: t_ns is the time of the first sample
 
 
+_tuple_new = tuple.__new__
+
+
+def scalar_readings(
+    streams: Sequence[str], t_ns: int, values: npt.NDArray[Any], quality: Sequence[Quality], units: Sequence[str]
+) -> list[Reading]:
+    """One scalar `Reading` per element of `values` (0-d views of it, no copy), for a source that decodes a whole
+    response at once. Builds the tuples directly: half the cost of calling `Reading(...)` per tag."""
+    views = [values[j, ...] for j in range(len(values))]
+    return [
+        _tuple_new(Reading, (stream, t_ns, value, q, unit, None))
+        for stream, value, q, unit in zip(streams, views, quality, units, strict=True)
+    ]
+
+
 @dataclass(frozen=True, slots=True)
 class Frame:
     """One camera image: H x W x 3 uint8 BGR (OpenCV convention)."""
@@ -303,6 +320,19 @@ class Source(Protocol):
     def stream(self) -> AsyncIterator[Sample]: ...
 
     async def close(self) -> None: ...
+
+
+@runtime_checkable
+class BatchSource(Source, Protocol):
+    """A source whose samples arrive in groups: one Modbus response carries tens of tags read at one instant.
+
+    `batches()` hands each group over in one step, so the per-sample cost of an async generator step and an awaited
+    hand-over is paid once per group (at 50k tags/s those steps cost as much CPU as pymodbus itself). `stream()`
+    still yields the same samples one by one, in the same order; `supervise` prefers `batches()` when its caller
+    can take them.
+    """
+
+    def batches(self) -> AsyncIterator[Sequence[Sample]]: ...
 
 
 class Sink(Protocol):

@@ -17,19 +17,27 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import json
 import multiprocessing
+import os
+import re
 import socket
+import subprocess
+import tempfile
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
-from adapters.base import Reading, Result, now_ns
+from adapters.base import Result, now_ns
 from adapters.loopback import free_port
 from adapters.modbus.config import ModbusTcpConfig, ModbusWriteConfig
 from adapters.modbus.plan import plan_report
 from adapters.modbus.simulator import simulate
 from adapters.modbus.sink import ModbusWriteSink
 from adapters.modbus.source import ModbusSource
+from edge_runtime.tools.bench import edge_runtime_command
 from edge_runtime.tools.bench_schema import figure, write_result
 
 KINDS: list[dict[str, Any]] = [
@@ -126,7 +134,9 @@ async def poll_rates(config: ModbusTcpConfig, seconds: float, rounds: int) -> di
 
 
 async def paced_ingest(config: ModbusTcpConfig, poll_ms: int, seconds: float) -> dict[str, float]:
-    """Tags/s, CPU-s per 1k tags and worst data age (in poll periods) of the streaming source at `poll_ms`."""
+    """Tags/s, CPU-s per 1k tags and worst data age (in poll periods) of the source at `poll_ms`, taken as the
+    service takes it (`batches()`: one list per response). The readings of one response share a time stamp, so a
+    tag's data age is its response's gap while all of its tags read good."""
     cfg = ModbusTcpConfig.model_validate({**config.model_dump(), "poll_interval_ms": poll_ms})
     source = ModbusSource(cfg)
     await source.open()
@@ -134,24 +144,25 @@ async def paced_ingest(config: ModbusTcpConfig, poll_ms: int, seconds: float) ->
     worst_gap_ns = 0
     n = 0
     try:
-        stream = source.stream()
-        async for sample in stream:  # warm-up: one full cycle
-            last[sample.stream] = sample.t_ns
-            if len(last) == len(cfg.tags):
-                break
-        last.clear()
+        batches = source.batches()
+        for _ in range(source.requests_per_cycle):  # warm-up: one full cycle
+            await anext(batches)
         w0, c0 = time.perf_counter(), time.process_time()
-        async for sample in stream:
-            if isinstance(sample, Reading) and sample.quality == "good":
-                prev = last.get(sample.stream)
+        async for batch in batches:
+            good = sum(r.quality == "good" for r in batch)
+            key, t_ns = batch[0].stream, batch[0].t_ns
+            if good == len(batch):
+                prev = last.get(key)
                 if prev is not None:
-                    worst_gap_ns = max(worst_gap_ns, sample.t_ns - prev)
-                last[sample.stream] = sample.t_ns
-                n += 1
+                    worst_gap_ns = max(worst_gap_ns, t_ns - prev)
+                last[key] = t_ns
+            else:
+                last.pop(key, None)
+            n += good
             if time.perf_counter() - w0 >= seconds:
                 break
         wall, cpu = time.perf_counter() - w0, time.process_time() - c0
-        await stream.aclose()  # type: ignore[attr-defined]
+        await batches.aclose()
     finally:
         await source.close()
     return {
@@ -160,6 +171,71 @@ async def paced_ingest(config: ModbusTcpConfig, poll_ms: int, seconds: float) ->
         "max_age_polls": worst_gap_ns / 1e6 / poll_ms,
         "overruns": float(source.stats["overruns"]),
     }
+
+
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _counter(metrics_port: int, name: str) -> float:
+    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    found = re.search(rf'edge_runtime_source_{name}_total\{{source="bench"\}} ([0-9.e+]+)', text)
+    return float(found.group(1)) if found else 0.0
+
+
+def service_ingest(config: ModbusTcpConfig, poll_ms: int, seconds: float, workdir: Path) -> dict[str, float]:
+    """`edge-runtime run` with this device alone, as a plant runs it (operator page and metrics on): CPU of the
+    service process per 1k readings its own metrics counted, over `seconds` once it polls."""
+    metrics = free_port()
+    device = {**config.model_dump(mode="json", exclude_defaults=True), "host": "127.0.0.1", "port": config.port}
+    device["poll_interval_ms"] = poll_ms
+    deployment = {
+        "service": {
+            "name": "bench-modbus",
+            "metrics_listen": f"127.0.0.1:{metrics}",
+            "ui_listen": f"127.0.0.1:{free_port()}",
+            "outbox": {"path": str(workdir / f"outbox-{poll_ms}.sqlite")},
+        },
+        "devices": [device],
+    }
+    path = workdir / f"modbus-{poll_ms}ms.yaml"
+    path.write_text(json.dumps(deployment))  # JSON is YAML
+    with (workdir / "service.log").open("ab") as log:
+        proc = subprocess.Popen([*edge_runtime_command(), "run", str(path)], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 600  # a gateway starts in seconds; emulation takes far longer
+        while True:  # polling, and one full cycle done
+            with contextlib.suppress(OSError):
+                if _counter(metrics, "readings") >= 2 * len(config.tags):
+                    break
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"edge-runtime run did not start polling: see {workdir / 'service.log'}")
+            time.sleep(0.1)
+        r0, o0, c0, t0 = (
+            _counter(metrics, "readings"),
+            _counter(metrics, "overruns"),
+            _cpu_s(proc.pid),
+            time.monotonic(),
+        )
+        time.sleep(seconds)
+        r1, o1, c1, t1 = (
+            _counter(metrics, "readings"),
+            _counter(metrics, "overruns"),
+            _cpu_s(proc.pid),
+            time.monotonic(),
+        )
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+    return {"tags_per_s": (r1 - r0) / (t1 - t0), "cpu_s_per_1k_tags": (c1 - c0) / max(1.0, r1 - r0) * 1000,
+            "overruns": o1 - o0}  # fmt: skip
 
 
 async def write_latency(port: int, n: int) -> dict[str, float]:
@@ -206,12 +282,15 @@ def main() -> None:
     server.start()
     rounds = 2 if args.quick else 4
     paced: dict[int, list[dict[str, float]]] = {20: [], 10: []}
+    service: list[dict[str, float]] = []
     try:
         wait_port(port, server)
         polling = [asyncio.run(poll_rates(config, seconds / rounds, rounds=1)) for _ in range(rounds)]
         for _ in range(rounds):
             for poll_ms in paced:
                 paced[poll_ms].append(asyncio.run(paced_ingest(config, poll_ms, seconds / rounds)))
+        with tempfile.TemporaryDirectory(prefix="bench-modbus-") as tmp:
+            service = [service_ingest(config, 10, 2 * seconds / rounds, Path(tmp)) for _ in range(rounds)]
         latency = asyncio.run(write_latency(port, writes))
     finally:
         server.terminate()
@@ -240,6 +319,15 @@ def main() -> None:
                 higher_is_better=False,
             ),
         ]
+    figures += [
+        figure("modbus.service.10ms.tags_per_s", "tags/s", [r["tags_per_s"] for r in service]),
+        figure(
+            "modbus.service.10ms.cpu_s_per_1k_tags",
+            "CPU-s/1k tags",
+            [r["cpu_s_per_1k_tags"] for r in service],
+            higher_is_better=False,
+        ),
+    ]
     figures += [figure(f"modbus.write_back.{k}", "ms", [latency[k]], higher_is_better=False) for k in ("p50", "p99")]
     write_result(
         args.json,
@@ -251,6 +339,7 @@ def main() -> None:
             "plan": plan_report(config).splitlines()[0],
             "requests_per_cycle": polling[0]["planner"]["requests_per_cycle"],
             "overruns": {ms: sum(r["overruns"] for r in runs) for ms, runs in paced.items()},
+            "service_overruns_10ms": sum(r["overruns"] for r in service),
         },
     )
 

@@ -26,7 +26,6 @@ import asyncio
 import logging
 import os
 import re
-import shutil
 import signal
 import socket
 import statistics
@@ -44,6 +43,7 @@ from typing import Any
 
 from adapters.loopback import free_port
 from edge_runtime.inference import read_manifest, resolve_model_dir
+from edge_runtime.tools.bench import edge_runtime_command
 from edge_runtime.tools.bench_schema import figure, write_result
 from edge_runtime.tools.broker import Mosquitto
 from edge_runtime.tools.demo import DemoPlant, prepare_plant, running_plant
@@ -142,14 +142,6 @@ def plant_in_thread(plant: DemoPlant) -> Iterator[None]:
         if loop_box and stop_box:
             loop_box[0].call_soon_threadsafe(stop_box[0].set)
         thread.join(30)
-
-
-def edge_runtime_command() -> list[str]:
-    script = Path(sys.executable).with_name("edge-runtime")
-    found = str(script) if script.exists() else shutil.which("edge-runtime")
-    return (
-        [found] if found else [sys.executable, "-c", "import sys; from edge_runtime.cli import main; sys.exit(main())"]
-    )
 
 
 def service_round(plant: DemoPlant, n: int, window_s: float, log: Path) -> dict[str, float]:

@@ -147,6 +147,11 @@ class Recorder:
         self._thread = threading.Thread(target=self._run, name="recorder", daemon=True)
         self._thread.start()
 
+    def add_batch(self, samples: Sequence[Sample]) -> None:
+        """Append routed samples in order (the service's sample observer)."""
+        for sample in samples:
+            self.add(sample)
+
     def add(self, sample: Sample) -> None:
         """Append one sample (called on the event loop for every routed sample)."""
         rx_ns = time.time_ns()
@@ -352,7 +357,7 @@ async def record(
             loop.call_soon_threadsafe(stop.set)
 
         recorder = Recorder(out, header, device_of=device_resolver(deployment), on_error=failed)
-        service.sample_observers.append(recorder.add)
+        service.sample_observers.append(recorder.add_batch)
         if on_start is not None:
             on_start(recorder)
         stopped_by = "stop"

@@ -13,7 +13,7 @@ import contextlib
 import logging
 import os
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -42,7 +42,8 @@ ResultObserver = Callable[[Result], None]
 
 SINK_OPEN_TIMEOUT_S = 30.0  # above every adapter's own connect timeout, so theirs is the one that speaks
 SINK_REOPEN_AFTER = 5  # failed delivery attempts in a row before a sink is closed and opened again
-SampleObserver = Callable[[Sample], None]
+# called once per group of routed samples: a Modbus response's readings, a single sample from other sources
+SampleObserver = Callable[[Sequence[Sample]], None]
 
 
 class _Notifier:
@@ -185,24 +186,29 @@ class Service:
         return stored
 
     async def _route(self, sample: Sample) -> None:
-        self.stats["samples"] += 1
-        if isinstance(sample, Reading) and sample.value.ndim == 0:
-            self.latest[sample.stream] = sample
+        await self._route_batch((sample,))
+
+    async def _route_batch(self, samples: Sequence[Sample]) -> None:
+        """Route samples in order. A `BatchSource`'s groups (a Modbus response: tens of tags) come here whole, so
+        the per-sample work is the dictionary updates and the pipelines' own."""
+        self.stats["samples"] += len(samples)
         for observer in self.sample_observers:
-            observer(sample)
-        routes = self._routes.get(sample.stream)
-        if routes is None:
-            routes = (
-                [p for p in self.pipelines if p.matches(sample.stream)],
-                [p for p in self.pipelines if p.wants_side_input(sample.stream)],
-            )
-            self._routes[sample.stream] = routes
-        targets, sides = routes
-        if sides and isinstance(sample, Reading):
-            for pipeline in sides:
-                pipeline.side_input(sample)
-        for pipeline in targets:
-            await pipeline.feed(sample)
+            observer(samples)
+        self.latest.update((s.stream, s) for s in samples if isinstance(s, Reading) and s.value.ndim == 0)
+        found = self._routes.get_many([s.stream for s in samples])
+        for sample, routes in zip(samples, found, strict=True):
+            if routes is None:
+                routes = (
+                    [p for p in self.pipelines if p.matches(sample.stream)],
+                    [p for p in self.pipelines if p.wants_side_input(sample.stream)],
+                )
+                self._routes[sample.stream] = routes
+            targets, sides = routes
+            if sides and isinstance(sample, Reading):
+                for pipeline in sides:
+                    pipeline.side_input(sample)
+            for pipeline in targets:
+                await pipeline.feed(sample)
 
     async def feed(self, sample: Sample) -> None:
         """Route one sample as if a source had emitted it (`edge-runtime replay` feeds recorded samples here)."""
@@ -341,7 +347,8 @@ class Service:
 
     def _start_source(self, device_id: str, source: Source) -> None:
         assert self._tg is not None
-        self._source_tasks[device_id] = self._tg.create_task(supervise(source, self._route), name=f"source:{device_id}")
+        run = supervise(source, self._route, emit_batch=self._route_batch)
+        self._source_tasks[device_id] = self._tg.create_task(run, name=f"source:{device_id}")
 
     @staticmethod
     async def _cancel(task: asyncio.Task[Any] | None) -> None:

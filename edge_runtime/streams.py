@@ -10,7 +10,7 @@ An evicted stream that comes back starts afresh (a new ring buffer, a new deboun
 from __future__ import annotations
 
 from collections import Counter, OrderedDict
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Generic, TypeVar
 
 __all__ = ["DEFAULT_MAX_STREAMS", "StreamMap"]
@@ -46,9 +46,31 @@ class StreamMap(Generic[K, V]):
             self._data.move_to_end(key)
         return value
 
+    def get_many(self, keys: Sequence[K]) -> list[V | None]:
+        """`get` of each key, in one call (the router looks up a Modbus response's tens of tags at once)."""
+        data = self._data
+        found = [data.get(key) for key in keys]
+        move = data.move_to_end
+        for key, value in zip(keys, found, strict=True):
+            if value is not None:
+                move(key)
+        return found
+
     def __setitem__(self, key: K, value: V) -> None:
         self._data[key] = value
         self._data.move_to_end(key)
+        self._evict()
+
+    def update(self, items: Iterable[tuple[K, V]]) -> None:
+        """Set each (key, value) in order, as `m[key] = value` would."""
+        data = self._data
+        move = data.move_to_end
+        for key, value in items:
+            data[key] = value
+            move(key)
+        self._evict()
+
+    def _evict(self) -> None:
         while len(self._data) > self.limit:
             self._data.popitem(last=False)
             self.evicted += 1

@@ -153,7 +153,7 @@ class PlannedRead:
     request: ReadRequest
     streams: list[str]
     units: list[str]
-    groups: list[tuple[GroupDecoder, list[int]]]  # (decoder, positions in `streams`) per (dtype, order) set
+    groups: list[tuple[GroupDecoder, list[str], list[str]]]  # (decoder, its streams, their units) per set
 
 
 @dataclass(slots=True)
@@ -204,16 +204,17 @@ def plan_device(config: ModbusDeviceConfig, *, coalesce: bool = True) -> list[Po
                 for pos, tag in enumerate(req_tags):
                     order = tag.byte_order if tag.dtype not in ("bool", "bit") else "ABCD"
                     sets.setdefault((tag.dtype, order, tag.length or 1, tag.scaled), []).append(pos)
-                groups = [(_group_decoder([req_tags[p] for p in pos], req.start), pos) for pos in sets.values()]
-                by_interval.setdefault(interval, []).append(
-                    PlannedRead(
-                        device_id,
-                        req,
-                        [f"{prefix}.{t.name}" for t in req_tags],
-                        [t.unit for t in req_tags],
-                        groups,
+                streams = [f"{prefix}.{t.name}" for t in req_tags]
+                units = [t.unit for t in req_tags]
+                groups = [
+                    (
+                        _group_decoder([req_tags[p] for p in pos], req.start),
+                        [streams[p] for p in pos],
+                        [units[p] for p in pos],
                     )
-                )
+                    for pos in sets.values()
+                ]
+                by_interval.setdefault(interval, []).append(PlannedRead(device_id, req, streams, units, groups))
     return [PollGroup(ms / 1000.0, reads) for ms, reads in sorted(by_interval.items())]
 
 

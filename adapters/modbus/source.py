@@ -7,23 +7,23 @@ decoder per (dtype, order). Behaviour on a bad day is described in `adapters.mod
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import logging
-import math
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from adapters.base import AdapterError, Reading, Sample, Stats, now_ns
+from adapters.base import AdapterError, Quality, Reading, Stats, now_ns, scalar_readings
 from adapters.modbus.client import READ_METHOD, connect, exceptions, serial_client, tcp_client
 from adapters.modbus.config import ModbusDeviceConfig, ModbusRtuConfig, ModbusTcpConfig
 from adapters.modbus.plan import BIT_TABLES, PlannedRead, plan_device
 from adapters.supervise import Backoff, DecodeGuard
 
-__all__ = ["ModbusSource"]
+__all__ = ["ModbusSource", "next_poll"]
 
 log = logging.getLogger("adapters.modbus")
 
@@ -34,17 +34,28 @@ def decode_registers(read: PlannedRead, raw: npt.NDArray[Any], t_ns: int) -> lis
     """The readings of one response. A float that decodes to NaN or infinity is what the device sent for "no
     value" (a sensor fault word), so it is kept with quality `bad` rather than passed on as a good value."""
     out: list[Reading] = []
-    streams, units = read.streams, read.units
-    for decode, positions in read.groups:
+    for decode, streams, units in read.groups:
         values = decode(raw)
-        if len(values) != len(positions):
-            raise ValueError(f"decoded {len(values)} values for {len(positions)} tags")
-        # per tag only what cannot be done for the whole response: this loop is the ingest's hot path
-        finite = np.isfinite(values).tolist() if values.dtype.kind in "fc" else [True] * len(positions)
-        for j, pos in enumerate(positions):
-            # values[j, ...] is a 0-d view: a tenth of the cost of np.asarray(values[j])
-            out.append(Reading(streams[pos], t_ns, values[j, ...], "good" if finite[j] else "bad", units[pos]))
+        n = len(streams)
+        if len(values) != n:
+            raise ValueError(f"decoded {len(values)} values for {n} tags")
+        quality: list[Quality] = ["good"] * n
+        if values.dtype.kind in "fc":
+            finite = np.isfinite(values)
+            if not finite.all():
+                quality = ["good" if ok else "bad" for ok in finite.tolist()]
+        out += scalar_readings(streams, t_ns, values, quality, units)
     return out
+
+
+def next_poll(due: float, interval_s: float, now: float) -> tuple[float, bool]:
+    """When a poll group that was due at `due` polls next, and whether this poll overran its period.
+
+    An overrun (a slow device, a busy machine) polls again at once and counts the period from then: skipping the
+    missed tick would leave the tags' data two periods old, and catching up would burst requests at the device.
+    """
+    nxt = due + interval_s
+    return (now, True) if now > nxt else (nxt, False)
 
 
 @dataclass(slots=True)
@@ -55,7 +66,8 @@ class _SlaveState:
 
 
 class ModbusSource:
-    """Polls a Modbus TCP device or RTU line and yields one `Reading` per tag and poll.
+    """Polls a Modbus TCP device or RTU line and yields one `Reading` per tag and poll (a `BatchSource`: the
+    service takes the readings of each response as one list).
 
     Stats: ``reads``, ``readings``, ``modbus_exceptions``, ``timeouts``, ``skipped_dead``, ``overruns``.
     """
@@ -69,7 +81,10 @@ class ModbusSource:
         self._slaves: dict[int, _SlaveState] = {}
         self._failing: set[tuple[int, str, int]] = set()
         self._consecutive_timeouts = 0
-        self._guard = DecodeGuard("modbus_undecodable", self.stats, "malformed", device=self.name)
+        # decode_registers stamps t_ns itself and gives NaN/infinite values quality `bad`: check_sample's conditions
+        self._guard = DecodeGuard(
+            "modbus_undecodable", self.stats, "malformed", checked_by_decoder=True, device=self.name
+        )
         self._errors: tuple[type[Exception], type[Exception]] | None = None
 
     @property
@@ -96,9 +111,16 @@ class ModbusSource:
             self._client.close()
             self._client = None
 
-    async def stream(self) -> AsyncIterator[Sample]:
+    async def stream(self) -> AsyncGenerator[Reading, None]:
+        async with contextlib.aclosing(self.batches()) as batches:
+            async for batch in batches:
+                for reading in batch:
+                    yield reading
+
+    async def batches(self) -> AsyncGenerator[list[Reading], None]:
+        """The readings of one planned request at a time (they share one timestamp), paced by the poll plan."""
         if self._client is None:
-            raise AdapterError(f"{self.name}: stream() before open()")
+            raise AdapterError(f"{self.name}: polled before open()")
         loop = asyncio.get_running_loop()
         due = [(loop.time(), i) for i in range(len(self._groups))]
         heapq.heapify(due)
@@ -109,13 +131,10 @@ class ModbusSource:
                 await asyncio.sleep(delay)
             group = self._groups[i]
             for read in group.reads:
-                for reading in await self._poll(read):
-                    yield reading
-            late = loop.time() - at
-            if late >= group.interval_s:  # skip missed ticks rather than bursting to catch up
-                self.stats["overruns"] += 1
-                at += group.interval_s * math.floor(late / group.interval_s)
-            heapq.heappush(due, (at + group.interval_s, i))
+                yield await self._poll(read)
+            at, overran = next_poll(at, group.interval_s, loop.time())
+            self.stats["overruns"] += overran
+            heapq.heappush(due, (at, i))
 
     async def read_all(self) -> list[Reading]:
         """Poll every request of every group once, now (one-shot reads and benchmarks; `stream` paces itself)."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -44,6 +45,15 @@ _DEFAULT_ESTIMATE = (10.0, 40.0)
 # the end-to-end suites, which take `--recording FILE` (edge_runtime.tools.bench_recording): with it they run on a
 # flight recording's frames and waveforms instead of synthetic ones; the other suites do not use line data
 RECORDING_SUITES = frozenset({"bench_pipeline", "bench_rice", "bench_rice_line", "bench_weld"})
+
+
+def edge_runtime_command() -> list[str]:
+    """The `edge-runtime` command of this interpreter's environment (benchmarks start the service with it)."""
+    script = Path(sys.executable).with_name("edge-runtime")
+    found = str(script) if script.exists() else shutil.which("edge-runtime")
+    return (
+        [found] if found else [sys.executable, "-c", "import sys; from edge_runtime.cli import main; sys.exit(main())"]
+    )
 
 
 def select(only: list[str] | None) -> list[Path]:

@@ -26,7 +26,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -93,6 +93,10 @@ class Board:
     readings: dict[str, str] = field(default_factory=dict)
     chute_truth: dict[int, str] = field(default_factory=dict)
     chute_frames: dict[str, str] = field(default_factory=dict)  # rendered chute frame file -> its truth (json)
+
+    def on_samples(self, samples: Sequence[Sample]) -> None:
+        for sample in samples:
+            self.on_sample(sample)
 
     def on_sample(self, sample: Sample) -> None:
         if isinstance(sample, Frame):
@@ -514,7 +518,7 @@ async def _run(
     service = Service(deployment, base_dir=plant.base_dir)
     service.load()  # models are verified here, before any machine starts
     service.result_observers.append(board.on_result)
-    service.sample_observers.append(board.on_sample)
+    service.sample_observers.append(board.on_samples)
     async with running_plant(plant) as machines:
         stop = asyncio.Event()
         runner = asyncio.create_task(service.run(stop, drain_s=30.0))

@@ -124,13 +124,13 @@ class UiServer:
             await self._runner.cleanup()
             self._runner = None
             raise
-        self.service.sample_observers.append(self.view.on_sample)
+        self.service.sample_observers.append(self.view.on_samples)
         self.service.result_observers.append(self.view.on_result)
         log.info("event=ui_started url=%s token=%s", self.url, "required" if self.token else "not_required")
 
     async def stop(self) -> None:
         with contextlib.suppress(ValueError):
-            self.service.sample_observers.remove(self.view.on_sample)
+            self.service.sample_observers.remove(self.view.on_samples)
         with contextlib.suppress(ValueError):
             self.service.result_observers.remove(self.view.on_result)
         if self._publisher is not None:

@@ -15,7 +15,7 @@ import contextlib
 import logging
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -105,18 +105,27 @@ class LiveView:
 
     # ---- observer hooks (event loop, hot path: references only) ---------------------------------------------
     def on_sample(self, sample: Sample) -> None:
-        """Sample hook; the service calls it on the routing path without a guard, so it never raises."""
-        try:
-            self._on_sample(sample)
-        except Exception as exc:  # a display must never stop the line
-            self.errors += 1
-            if self.errors == 1:
-                log.warning("event=ui_sample_hook_failed stream=%s error=%r", sample.stream, exc)
+        self.on_samples((sample,))
 
-    def _on_sample(self, sample: Sample) -> None:
+    def on_samples(self, samples: Sequence[Sample]) -> None:
+        """Sample hook; the service calls it on the routing path without a guard, so it never raises."""
         now = time.time_ns()
+        seen, history = self.seen_ns, self.history
+        for sample in samples:
+            try:
+                seen[sample.stream] = now
+                if isinstance(sample, Reading) and sample.value.ndim == 0:
+                    hist = history.get(sample.stream)
+                    if hist and now - hist[-1][0] < HISTORY_EVERY_NS:
+                        continue  # its sparkline has a point this half second: the common case for a polled tag
+                self._on_sample(sample, now)
+            except Exception as exc:  # a display must never stop the line
+                self.errors += 1
+                if self.errors == 1:
+                    log.warning("event=ui_sample_hook_failed stream=%s error=%r", sample.stream, exc)
+
+    def _on_sample(self, sample: Sample, now: int) -> None:
         stream = sample.stream
-        self.seen_ns[stream] = now
         if isinstance(sample, Frame):
             frames = self.frames.get(stream)
             if frames is None:

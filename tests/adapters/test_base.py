@@ -13,7 +13,7 @@ import adapters.base
 import adapters.loopback
 import adapters.registry
 import adapters.supervise
-from adapters.base import Result, dumps
+from adapters.base import Reading, Result, dumps, scalar_readings
 from adapters.supervise import OutageLog
 
 
@@ -52,3 +52,17 @@ def test_an_outage_is_logged_when_it_starts_and_ends_not_per_attempt(caplog: pyt
     events = [r.getMessage().split()[0] for r in caplog.records if r.levelno >= logging.INFO]
     assert events == ["event=sink_open", "event=sink_failed", "event=sink_recovered"]
     assert "attempts=50" in caplog.records[-1].getMessage()
+
+
+def test_scalar_readings_equal_readings_built_one_by_one_and_share_the_array() -> None:
+    values = np.array([1.5, np.nan, 3.0], dtype=np.float32)
+    out = scalar_readings(["d.a", "d.b", "d.c"], 7, values, ["good", "bad", "good"], ["bar", "", "A"])
+    expected = [Reading("d.a", 7, values[0, ...], "good", "bar"), Reading("d.b", 7, values[1, ...], "bad", "")]
+    expected.append(Reading("d.c", 7, values[2, ...], "good", "A"))
+    for got, want in zip(out, expected, strict=True):
+        assert type(got) is Reading and got[:2] + got[3:] == want[:2] + want[3:]  # all but the value
+        assert got.value.shape == () and got.value.dtype == np.float32
+        assert np.array_equal(got.value, want.value, equal_nan=True)
+        assert np.shares_memory(got.value, values)  # views, not copies
+    with pytest.raises(ValueError):  # a stream without a value is a decoder bug, never a silent drop
+        scalar_readings(["d.a", "d.b"], 7, values[:1], ["good", "good"], ["", ""])

@@ -5,13 +5,15 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import numpy as np
 import pytest
 
-from adapters.base import Frame, Reading
-from adapters.supervise import DecodeGuard, InsaneSampleError, cancel_and_wait, check_sample
+from adapters.base import BatchSource, Frame, Reading, Sample, Stats
+from adapters.supervise import Backoff, DecodeGuard, InsaneSampleError, cancel_and_wait, check_sample, supervise
+from tests.helpers import until
 
 
 def _deep(n: int) -> Any:
@@ -104,3 +106,51 @@ async def test_cancel_and_wait_gives_up_with_a_warning(caplog: pytest.LogCapture
     assert not task.done() and "event=task_not_cancelled task=stubborn" in caplog.text
     swallow[0] = 0
     assert await cancel_and_wait(task, retry_s=0.01)
+
+
+class _Grouped:
+    """A source of two groups of two readings: a `BatchSource` when `batched`, a plain `Source` otherwise."""
+
+    def __init__(self, batched: bool) -> None:
+        self.name, self.stats, self.closed = "grouped", Stats(), asyncio.Event()
+        self.groups = [[Reading(f"g.{i}{j}", i, np.array(float(j))) for j in range(2)] for i in range(2)]
+        if batched:
+            self.batches = self._batches
+
+    async def open(self) -> None:
+        if self.closed.is_set():  # the second session: park until cancelled
+            await asyncio.Event().wait()
+
+    async def _batches(self) -> AsyncIterator[list[Reading]]:
+        for group in self.groups:
+            yield group
+
+    async def stream(self) -> AsyncIterator[Reading]:
+        for group in self.groups:
+            for reading in group:
+                yield reading
+
+    async def close(self) -> None:
+        self.closed.set()
+
+
+@pytest.mark.parametrize("batched", [True, False])
+async def test_supervise_hands_a_batch_source_s_groups_over_whole(batched: bool) -> None:
+    source = _Grouped(batched)
+    singles: list[Sample] = []
+    groups: list[Sequence[Sample]] = []
+
+    async def emit(sample: Sample) -> None:
+        singles.append(sample)
+
+    async def emit_batch(samples: Sequence[Sample]) -> None:
+        groups.append(samples)
+
+    assert isinstance(source, BatchSource) is batched
+    task = asyncio.create_task(supervise(source, emit, emit_batch=emit_batch, backoff=Backoff(0.001, 0.001)))
+    await until(source.closed.is_set, what="the first session to end")
+    await cancel_and_wait(task)
+    if batched:
+        assert groups == source.groups and singles == []
+    else:
+        assert singles == [r for g in source.groups for r in g] and groups == []

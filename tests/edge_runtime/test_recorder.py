@@ -74,7 +74,7 @@ async def test_replay_gives_the_live_results_at_max_and_recorded_speed(mosquitto
     out = tmp_path / "line.erec"
     recorder = Recorder(out, header_for(site, deployment), device_of=device_resolver(deployment), chunk_bytes=64 << 10)
     service = Service(deployment, base_dir=tmp_path, config_dir=tmp_path)
-    service.sample_observers.append(recorder.add)
+    service.sample_observers.append(recorder.add_batch)
     async with serving(service) as live:
         async with gateway(mosquitto.port, speed=2.0):
             await until(lambda: len(live) >= 60, timeout_s=60, what="60 live results")
@@ -300,7 +300,7 @@ async def test_a_camera_line_replays_every_frame_and_agrees_where_live_kept_up(t
     out = tmp_path / "chute.erec"
     recorder = Recorder(out, header_for(site, deployment), device_of=device_resolver(deployment))
     service = Service(deployment, base_dir=tmp_path, config_dir=tmp_path)
-    service.sample_observers.append(recorder.add)
+    service.sample_observers.append(recorder.add_batch)
     async with serving(service) as live:
         await until(lambda: len(live) >= 12, timeout_s=60, what="12 live rice results")
     trailer = recorder.close("stop")

@@ -15,7 +15,7 @@ from adapters.loopback import free_port
 from adapters.modbus.codec import NUMERIC_DTYPES, ORDERS, register_count
 from adapters.modbus.config import ModbusTcpConfig
 from adapters.modbus.simulator import SimulatedMachine, serve_simulated
-from adapters.modbus.source import ModbusSource, decode_registers
+from adapters.modbus.source import ModbusSource, decode_registers, next_poll
 from adapters.supervise import check_sample
 from tests.helpers import until as wait_for
 
@@ -174,6 +174,34 @@ async def test_read_all_polls_every_request_once() -> None:
     assert source.stats["reads"] == source.requests_per_cycle == 2  # two poll groups, one request each
 
 
+async def test_batches_are_the_stream_s_readings_one_list_per_request() -> None:
+    """The service takes `batches()`; `stream()` must yield the same readings in the same order."""
+    cfg = tcp(
+        tags=[
+            {"name": "a", "address": 0},
+            {"name": "b", "address": 1, "dtype": "float32", "byte_order": "CDAB"},
+            {"name": "c", "address": 400},  # far away: a request of its own
+        ]
+    )
+    async with serve_simulated(cfg) as machine:
+        source = ModbusSource(cfg.model_copy(update={"port": machine.port}))
+        await source.open()
+        try:
+            batches = source.batches()
+            groups = [await anext(batches) for _ in range(source.requests_per_cycle)]
+            await batches.aclose()
+            stream = source.stream()
+            flat = [await anext(stream) for _ in range(3)]
+            await stream.aclose()
+        finally:
+            await source.close()
+    assert [[r.stream for r in g] for g in groups] == [["m.a", "m.b"], ["m.c"]]
+    assert all(len({r.t_ns for r in g}) == 1 for g in groups)  # one response, one time stamp
+    assert [r.stream for r in flat] == ["m.a", "m.b", "m.c"]
+    assert {r.stream: r.value.item() for g in groups for r in g} == pytest.approx(machine.values)
+    assert {r.stream: r.value.item() for r in flat} == pytest.approx(machine.values)
+
+
 # ------------------------------------------------------------------------------------------------ RTU
 
 
@@ -257,3 +285,20 @@ def test_fuzz_any_registers_decode_to_sane_readings_or_are_counted(data: st.Data
                 if r.quality == "good" and r.value.dtype.kind == "f":
                     assert np.isfinite(r.value).all()
     assert source.stats["malformed"] == 0
+
+
+# ------------------------------------------------------------------------------------------------ pacing
+
+
+def test_a_poll_within_its_period_keeps_the_fixed_rate() -> None:
+    assert next_poll(10.0, 0.5, 10.2) == (10.5, False)
+    assert next_poll(10.0, 0.5, 10.5) == (10.5, False)
+
+
+def test_an_overrun_polls_again_at_once_without_skipping_or_bursting() -> None:
+    # the poll due at 10.0 ended at 10.6: the next starts at 10.6 (data at most one poll old), not at 11.0
+    due, overran = next_poll(10.0, 0.5, 10.6)
+    assert (due, overran) == (10.6, True)
+    # three periods behind: one poll now and the period counted from it, not three polls back to back
+    assert next_poll(10.0, 0.5, 11.7) == (11.7, True)
+    assert next_poll(11.7, 0.5, 11.9) == (12.2, False)
