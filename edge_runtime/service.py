@@ -42,6 +42,9 @@ ResultObserver = Callable[[Result], None]
 
 SINK_OPEN_TIMEOUT_S = 30.0  # above every adapter's own connect timeout, so theirs is the one that speaks
 SINK_REOPEN_AFTER = 5  # failed delivery attempts in a row before a sink is closed and opened again
+_Routes = tuple[list[Pipeline], list[Pipeline]]  # (pipelines a stream is an input of, a side input of)
+_NOWHERE: _Routes = ([], [])  # the one route of every stream that no pipeline takes (compared by identity)
+
 # called once per group of routed samples: a Modbus response's readings, a single sample from other sources
 SampleObserver = Callable[[Sequence[Sample]], None]
 
@@ -99,7 +102,7 @@ class Service:
         self.sample_observers: list[SampleObserver] = []
         svc = deployment.service
         # stream -> (pipelines it is an input of, pipelines it is a side input of)
-        self._routes: StreamMap[str, tuple[list[Pipeline], list[Pipeline]]] = StreamMap(
+        self._routes: StreamMap[str, _Routes] = StreamMap(
             svc.max_streams, self.stats, "routes_evicted"
         )
         # Latest scalar reading per stream: exported as metrics, so tags without a model are still visible.
@@ -196,12 +199,13 @@ class Service:
             observer(samples)
         self.latest.update((s.stream, s) for s in samples if isinstance(s, Reading) and s.value.ndim == 0)
         found = self._routes.get_many([s.stream for s in samples])
+        if found.count(_NOWHERE) == len(found):  # C-speed identity test: most tags of a PLC feed no model
+            return
         for sample, routes in zip(samples, found, strict=True):
             if routes is None:
-                routes = (
-                    [p for p in self.pipelines if p.matches(sample.stream)],
-                    [p for p in self.pipelines if p.wants_side_input(sample.stream)],
-                )
+                targets = [p for p in self.pipelines if p.matches(sample.stream)]
+                sides = [p for p in self.pipelines if p.wants_side_input(sample.stream)]
+                routes = (targets, sides) if targets or sides else _NOWHERE
                 self._routes[sample.stream] = routes
             targets, sides = routes
             if sides and isinstance(sample, Reading):
