@@ -102,9 +102,7 @@ class Service:
         self.sample_observers: list[SampleObserver] = []
         svc = deployment.service
         # stream -> (pipelines it is an input of, pipelines it is a side input of)
-        self._routes: StreamMap[str, _Routes] = StreamMap(
-            svc.max_streams, self.stats, "routes_evicted"
-        )
+        self._routes: StreamMap[str, _Routes] = StreamMap(svc.max_streams, self.stats, "routes_evicted")
         # Latest scalar reading per stream: exported as metrics, so tags without a model are still visible.
         self.latest: StreamMap[str, Reading] = StreamMap(svc.max_streams, self.stats, "latest_evicted")
         self._outputs: dict[str, list[str]] = {}
