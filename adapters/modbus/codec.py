@@ -34,6 +34,7 @@ __all__ = [
     "Dtype",
     "decode_bits",
     "decoder",
+    "decoder_at",
     "encode",
     "encode_string",
     "raw_limits",
@@ -97,7 +98,7 @@ def decoder(dtype: str, order: str, length: int = 1) -> Decoder:
 
     Built once per combination at start-up; each call decodes every tag of that combination in one go.
     """
-    word_swap, byte_swap = _swaps(order)
+    _, byte_swap = _swaps(order)
     if dtype == "string":
         cols = np.arange(length, dtype=np.intp)
 
@@ -110,22 +111,40 @@ def decoder(dtype: str, order: str, length: int = 1) -> Decoder:
             return np.char.rstrip(text, " ")
 
         return decode_string
+    cols, finish = _numeric(dtype, order)
+
+    def decode(regs: Registers, offsets: Offsets) -> npt.NDArray[Any]:
+        return finish(regs[offsets[:, None] + cols])
+
+    return decode
+
+
+def decoder_at(dtype: str, order: str, offsets: Offsets) -> Callable[[Registers], npt.NDArray[Any]]:
+    """`decoder` of a numeric dtype with the offsets fixed at start-up (the read plan knows them): the word index
+    is computed once, and a response costs one gather and three conversions (half of `decoder`'s time per call)."""
+    cols, finish = _numeric(dtype, order)
+    index = np.ascontiguousarray(np.asarray(offsets, dtype=np.intp)[:, None] + cols)
+    return lambda regs: finish(regs[index])
+
+
+@functools.cache
+def _numeric(dtype: str, order: str) -> tuple[Offsets, Callable[[Registers], npt.NDArray[Any]]]:
+    """Word columns of one value (in big-endian order) and the conversion of gathered words (n, width) to values."""
+    word_swap, byte_swap = _swaps(order)
     if dtype not in NUMERIC_DTYPES:
         raise ValueError(f"no register decoder for dtype {dtype!r}")
     wire = np.dtype(NUMERIC_DTYPES[dtype])
     native = wire.newbyteorder("=")
-    width = wire.itemsize // 2
-    cols = np.arange(width, dtype=np.intp)
+    cols = np.arange(wire.itemsize // 2, dtype=np.intp)
     if word_swap:
         cols = cols[::-1].copy()
 
-    def decode(regs: Registers, offsets: Offsets) -> npt.NDArray[Any]:
-        words = regs[offsets[:, None] + cols]
+    def finish(words: Registers) -> npt.NDArray[Any]:
         if byte_swap:
             words = words.byteswap()
-        return np.ascontiguousarray(words.astype(">u2")).view(wire).reshape(-1).astype(native)
+        return words.astype(">u2", order="C").view(wire).ravel().astype(native)
 
-    return decode
+    return cols, finish
 
 
 def decode_bits(regs: Registers, offsets: Offsets, bits: npt.NDArray[np.uint16]) -> npt.NDArray[np.bool_]:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
-from adapters.modbus.codec import decode_bits, decoder
+from adapters.modbus.codec import decode_bits, decoder, decoder_at
 
 if TYPE_CHECKING:  # config imports BIT_TABLES from here; the planner only reads config attributes
     from adapters.modbus.config import ModbusDeviceConfig, ModbusTag
@@ -173,12 +173,15 @@ def _group_decoder(tags: Sequence[ModbusTag], start: int) -> GroupDecoder:
     if first.dtype == "bit":
         shifts = np.array([t.bit for t in tags], dtype=np.uint16)
         return lambda regs: decode_bits(regs, offsets, shifts)
-    decode = decoder(first.dtype, first.byte_order, first.length or 1)
-    if first.dtype == "string" or not first.scaled:
+    if first.dtype == "string":
+        decode = decoder(first.dtype, first.byte_order, first.length or 1)
         return lambda regs: decode(regs, offsets)
+    decode_at = decoder_at(first.dtype, first.byte_order, offsets)
+    if not first.scaled:
+        return decode_at
     scale = np.array([t.scale for t in tags], dtype=np.float64)
     offset = np.array([t.offset for t in tags], dtype=np.float64)
-    return lambda regs: to_engineering(decode(regs, offsets), scale, offset)
+    return lambda regs: to_engineering(decode_at(regs), scale, offset)
 
 
 def plan_device(config: ModbusDeviceConfig, *, coalesce: bool = True) -> list[PollGroup]:

@@ -14,6 +14,7 @@ from adapters.modbus.codec import (
     ORDERS,
     decode_bits,
     decoder,
+    decoder_at,
     encode,
     encode_string,
     raw_limits,
@@ -46,17 +47,21 @@ def test_numeric_round_trip(dtype: str, order: str, data: st.DataObject) -> None
     offsets = np.arange(len(values), dtype=np.intp) * stride + 1
     for i, off in enumerate(offsets):
         block[off : off + width] = regs[i]
-    decoded = decoder(dtype, order)(block, offsets)
     expected = np.array(values, dtype=NUMERIC_DTYPES[dtype].replace(">", "="))
-    assert decoded.dtype == expected.dtype
-    np.testing.assert_array_equal(decoded, expected)
+    # the same values through the per-call decoder and through the one the read plan builds (offsets fixed)
+    for decoded in (decoder(dtype, order)(block, offsets), decoder_at(dtype, order, offsets)(block)):
+        assert decoded.dtype == expected.dtype
+        np.testing.assert_array_equal(decoded, expected)
 
 
 @pytest.mark.parametrize("order", ORDERS)
 def test_nan_and_inf_survive(order: str) -> None:
     values = np.array([np.nan, np.inf, -np.inf, -0.0], dtype=np.float32)
-    out = decoder("float32", order)(encode("float32", order, values).reshape(-1), np.array([0, 2, 4, 6]))
+    regs = encode("float32", order, values).reshape(-1)
+    out = decoder("float32", order)(regs, np.array([0, 2, 4, 6]))
     assert np.array_equal(out.view(np.uint32), values.view(np.uint32))
+    fixed = decoder_at("float32", order, np.array([0, 2, 4, 6]))(regs)
+    assert np.array_equal(fixed.view(np.uint32), values.view(np.uint32))
 
 
 @pytest.mark.parametrize(
