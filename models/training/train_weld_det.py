@@ -453,7 +453,14 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         return make_batch(rng.choice(len(fit_names), size=args.batch, p=w), tr_imgs, tr_boxes, rng, centres_np)
 
     if args.cache_views > 0:
-        cache = build_cache(net, args.cache_views, tr_imgs, tr_boxes, rng, centres_np, freeze)
+        cache_file = Path(args.cache_file) if args.cache_file else None
+        if cache_file is not None and cache_file.exists():  # same views, targets and features: skip the caching
+            cache = tuple(torch.load(cache_file))
+            print(f"cache read from {cache_file}", flush=True)
+        else:
+            cache = build_cache(net, args.cache_views, tr_imgs, tr_boxes, rng, centres_np, freeze)
+            if cache_file is not None:
+                torch.save(list(cache), cache_file)
         n_views = len(cache[0])
         wv = np.tile(w, args.cache_views) / args.cache_views
 
@@ -473,7 +480,11 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         net.train()
         acc: dict[str, list[float]] = {}
         for _ in range(steps_per_epoch):
+            # with --max-steps the cosine runs over the steps, the time budget staying a ceiling: whichever
+            # comes first ends the schedule, which always completes
             progress = (time.time() - t_start) / budget_s
+            if args.max_steps > 0:
+                progress = max(progress, step / args.max_steps)
             if progress >= 1.0:
                 done = True
                 break
@@ -646,6 +657,7 @@ def main() -> None:
     ap.add_argument("--frame-weight", type=float, default=1.0)
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--max-minutes", type=float, default=30.0)
+    ap.add_argument("--max-steps", type=int, default=0, help="schedule over this many steps (0: over the minutes)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--checkpoint", default="/tmp/weld_det.pt")
     ap.add_argument("--from-checkpoint", action="store_true", help="skip training, export the saved weights")
@@ -654,9 +666,11 @@ def main() -> None:
     ap.add_argument(
         "--cache-upto", type=int, default=0, help="with --cache-views: cache blocks[:n] only and train the rest (0: 15)"
     )
+    ap.add_argument("--cache-file", default="", help="with --cache-views: read the cache here, or write it here")
     ap.add_argument("--input", type=int, default=INPUT, help="input side in pixels (multiple of 32)")
     ap.add_argument("--fit-tune", action="store_true", help="also fit the tuning sources (no tuning then)")
     ap.add_argument("--version", default="2.0.0")
+    ap.add_argument("--skip-val", action="store_true", help="stop after tuning: no validation figures")
     args = ap.parse_args()
     configure(args.input)
     out = Path(args.out)
@@ -756,6 +770,8 @@ def main() -> None:
                 f"; `reject` = {1 - mix:g} x frame head probability + {mix:g} x best bad_weld/defect location score"
             )
         write_manifest(out, meta)
+    if args.skip_val:  # compare on the tuning sources first; validation is evaluated once, later
+        return
     from edge_runtime.tools.evaluate.weld_inspector import evaluate
 
     metrics: dict[str, Any] = {}
