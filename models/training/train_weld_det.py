@@ -681,6 +681,7 @@ def main() -> None:
     else:
         res = train(args)
         torch.save(res, args.checkpoint)
+    (out / "train_log.json").write_text(json.dumps(res["history"], indent=1))
     net: WeldDet = res["net"]
     fp32, _, int8_sha = export(net, out, res["tr_imgs"], args.seed)
     train_sources = sorted({res["src"][n] for n in res["train_names"]})
@@ -784,7 +785,6 @@ def main() -> None:
             print(variant, json.dumps(brief), flush=True)
     meta["metrics"] = metrics
     write_manifest(out, meta)
-    (out / "train_log.json").write_text(json.dumps(res["history"], indent=1))
 
 
 if __name__ == "__main__":
