@@ -92,6 +92,8 @@ class LiveView:
         self.frames: dict[str, collections.deque[Frame]] = {}
         self.blocks: dict[str, collections.deque[Reading]] = {}
         self.seen_ns: dict[str, int] = {}  # stream -> wall clock when its last sample arrived
+        # first stream of a group of scalars -> when its sparklines take points again (`on_samples`)
+        self._quiet_until: dict[str, int] = {}
         self.history: dict[str, collections.deque[tuple[int, float]]] = {}
         self.latest: dict[str, Result] = {}  # (pipeline, stream) key for waveforms, pipeline for frames
         self.shown: dict[str, Frame] = {}  # pipeline -> the frame of its latest result
@@ -108,21 +110,38 @@ class LiveView:
         self.on_samples((sample,))
 
     def on_samples(self, samples: Sequence[Sample]) -> None:
-        """Sample hook; the service calls it on the routing path without a guard, so it never raises."""
+        """Sample hook; the service calls it on the routing path without a guard, so it never raises.
+
+        A group of scalars (a Modbus response, or one MQTT value) that got its sparkline points less than half a
+        second ago only refreshes its "seen" times: at a 10 ms poll that is 49 groups in 50, and the page's cost
+        per tag was a tenth of the ingest's CPU.
+        """
+        if not samples:
+            return
         now = time.time_ns()
-        seen, history = self.seen_ns, self.history
+        first = samples[0]
+        try:
+            self.seen_ns.update(dict.fromkeys([s.stream for s in samples], now))
+            if now < self._quiet_until.get(first.stream, 0):
+                return
+        except Exception as exc:  # a display must never stop the line
+            self._failed(first, exc)
+            return
+        scalars = True
         for sample in samples:
             try:
-                seen[sample.stream] = now
-                if isinstance(sample, Reading) and sample.value.ndim == 0:
-                    hist = history.get(sample.stream)
-                    if hist and now - hist[-1][0] < HISTORY_EVERY_NS:
-                        continue  # its sparkline has a point this half second: the common case for a polled tag
+                scalars = scalars and isinstance(sample, Reading) and sample.value.ndim == 0
                 self._on_sample(sample, now)
-            except Exception as exc:  # a display must never stop the line
-                self.errors += 1
-                if self.errors == 1:
-                    log.warning("event=ui_sample_hook_failed stream=%s error=%r", sample.stream, exc)
+            except Exception as exc:
+                scalars = False
+                self._failed(sample, exc)
+        if scalars:
+            self._quiet_until[first.stream] = now + HISTORY_EVERY_NS
+
+    def _failed(self, sample: Sample, exc: Exception) -> None:
+        self.errors += 1
+        if self.errors == 1:
+            log.warning("event=ui_sample_hook_failed stream=%s error=%r", getattr(sample, "stream", "?"), exc)
 
     def _on_sample(self, sample: Sample, now: int) -> None:
         stream = sample.stream

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import base64
+import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import cv2
 import numpy as np
@@ -12,6 +14,7 @@ import pytest
 from adapters.base import Frame, Reading, Result, Scalar
 from edge_runtime.config import Deployment
 from edge_runtime.service import Service
+from edge_runtime.web import snapshot
 from edge_runtime.web.snapshot import LiveView, downscale_jpeg, spectrum_db
 
 
@@ -159,3 +162,23 @@ def test_a_sample_the_view_cannot_read_is_counted_never_raised(view: LiveView) -
     view.on_sample(odd)
     view.on_sample(odd)
     assert view.errors == 2
+
+
+def test_a_group_of_scalars_takes_sparkline_points_twice_a_second_and_is_always_seen(
+    view: LiveView, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = [1_700_000_000_000_000_000]
+    monkeypatch.setattr(snapshot, "time", SimpleNamespace(time_ns=lambda: clock[0], monotonic=time.monotonic))
+    group = [Reading(f"plc.t{i}", 0, np.array(float(i))) for i in range(3)]
+    view.on_samples(group)
+    clock[0] += 100_000_000  # 0.1 s later: no new point, but every tag was seen now
+    view.on_samples([r._replace(value=r.value + 10) for r in group])
+    assert [list(view.history[r.stream]) for r in group] == [[(clock[0] - 100_000_000, float(i))] for i in range(3)]
+    assert all(view.seen_ns[r.stream] == clock[0] for r in group)
+    clock[0] += 500_000_000  # the next half second: one more point each
+    view.on_samples([r._replace(value=r.value + 20) for r in group])
+    assert [[v for _, v in view.history[r.stream]] for r in group] == [[i, i + 20] for i in range(3)]
+    frames = [Frame("chute.image", i, np.zeros((4, 4, 3), np.uint8)) for i in range(2)]
+    view.on_samples(frames[:1])
+    view.on_samples(frames[1:])  # frames are never skipped: the page shows the one a result names
+    assert list(view.frames["chute.image"]) == frames
