@@ -93,9 +93,9 @@ def device_resolver(deployment: Deployment) -> Callable[[str], str]:
 
 
 class Recorder:
-    """A sample observer (`Service.sample_observers`) that streams every sample to `path`.
+    """A sample observer (`add_batch`, in `Service.sample_observers`) that streams every sample to `path`.
 
-    `add` encodes the sample into the current chunk (one copy of its bytes); a writer thread compresses (zlib,
+    `add` encodes one sample into the current chunk (one copy of its bytes); a writer thread compresses (zlib,
     which releases the GIL) and appends chunks with an fsync. Call `close` once, after the sources stopped.
     """
 

@@ -196,10 +196,19 @@ class Service:
         for observer in self.sample_observers:
             observer(samples)
         self.latest.update((s.stream, s) for s in samples if isinstance(s, Reading) and s.value.ndim == 0)
+        await self._dispatch(samples)
+
+    async def _dispatch(self, samples: Sequence[Sample]) -> None:
+        """Each sample to the pipelines it is an input or a side input of, routes looked up once per group. A reload
+        that swaps the pipelines while the group waits on a full queue sends the rest to the new ones."""
+        pipelines = self.pipelines
         found = self._routes.get_many([s.stream for s in samples])
         if found.count(_NOWHERE) == len(found):  # C-speed identity test: most tags of a PLC feed no model
             return
-        for sample, routes in zip(samples, found, strict=True):
+        for i, (sample, routes) in enumerate(zip(samples, found, strict=True)):
+            if self.pipelines is not pipelines:
+                await self._dispatch(samples[i:])
+                return
             if routes is None:
                 targets = [p for p in self.pipelines if p.matches(sample.stream)]
                 sides = [p for p in self.pipelines if p.wants_side_input(sample.stream)]

@@ -24,8 +24,11 @@ Behaviour on a bad day, by design:
   that request and a counted error; polling goes on;
 - a slave on a shared RS-485 line that stops answering is skipped for a back-off period (bad readings at its
   poll rate), so one dead drive never stalls the others;
-- a lost TCP connection or serial port ends `ModbusSource.stream` with `AdapterError`; `adapters.supervise.supervise`
-  reopens it with back-off and jitter;
+- a poll that outlasts its period (a slow device, a busy gateway) is followed at once by the next, counted in
+  `overruns`: the tags stay at most about one poll old, but such a device is polled back to back, so when
+  `overruns` keeps growing raise `poll_interval_ms` (or split the tags into slower `poll_groups`);
+- a lost TCP connection or serial port ends `ModbusSource.stream` (and `batches`) with `AdapterError`;
+  `adapters.supervise.supervise` reopens it with back-off and jitter;
 - a write outside the sink's `writable` allow-list is refused at validation and again at run time.
 
 Example profile tag::

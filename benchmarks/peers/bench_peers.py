@@ -4,7 +4,8 @@ edge-runtime's Modbus source, one after the other against one pymodbus server, a
 Node-RED gets exactly edge-runtime's planned requests (one `modbus-read` node per request, same table, start, count
 and poll period) and a function node per read that counts the tags it carries; it does not decode dtypes or byte
 orders (it would need one buffer-parser node per tag), so its CPU figure is a floor. edge-runtime runs
-`ModbusSource.stream()` (decoded, timestamped `Reading`s) in this process. CPU time is the reader's process only
+`ModbusSource.batches()` (decoded, timestamped `Reading`s, one list per response, as the service takes them) in
+this process; the server holds fixed values (`bench_modbus._serve`). CPU time is the reader's process only
 (Node-RED: its node process from /proc; edge-runtime: this process), never the server's. Needs `make peers`.
 
     .venv/bin/python benchmarks/peers/bench_peers.py [--seconds 10] [--rounds 3] [--json bench-peers.json]

@@ -81,7 +81,7 @@ class _RiceTotals:
 
 
 class LiveView:
-    """The page's view of a running service: `on_sample`/`on_result` are the observer hooks."""
+    """The page's view of a running service: `on_samples`/`on_result` are the observer hooks."""
 
     def __init__(self, service: Service) -> None:
         self.service = service

@@ -507,3 +507,40 @@ def test_a_pyrometer_profile_gives_the_measured_t85_and_the_computed_one_is_kept
     assert num(result, "t85_s") == pytest.approx(2.5, abs=0.05)  # (800 - 500) / 120 degC/s
     assert num(result, "t85_computed_s") > 5  # the EN 1011-2 estimate stays beside the measurement
     assert result.values["preheat_required"] is True
+
+
+async def test_a_group_of_readings_reaches_side_inputs_latest_values_and_survives_a_reload(
+    optics_file: Path, tmp_path: Path
+) -> None:
+    """A Modbus response arrives as one group (`Service._route_batch`): its one compensation tag must reach the
+    pipeline's side inputs, every scalar the latest-value map, also once routes are cached and after a reload."""
+    ports = {"ua": 4840, "plc": 502}
+    cfg = tmp_path / "site.yaml"
+    cfg.write_text(yaml.safe_dump(_deployment(tmp_path, optics_file, ports, "weld1.hall_temp")))
+    deployment, errors = validate_file(cfg)
+    assert deployment is not None, errors
+    service = Service(deployment, base_dir=tmp_path, config_dir=tmp_path)
+    service.load()
+
+    def group(t: int, hall: float) -> list[Reading]:
+        return [
+            Reading("weld1.current", t, np.array(180.0)),
+            Reading("weld1.hall_temp", t, np.array(hall)),
+            Reading("plc.speed", t, np.array(3.0)),
+        ]
+
+    (rice,) = service.pipelines
+    await service._route_batch(group(100, -12.0))
+    await service._route_batch(group(200, -14.0))  # routes cached by now
+    assert rice.compensator.side.at("weld1.hall_temp", 150) == -12.0
+    assert rice.compensator.side.at("weld1.hall_temp", 250) == -14.0
+    assert {s: float(r.value) for s, r in service.latest.items()} == {
+        "weld1.current": 180.0,
+        "weld1.hall_temp": -14.0,
+        "plc.speed": 3.0,
+    }
+    assert service.stats["samples"] == 6
+    service._routes.clear()  # what a reload does when it swaps the pipelines: routes are derived again
+    await service._route_batch(group(300, -16.0))
+    assert rice.compensator.side.at("weld1.hall_temp", 350) == -16.0
+    assert service.stats["samples"] == 9
