@@ -46,6 +46,11 @@ class StreamMap(Generic[K, V]):
             self._data.move_to_end(key)
         return value
 
+    def __getitem__(self, key: K) -> V:
+        value = self._data[key]
+        self._data.move_to_end(key)
+        return value
+
     def get_many(self, keys: Sequence[K]) -> list[V | None]:
         """`get` of each key, in one call (the router looks up a Modbus response's tens of tags at once)."""
         data = self._data

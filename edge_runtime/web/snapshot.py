@@ -24,6 +24,7 @@ import numpy.typing as npt
 
 from adapters.base import Frame, Reading, Result, Sample, jsonable
 from edge_runtime.dsp import source_window_length
+from edge_runtime.streams import StreamMap
 
 if TYPE_CHECKING:
     from edge_runtime.service import Service
@@ -89,18 +90,26 @@ class LiveView:
         self.declared = {
             p.id: str(getattr(p.task, "declared_variety", "")) for p in service.deployment.pipelines
         }  # rice purity is the share of the declared variety
-        self.frames: dict[str, collections.deque[Frame]] = {}
-        self.blocks: dict[str, collections.deque[Reading]] = {}
-        self.seen_ns: dict[str, int] = {}  # stream -> wall clock when its last sample arrived
+        # per stream, bounded like the service's own maps: a publisher inventing topics cannot grow the page
+        limit, stats = service.deployment.service.max_streams, service.stats
+        self.frames: StreamMap[str, collections.deque[Frame]] = StreamMap(limit, stats, "ui_streams_evicted")
+        self.blocks: StreamMap[str, collections.deque[Reading]] = StreamMap(limit, stats, "ui_streams_evicted")
+        # stream -> wall clock when its last sample arrived
+        self.seen_ns: StreamMap[str, int] = StreamMap(limit, stats, "ui_streams_evicted")
         # first stream of a group of scalars -> when its sparklines take points again (`on_samples`)
-        self._quiet_until: dict[str, int] = {}
-        self.history: dict[str, collections.deque[tuple[int, float]]] = {}
-        self.latest: dict[str, Result] = {}  # (pipeline, stream) key for waveforms, pipeline for frames
+        self._quiet_until: StreamMap[str, int] = StreamMap(limit, stats, "ui_streams_evicted")
+        self.history: StreamMap[str, collections.deque[tuple[int, float]]] = StreamMap(
+            limit, stats, "ui_streams_evicted"
+        )
+        # (pipeline, stream) key for waveforms, pipeline for frames
+        self.latest: StreamMap[str, Result] = StreamMap(limit, stats, "ui_streams_evicted")
         self.shown: dict[str, Frame] = {}  # pipeline -> the frame of its latest result
         self.results: collections.Counter[str] = collections.Counter()
         self.rice: dict[str, _RiceTotals] = collections.defaultdict(_RiceTotals)
         self.strip: dict[str, collections.deque[Result]] = {}
-        self.anomaly: dict[str, collections.deque[tuple[int, float]]] = {}
+        self.anomaly: StreamMap[str, collections.deque[tuple[int, float]]] = StreamMap(
+            limit, stats, "ui_streams_evicted"
+        )
         self._rates: dict[str, collections.deque[tuple[float, int, int]]] = {}
         self._jpeg: dict[str, tuple[int, str]] = {}  # pipeline -> (seq, data URL): encode each result once
         self.errors = 0
@@ -121,8 +130,8 @@ class LiveView:
         now = time.time_ns()
         first = samples[0]
         try:
-            self.seen_ns.update(dict.fromkeys([s.stream for s in samples], now))
-            if now < self._quiet_until.get(first.stream, 0):
+            self.seen_ns.update((s.stream, now) for s in samples)
+            if now < (self._quiet_until.get(first.stream) or 0):
                 return
         except Exception as exc:  # a display must never stop the line
             self._failed(first, exc)
@@ -233,7 +242,7 @@ class LiveView:
                 (d.id, d.kind, d.stream_prefixes(), dict(svc.sources[i].stats) if i < len(svc.sources) else {})
                 for i, d in enumerate(svc.deployment.devices)
             ],
-            "seen": dict(self.seen_ns),
+            "seen": dict(self.seen_ns.items()),
             "pipelines": pipelines,
             "sinks": [(s.id, s.kind, dict(svc.sinks[s.id].stats)) for s in svc.deployment.sinks if s.id in svc.sinks],
             "backlog": dict(backlog),
@@ -243,7 +252,7 @@ class LiveView:
                 "dropped": svc.outbox.dropped,
                 "when_full": svc.outbox.when_full,
             },
-            "latest": dict(self.latest),
+            "latest": dict(self.latest.items()),
             "rice": {k: (dict(v.grains), dict(v.ejected), v.frames) for k, v in self.rice.items()},
             "strip": {k: list(v) for k, v in self.strip.items()},
             "anomaly": {k: list(v) for k, v in self.anomaly.items()},

@@ -182,3 +182,22 @@ def test_a_group_of_scalars_takes_sparkline_points_twice_a_second_and_is_always_
     view.on_samples(frames[:1])
     view.on_samples(frames[1:])  # frames are never skipped: the page shows the one a result names
     assert list(view.frames["chute.image"]) == frames
+
+
+def test_a_publisher_inventing_streams_cannot_grow_the_page(tmp_path: Path) -> None:
+    """Every per-stream map of the page is bounded by `max_streams`, like the service's own; evictions are counted."""
+    deployment = Deployment.model_validate(
+        {
+            "service": {"ui_listen": None, "max_streams": 100, "outbox": {"path": str(tmp_path / "o.sqlite")}},
+            "devices": [{"id": "chute", "kind": "camera", "source": str(tmp_path)}],
+        }
+    )
+    view = LiveView(Service(deployment))
+    for i in range(300):
+        view.on_samples([Reading(f"gw.junk{i}", 0, np.array(float(i)))])
+        view.on_samples([Reading(f"gw.wave{i}", 0, np.zeros(8), rate_hz=1e3)])
+        view.on_sample(Frame(f"cam{i}.image", 0, np.zeros((2, 2, 3), np.uint8)))
+    sizes = [len(m) for m in (view.seen_ns, view.history, view.blocks, view.frames, view._quiet_until)]
+    assert sizes == [100, 100, 100, 100, 100]
+    assert "gw.junk299" in view.history and "gw.junk0" not in view.history
+    assert view.service.stats["ui_streams_evicted"] > 0
