@@ -23,7 +23,6 @@ import asyncio
 import contextlib
 import json
 import multiprocessing
-import os
 import re
 import socket
 import subprocess
@@ -40,7 +39,7 @@ from adapters.modbus.plan import plan_report
 from adapters.modbus.simulator import SimulatedMachine
 from adapters.modbus.sink import ModbusWriteSink
 from adapters.modbus.source import ModbusSource
-from edge_runtime.tools.bench import edge_runtime_command
+from edge_runtime.tools.bench import edge_runtime_command, process_cpu_s, wait_for_process
 from edge_runtime.tools.bench_schema import figure, write_result
 
 KINDS: list[dict[str, Any]] = [
@@ -186,12 +185,6 @@ async def paced_ingest(config: ModbusTcpConfig, poll_ms: int, seconds: float) ->
     }
 
 
-def _cpu_s(pid: int) -> float:
-    """User + system CPU seconds of a process (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def _counter(metrics_port: int, name: str) -> float:
     with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as response:
         text = response.read().decode()
@@ -218,28 +211,21 @@ def service_ingest(config: ModbusTcpConfig, poll_ms: int, seconds: float, workdi
     path.write_text(json.dumps(deployment))  # JSON is YAML
     with (workdir / "service.log").open("ab") as log:
         proc = subprocess.Popen([*edge_runtime_command(), "run", str(path)], stdout=log, stderr=subprocess.STDOUT)
+
+    def polled_a_cycle() -> bool:
+        with contextlib.suppress(OSError):  # the metrics endpoint is not up yet
+            return _counter(metrics, "readings") >= 2 * len(config.tags)
+        return False
+
+    def snapshot() -> tuple[float, float, float, float]:
+        return _counter(metrics, "readings"), _counter(metrics, "overruns"), process_cpu_s(proc.pid), time.monotonic()
+
     try:
-        deadline = time.monotonic() + 600  # a gateway starts in seconds; emulation takes far longer
-        while True:  # polling, and one full cycle done
-            with contextlib.suppress(OSError):
-                if _counter(metrics, "readings") >= 2 * len(config.tags):
-                    break
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"edge-runtime run did not start polling: see {workdir / 'service.log'}")
-            time.sleep(0.1)
-        r0, o0, c0, t0 = (
-            _counter(metrics, "readings"),
-            _counter(metrics, "overruns"),
-            _cpu_s(proc.pid),
-            time.monotonic(),
-        )
+        # a gateway starts in seconds; emulation takes far longer
+        wait_for_process(f"polling (see {workdir / 'service.log'})", polled_a_cycle, 600, proc)
+        r0, o0, c0, t0 = snapshot()
         time.sleep(seconds)
-        r1, o1, c1, t1 = (
-            _counter(metrics, "readings"),
-            _counter(metrics, "overruns"),
-            _cpu_s(proc.pid),
-            time.monotonic(),
-        )
+        r1, o1, c1, t1 = snapshot()
     finally:
         proc.terminate()
         try:

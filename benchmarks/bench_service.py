@@ -39,11 +39,10 @@ import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 from adapters.loopback import free_port
 from edge_runtime.inference import read_manifest, resolve_model_dir
-from edge_runtime.tools.bench import edge_runtime_command
+from edge_runtime.tools.bench import edge_runtime_command, wait_for_process
 from edge_runtime.tools.bench_schema import figure, write_result
 from edge_runtime.tools.broker import Mosquitto
 from edge_runtime.tools.demo import DemoPlant, prepare_plant, running_plant
@@ -97,16 +96,6 @@ def _get(url: str) -> tuple[int, str]:
         return exc.code, ""
     except OSError:
         return 0, ""
-
-
-def _until(what: str, check: Any, timeout_s: float, proc: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not check():
-        if proc.poll() is not None:
-            raise RuntimeError(f"the service exited (code {proc.returncode}) before {what}")
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"no {what} within {timeout_s:g} s")
-        time.sleep(0.02)
 
 
 @contextmanager
@@ -180,8 +169,8 @@ def service_round(plant: DemoPlant, n: int, window_s: float, log: Path) -> dict[
                     pass
                 return bool(ready)
 
-            _until("READY=1", got_ready, 180, proc)
-            _until("/healthz 200", lambda: _get(f"http://127.0.0.1:{metrics}/healthz")[0] == 200, 60, proc)
+            wait_for_process("READY=1", got_ready, 180, proc)
+            wait_for_process("/healthz 200", lambda: _get(f"http://127.0.0.1:{metrics}/healthz")[0] == 200, 60, proc)
             healthz = time.perf_counter() - t0
 
             def every_pipeline_stored() -> bool:
@@ -189,7 +178,7 @@ def service_round(plant: DemoPlant, n: int, window_s: float, log: Path) -> dict[
                 done = set(re.findall(r'_pipeline_batches_total\{pipeline="(\w+)"\} ([1-9][\d.e+]*)', text))
                 return {p for p, _ in done} >= set(pipelines)
 
-            _until("a result from every pipeline", every_pipeline_stored, 120, proc)
+            wait_for_process("a result from every pipeline", every_pipeline_stored, 120, proc)
             all_results = time.perf_counter() - t0
             peak, steady = rss_window(proc.pid, window_s)
         finally:

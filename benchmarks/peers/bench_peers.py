@@ -17,7 +17,6 @@ import argparse
 import asyncio
 import json
 import multiprocessing
-import os
 import subprocess
 import sys
 import tempfile
@@ -34,6 +33,7 @@ from bench_modbus import _serve, paced_ingest, profile, wait_port  # type: ignor
 from adapters.loopback import free_port  # noqa: E402
 from adapters.modbus.config import ModbusTcpConfig  # noqa: E402
 from adapters.modbus.plan import plan_device  # noqa: E402
+from edge_runtime.tools.bench import process_cpu_s  # noqa: E402
 from edge_runtime.tools.bench_schema import figure, write_result  # noqa: E402
 
 NODE_RED = HERE / "node_modules" / ".bin" / "node-red"
@@ -122,11 +122,6 @@ def flow(config: ModbusTcpConfig, poll_ms: int) -> list[dict[str, Any]]:
     return nodes
 
 
-def cpu_s(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -166,9 +161,9 @@ def node_red_rounds(config: ModbusTcpConfig, poll_ms: int, seconds: float, round
             time.sleep(2.0)  # warm-up: connection established, JIT settled
             out = []
             for _ in range(rounds):
-                n0, c0, w0 = count(ui), cpu_s(proc.pid), time.perf_counter()
+                n0, c0, w0 = count(ui), process_cpu_s(proc.pid), time.perf_counter()
                 time.sleep(seconds)
-                n1, c1, w1 = count(ui), cpu_s(proc.pid), time.perf_counter()
+                n1, c1, w1 = count(ui), process_cpu_s(proc.pid), time.perf_counter()
                 n = n1 - n0
                 out.append(
                     {

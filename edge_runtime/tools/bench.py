@@ -17,6 +17,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -54,6 +55,23 @@ def edge_runtime_command() -> list[str]:
     return (
         [found] if found else [sys.executable, "-c", "import sys; from edge_runtime.cli import main; sys.exit(main())"]
     )
+
+
+def process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of another process (Linux /proc), for benchmarks that run the service or a peer."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def wait_for_process(what: str, check: Callable[[], bool], timeout_s: float, proc: subprocess.Popen[bytes]) -> None:
+    """Until `check()` holds; RuntimeError naming `what` when `proc` exits first or `timeout_s` passes."""
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        if proc.poll() is not None:
+            raise RuntimeError(f"the service exited (code {proc.returncode}) before {what}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"no {what} within {timeout_s:g} s")
+        time.sleep(0.02)
 
 
 def select(only: list[str] | None) -> list[Path]:

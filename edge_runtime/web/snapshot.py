@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import collections
 import contextlib
+import functools
 import logging
 import re
 import time
@@ -91,25 +92,22 @@ class LiveView:
             p.id: str(getattr(p.task, "declared_variety", "")) for p in service.deployment.pipelines
         }  # rice purity is the share of the declared variety
         # per stream, bounded like the service's own maps: a publisher inventing topics cannot grow the page
-        limit, stats = service.deployment.service.max_streams, service.stats
-        self.frames: StreamMap[str, collections.deque[Frame]] = StreamMap(limit, stats, "ui_streams_evicted")
-        self.blocks: StreamMap[str, collections.deque[Reading]] = StreamMap(limit, stats, "ui_streams_evicted")
-        # stream -> wall clock when its last sample arrived
-        self.seen_ns: StreamMap[str, int] = StreamMap(limit, stats, "ui_streams_evicted")
-        # first stream of a group of scalars -> when its sparklines take points again (`on_samples`)
-        self._quiet_until: StreamMap[str, int] = StreamMap(limit, stats, "ui_streams_evicted")
-        self.history: StreamMap[str, collections.deque[tuple[int, float]]] = StreamMap(
-            limit, stats, "ui_streams_evicted"
+        per_stream = functools.partial(
+            StreamMap, service.deployment.service.max_streams, service.stats, "ui_streams_evicted"
         )
+        self.frames: StreamMap[str, collections.deque[Frame]] = per_stream()
+        self.blocks: StreamMap[str, collections.deque[Reading]] = per_stream()
+        self.seen_ns: StreamMap[str, int] = per_stream()  # stream -> wall clock when its last sample arrived
+        # first stream of a group of scalars -> when its sparklines take points again (`on_samples`)
+        self._quiet_until: StreamMap[str, int] = per_stream()
+        self.history: StreamMap[str, collections.deque[tuple[int, float]]] = per_stream()
         # (pipeline, stream) key for waveforms, pipeline for frames
-        self.latest: StreamMap[str, Result] = StreamMap(limit, stats, "ui_streams_evicted")
+        self.latest: StreamMap[str, Result] = per_stream()
         self.shown: dict[str, Frame] = {}  # pipeline -> the frame of its latest result
         self.results: collections.Counter[str] = collections.Counter()
         self.rice: dict[str, _RiceTotals] = collections.defaultdict(_RiceTotals)
         self.strip: dict[str, collections.deque[Result]] = {}
-        self.anomaly: StreamMap[str, collections.deque[tuple[int, float]]] = StreamMap(
-            limit, stats, "ui_streams_evicted"
-        )
+        self.anomaly: StreamMap[str, collections.deque[tuple[int, float]]] = per_stream()
         self._rates: dict[str, collections.deque[tuple[float, int, int]]] = {}
         self._jpeg: dict[str, tuple[int, str]] = {}  # pipeline -> (seq, data URL): encode each result once
         self.errors = 0
