@@ -252,20 +252,22 @@ def _geometry(
     import cv2
 
     out = np.zeros((len(ids), 10), dtype=np.float64)
-    rects = np.zeros((len(ids), 5), dtype=np.float64)  # cx, cy, w, h, angle (deg) of the minimum-area rectangle
     original = ids < n_orig
     out[original, :5] = stats[ids[original], :5]
+    contours = []
     for row, label in enumerate(ids.tolist()):
         if label < n_orig:
-            contour = contour_of[label]
-        else:
-            x, y, w, h, area = pieces[label]
-            out[row, :5] = (x, y, w, h, area)
-            blob = (labels[y : y + h, x : x + w] == label).astype(np.uint8)
-            found, _ = cv2.findContours(blob, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE, offset=(x, y))
-            contour = max(found, key=cv2.contourArea)
-        (cx, cy), (side_w, side_h), angle = cv2.minAreaRect(contour)
-        rects[row] = (cx, cy, side_w, side_h, angle)
+            contours.append(contour_of[label])
+            continue
+        x, y, w, h, area = pieces[label]
+        out[row, :5] = (x, y, w, h, area)
+        blob = (labels[y : y + h, x : x + w] == label).astype(np.uint8)
+        found, _ = cv2.findContours(blob, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE, offset=(x, y))
+        contours.append(max(found, key=cv2.contourArea))
+    # cx, cy, w, h, angle (deg) of each minimum-area rectangle, gathered into one array at the end
+    rects = np.array(
+        [(cx, cy, w, h, angle) for (cx, cy), (w, h), angle in map(cv2.minAreaRect, contours)], dtype=np.float64
+    ).reshape(-1, 5)
     a = np.deg2rad(rects[:, 4])
     width, height = rects[:, 2], rects[:, 3]
     out[:, 5:7] = rects[:, 0:2]
@@ -293,8 +295,11 @@ def _crop(
 
     s = params.crop_size
     side = np.maximum(geo[:, 7], 2.0) * params.crop_margin
+    # the median as np.median takes it (the mean of the two middle values), at a tenth of its cost on 50 values
+    ordered = np.sort(side)
+    median = 0.5 * (ordered[(len(side) - 1) // 2] + ordered[len(side) // 2])
     levels = 0
-    while np.median(side) / 2**levels > 2 * s:
+    while median / 2**levels > 2 * s:
         levels += 1
     src = frame
     for _ in range(levels):
@@ -314,7 +319,7 @@ def _crop(
     # type that holds every label (uint16 dilates in half the time of float32, uint8 samples faster still), float32
     # still holds any label a frame up to 8192x8192 can have
     label_type = np.uint8 if n_labels <= 2**8 else np.uint16 if n_labels <= 2**16 else np.float32
-    grown = cv2.dilate(labels.astype(label_type), np.ones((3, 3), np.uint8))
+    grown = cv2.dilate(labels.astype(label_type, copy=False), np.ones((3, 3), np.uint8))
     n = len(ids)
     crops = np.empty((n, s, s, 4), dtype=np.uint8)
     owner = np.empty((n, s, s), dtype=label_type)

@@ -205,6 +205,35 @@ def test_off_type_is_ejected_and_declared_kept(runner: ModelRunner) -> None:
     assert result[1]["decision"] == "keep"
 
 
+def test_grains_of_a_frame_batch_run_in_chunks_with_the_same_results(
+    runner: ModelRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    frames = []
+    for k in range(3):
+        frame = plate(seed=10 + k)
+        for i, cx in enumerate((150, 450, 750, 1050)):
+            paste(frame, horizontal(grain(VARIETIES[(i + k) % 5], 60 + 4 * k + i)), cx, 180)
+        frames.append(Frame("chute", k, frame))
+    calls: list[int] = []
+    run = runner.run
+
+    def counted(inputs: dict[str, npt.NDArray[np.uint8]]) -> dict[str, npt.NDArray[np.float32]]:
+        calls.append(len(inputs["x"]))
+        return run(inputs)
+
+    monkeypatch.setattr(runner, "run", counted)
+    whole = wire(make_task(runner, "Arborio", size_prior=False).process(frames))
+    assert calls == [12]
+    calls.clear()
+    chunked = wire(make_task(runner, "Arborio", size_prior=False, crops_per_call=5).process(frames))
+    assert calls == [5, 5, 2]
+    assert [r["n_grains"] for r in chunked] == [4, 4, 4]
+    for a, b in zip(whole, chunked, strict=True):
+        assert [g["variety"] for g in a["grains"]] == [g["variety"] for g in b["grains"]]
+        np.testing.assert_allclose([g["score"] for g in a["grains"]], [g["score"] for g in b["grains"]], atol=2e-4)
+        assert a["eject_channels"] == b["eject_channels"]
+
+
 def test_malformed_frame_is_invalid_not_an_error(runner: ModelRunner) -> None:
     task = make_task(runner)
     bad = np.zeros((10, 10), dtype=np.uint8)
