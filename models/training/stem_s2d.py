@@ -1,0 +1,160 @@
+"""Rewrite a QDQ int8 model's stem, a 3x3 stride-2 convolution on the few input channels, as SpaceToDepth(2)
+followed by a 2x2 stride-1 convolution on four times the channels: the same integer arithmetic, so the same outputs.
+
+Why: onnxruntime's int8 convolution packs its input per kernel tap, and with 3 input channels a 3x3 tap carries 3
+bytes: on the rice network this one layer took half of the model's time. After SpaceToDepth a 2x2 tap carries 12
+contiguous bytes and the layer runs about 1.5x faster (the extra zero weights are cheaper than the packing).
+Output (i, j) of the 3x3 stride-2 convolution with padding 1 reads input rows 2i-1 .. 2i+1, that is the second row
+of block i-1 and both rows of block i of the 2 x 2 blocks (with TensorFlow's "same" padding, 0 before and 1 after:
+rows 2i .. 2i+2, blocks i and i+1); each tap's int8 weight moves to the 2x2 kernel's slot for
+its block and to the SpaceToDepth channel for its place in the block, the slots no tap reaches hold 0, and the
+per-output-channel scales stay. SpaceToDepth goes in front of the input's QuantizeLinear (per-tensor: it commutes).
+
+    python -m models.training.stem_s2d models/rice_sorter/model.int8.onnx [--out FILE] [--check N]
+
+Needs onnx and onnxruntime only. Refuses a graph whose stem is not that pattern, and writes nothing unless the
+rewritten model gives the same probabilities as the original on `--check` random inputs.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = ["max_difference", "rewrite_stem"]
+
+
+def _node_producing(graph: Any, name: str) -> Any:
+    return next((n for n in graph.node if name in n.output), None)
+
+
+def _attrs(node: Any) -> dict[str, Any]:
+    from onnx import helper
+
+    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
+
+
+def rewrite_stem(model: Any) -> Any:
+    """A copy of `model` (onnx.ModelProto) with its stem rewritten; ValueError when the stem is not a QDQ 3x3
+    stride-2 convolution with padding 1 (or 0 before and 1 after) on the graph's input, or the input's height or width
+    is odd."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    model = onnx.ModelProto.FromString(model.SerializeToString())
+    graph = model.graph
+    inits = {t.name: t for t in graph.initializer}
+    stem = next((n for n in graph.node if n.op_type == "Conv"), None)
+    if stem is None:
+        raise ValueError("no Conv in the graph")
+    a = _attrs(stem)
+    if (
+        list(a.get("kernel_shape", [])) != [3, 3]
+        or list(a.get("strides", [1, 1])) != [2, 2]
+        or list(a.get("pads", [0, 0, 0, 0])) not in ([1, 1, 1, 1], [0, 0, 1, 1])
+        or int(a.get("group", 1)) != 1
+        or list(a.get("dilations", [1, 1])) != [1, 1]
+    ):
+        raise ValueError(f"the first Conv ({stem.name}) is not 3x3, stride 2, padding 1 or (0, 1), dense: {a}")
+    dq_x = _node_producing(graph, stem.input[0])
+    dq_w = _node_producing(graph, stem.input[1])
+    if dq_x is None or dq_x.op_type != "DequantizeLinear" or dq_w is None or dq_w.op_type != "DequantizeLinear":
+        raise ValueError(f"the first Conv ({stem.name}) is not between DequantizeLinear nodes (not a QDQ model)")
+    q_x = _node_producing(graph, dq_x.input[0])
+    if q_x is None or q_x.op_type != "QuantizeLinear":
+        raise ValueError(f"the first Conv's input ({dq_x.input[0]}) does not come from a QuantizeLinear")
+    for scale_or_zero in q_x.input[1:]:
+        if scale_or_zero in inits and numpy_helper.to_array(inits[scale_or_zero]).size != 1:
+            raise ValueError("the stem's input is quantised per channel; SpaceToDepth would not commute with it")
+    weight = inits.get(dq_w.input[0])
+    if weight is None:
+        raise ValueError(f"the first Conv's weight ({dq_w.input[0]}) is not an initializer")
+    w = numpy_helper.to_array(weight)
+    top, left = (int(v) for v in a["pads"][:2])
+    out_ch, in_ch = w.shape[:2]
+    w2 = np.zeros((out_ch, 4 * in_ch, 2, 2), dtype=w.dtype)
+    # a tap at offset r = ky - top from row 2i: block i + r // 2 (kernel slot r // 2 + top), row r % 2 in it;
+    # ONNX SpaceToDepth (DCR) puts row dy, column dx, channel c at channel (dy * 2 + dx) * C + c
+    for ky in range(3):
+        for kx in range(3):
+            by, dy = divmod(ky - top, 2)
+            bx, dx = divmod(kx - left, 2)
+            w2[:, (dy * 2 + dx) * in_ch : (dy * 2 + dx + 1) * in_ch, by + top, bx + left] = w[:, :, ky, kx]
+    weight.CopyFrom(numpy_helper.from_array(w2, weight.name))
+    # in front of the input's quantizer, on float: onnxruntime's SpaceToDepth on the uint8 graph input (before the
+    # cast and the normalisation) moves a quarter of the bytes but ran 5 % slower in all
+    s2d_out = f"{q_x.input[0]}_space_to_depth"
+    s2d = helper.make_node("SpaceToDepth", [q_x.input[0]], [s2d_out], name=f"{stem.name}_space_to_depth", blocksize=2)
+    q_x.input[0] = s2d_out
+    kept = [attr for attr in stem.attribute if attr.name not in ("kernel_shape", "strides", "pads")]
+    stem.ClearField("attribute")
+    stem.attribute.extend(kept)
+    stem.attribute.extend(
+        [
+            helper.make_attribute("kernel_shape", [2, 2]),
+            helper.make_attribute("strides", [1, 1]),
+            helper.make_attribute("pads", [top, left, 1 - top, 1 - left]),
+        ]
+    )
+    # the graph's nodes are in topological order: SpaceToDepth goes just before the QuantizeLinear it feeds
+    # (appending copies the messages, so every edit above is done first)
+    nodes = list(graph.node)
+    graph.ClearField("node")
+    for node in nodes:
+        if node is q_x:
+            graph.node.append(s2d)
+        graph.node.append(node)
+    # value_info of the rewired tensors would now be wrong; onnxruntime infers shapes itself
+    graph.ClearField("value_info")
+    inp = graph.input[0].type.tensor_type.shape.dim
+    if len(inp) == 4 and any(d.HasField("dim_value") and d.dim_value % 2 for d in inp[2:]):
+        raise ValueError("the input's height and width must be even for SpaceToDepth(2)")
+    onnx.checker.check_model(model)
+    return model
+
+
+def max_difference(a: bytes, b: bytes, feeds: list[dict[str, npt.NDArray[Any]]]) -> float:
+    """Largest absolute difference between the two serialised models' first outputs on `feeds` (1 thread)."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    sa = ort.InferenceSession(a, opts, providers=["CPUExecutionProvider"])
+    sb = ort.InferenceSession(b, opts, providers=["CPUExecutionProvider"])
+    worst = 0.0
+    for feed in feeds:
+        worst = max(worst, float(np.abs(sa.run(None, feed)[0] - sb.run(None, feed)[0]).max()))
+    return worst
+
+
+def main() -> None:
+    import onnx
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("model", type=Path)
+    ap.add_argument("--out", type=Path, help="where to write (default: over the model)")
+    ap.add_argument("--check", type=int, default=512, help="random uint8 inputs the outputs are compared on")
+    args = ap.parse_args()
+    original = onnx.load(str(args.model))
+    rewritten = rewrite_stem(original)
+    dims = [d.dim_value or 1 for d in original.graph.input[0].type.tensor_type.shape.dim]
+    rng = np.random.default_rng(0)
+    feeds = [
+        {original.graph.input[0].name: rng.integers(0, 256, size=[64, *dims[1:]], dtype=np.uint8)}
+        for _ in range(max(1, args.check // 64))
+    ]
+    diff = max_difference(original.SerializeToString(), rewritten.SerializeToString(), feeds)
+    print(f"largest output difference on {len(feeds) * 64} random inputs: {diff:.3g}")
+    if diff > 1e-5:
+        raise SystemExit("the rewritten model does not give the same outputs; nothing written")
+    out = args.out or args.model
+    onnx.save(rewritten, str(out))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
