@@ -28,6 +28,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from itertools import zip_longest
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -81,6 +82,7 @@ class Board:
     weld_labelled: int = 0
     weld_truth: dict[int, str] = field(default_factory=dict)  # frame t_ns -> decision from the label file
     weld_labels: Path | None = None
+    weld_images: Path | None = None  # the weld camera's folder of links
     weld_last: str = "-"
     hall_c: float | None = None  # the cold snap's hall temperature, as the weld cell reports it
     lens: float | None = None  # latest estimated lens transmission of the chute camera
@@ -106,10 +108,13 @@ class Board:
                 if len(self.chute_truth) > 500:
                     self.chute_truth.pop(next(iter(self.chute_truth)))
             elif self.weld_labels is not None and "source" in sample.meta:
-                label = self.weld_labels / (Path(str(sample.meta["source"])).stem + ".txt")
-                if label.is_file():  # YOLO classes 0 bad_weld, 1 good_weld, 2 defect: reject on 0 or 2
-                    classes = {line.split()[0] for line in label.read_text().splitlines() if line.strip()}
-                    self.weld_truth[sample.t_ns] = "reject" if classes & {"0", "2"} else "accept"
+                # the camera's folder holds numbered links to the data set's photographs, named like their labels
+                photo = Path(str(sample.meta["source"]))
+                if self.weld_images is not None:
+                    photo = (self.weld_images / photo.name).resolve()
+                rejects = _weld_rejects(self.weld_labels / f"{photo.stem}.txt")
+                if rejects is not None:
+                    self.weld_truth[sample.t_ns] = "reject" if rejects else "accept"
         elif isinstance(sample, Reading) and sample.value.ndim == 0:
             if sample.stream.endswith(".hall_temp"):
                 self.hall_c = float(sample.value)
@@ -207,22 +212,41 @@ _SHOW = re.compile(
 )
 
 
-def _weld_images(target: Path) -> int:
-    """Link some real weld photographs (the model's validation sources where known) into `target`."""
+def _weld_rejects(label: Path) -> bool | None:
+    """The label file's frame decision: reject on a bad weld or a defect (YOLO classes 0 and 2), None unlabelled."""
+    try:
+        classes = {line.split()[0] for line in label.read_text().splitlines() if line.strip()}
+    except OSError:
+        return None
+    return bool(classes & {"0", "2"})
+
+
+def _weld_images(target: Path, n: int = 60) -> int:
+    """Link `n` real weld photographs (the model's validation sources where known) into `target`, in the order the
+    camera shows them: good and bad welds alternate, as on a line, and each kind cycles through its sources, so a
+    short demo shows both decisions on several sources instead of one video's frames. The order comes from the
+    labels, never from the model's answers; the board scores every decision against those labels."""
     data = shared_dataset("weld_photos")
     if data is None:
         return 0
     images = sorted((data / "images").glob("*.jpg"))
+    source_of = {p.name: p.stem for p in images}
     split = models_dir() / "weld_inspector" / "split.json"
     with contextlib.suppress(OSError, ValueError, KeyError):
         val_sources = set(json.loads(split.read_text())["val_sources"])
         with (data / "sources.csv").open(newline="") as fh:
-            val_images = {row["image"] for row in csv.DictReader(fh) if row["source"] in val_sources}
-        images = [p for p in images if p.name in val_images] or images
+            source_of.update({row["image"]: row["source"] for row in csv.DictReader(fh)})
+        images = [p for p in images if source_of[p.name] in val_sources] or images
+    kinds: dict[bool | None, dict[str, list[Path]]] = {True: {}, False: {}, None: {}}
+    for path in images:
+        kinds[_weld_rejects(data / "labels" / f"{path.stem}.txt")].setdefault(source_of[path.name], []).append(path)
+    # round robin: first image of every source, then the second of every source, ...
+    queues = [[p for group in zip_longest(*kind.values()) for p in group if p is not None] for kind in kinds.values()]
+    order = [p for group in zip_longest(queues[0], queues[1]) for p in group if p is not None] + queues[2]
     target.mkdir(parents=True, exist_ok=True)
-    for path in images[:60]:
-        (target / path.name).symlink_to(path)
-    return min(len(images), 60)
+    for i, path in enumerate(order[:n]):  # the camera shows a folder in name order
+        (target / f"{i:03d}-{path.name}").symlink_to(path)
+    return min(len(order), n)
 
 
 COLD_START_C, COLD_END_C = 5.0, -30.0  # the demo's cold snap: the hall's temperature over the run
@@ -466,6 +490,7 @@ def run_demo(
             )
             weld_data = shared_dataset("weld_photos")
             board.weld_labels = weld_data / "labels" if weld_data else None
+            board.weld_images = plant.base_dir / "weld_images"
             env = plant.env
             print(
                 f"edge-runtime demo for {seconds:g} s: "

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import csv
+import json
 import re
+from pathlib import Path
 
 import pytest
 
 from edge_runtime.cli import main
+from edge_runtime.paths import models_dir, shared_dataset
 from edge_runtime.tools import demo
 
 
@@ -44,3 +48,21 @@ def test_demo_without_the_shared_data_replays_the_bundled_excerpt(
     assert "replaying the bundled excerpt" in out
     assert _figure(r"vibration: (\d+) windows", out) > 0
     assert "rice chute is left out" in out
+
+
+def test_weld_camera_alternates_good_and_bad_welds_across_sources(tmp_path: Path) -> None:
+    n = demo._weld_images(tmp_path / "weld", n=24)
+    assert n == 24
+    links = sorted((tmp_path / "weld").iterdir())
+    assert [p.name[:4] for p in links] == [f"{i:03d}-" for i in range(24)]
+    data = shared_dataset("weld_photos")
+    assert data is not None
+    photos = [p.resolve() for p in links]
+    assert all(p.parent == (data / "images").resolve() for p in photos)
+    rejects = [demo._weld_rejects(data / "labels" / f"{p.stem}.txt") for p in photos]
+    assert rejects == [True, False] * 12, "bad and good welds alternate, by their labels"
+    with (data / "sources.csv").open(newline="") as fh:
+        source = {row["image"]: row["source"] for row in csv.DictReader(fh)}
+    val = set(json.loads((models_dir() / "weld_inspector" / "split.json").read_text())["val_sources"])
+    assert {source[p.name] for p in photos} <= val, "only the model's held-out sources"
+    assert len({source[p.name] for p in photos}) >= 20, "each kind cycles through its sources"
