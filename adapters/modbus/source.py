@@ -18,7 +18,14 @@ import numpy as np
 import numpy.typing as npt
 
 from adapters.base import AdapterError, Quality, Reading, Stats, now_ns, scalar_readings
-from adapters.modbus.client import READ_METHOD, connect, exceptions, serial_client, tcp_client
+from adapters.modbus.client import (
+    READ_METHOD,
+    connect,
+    decode_registers_as_arrays,
+    exceptions,
+    serial_client,
+    tcp_client,
+)
 from adapters.modbus.config import ModbusDeviceConfig, ModbusRtuConfig, ModbusTcpConfig
 from adapters.modbus.plan import BIT_TABLES, PlannedRead, plan_device
 from adapters.supervise import Backoff, DecodeGuard
@@ -97,9 +104,11 @@ class ModbusSource:
         self._errors = exceptions()
         if isinstance(cfg, ModbusTcpConfig):
             self._client = tcp_client(cfg.host, cfg.port, cfg.timeout_s)
+            decode_registers_as_arrays(self._client)
             await connect(self._client, f"{cfg.host}:{cfg.port}", cfg.timeout_s + 5.0)
         else:
             self._client = serial_client(cfg.serial_port, cfg.baudrate, cfg.parity, cfg.stopbits, cfg.timeout_s)
+            decode_registers_as_arrays(self._client)
             await connect(self._client, cfg.serial_port, cfg.timeout_s + 5.0)
         backoff_s = cfg.dead_backoff_s if isinstance(cfg, ModbusRtuConfig) else 1.0
         backoff_max = cfg.dead_backoff_max_s if isinstance(cfg, ModbusRtuConfig) else 30.0
@@ -195,9 +204,9 @@ class ModbusSource:
             self._failing.discard(key)
             log.info("event=modbus_exception_cleared device=%s table=%s start=%d", self.name, req.table, req.start)
         if req.table in BIT_TABLES:
-            raw: npt.NDArray[Any] = np.asarray(response.bits[: req.count], dtype=np.bool_)
+            raw: npt.NDArray[Any] = np.asarray(response.bits[: req.count], dtype=np.bool_)  # arrays (client.py)
         else:
-            raw = np.asarray(response.registers, dtype=np.uint16)
+            raw = np.asarray(response.registers, dtype=np.uint16)  # big-endian to native: one byte swap
         if raw.shape[0] < req.count:
             self.stats["short_responses"] += 1
             return self._bad(read, t_ns)

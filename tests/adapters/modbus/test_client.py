@@ -1,0 +1,52 @@
+"""The source's array responses decode every payload as pymodbus's own responses do, and refuse what they refuse."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from pymodbus.exceptions import ModbusIOException
+from pymodbus.pdu.bit_message import ReadCoilsResponse, ReadDiscreteInputsResponse
+from pymodbus.pdu.register_message import ReadHoldingRegistersResponse, ReadInputRegistersResponse
+
+from adapters.modbus.client import _array_responses, decode_registers_as_arrays, tcp_client
+
+HOLDING, INPUT, COILS, DISCRETE = _array_responses()
+
+
+@given(st.lists(st.integers(0, 0xFFFF), max_size=125), st.binary(max_size=3))
+def test_registers_decode_as_pymodbus_does(registers: list[int], tail: bytes) -> None:
+    # trailing bytes past the byte count are ignored by both
+    body = bytes([2 * len(registers)]) + b"".join(r.to_bytes(2, "big") for r in registers) + tail
+    for ours, theirs in ((HOLDING(), ReadHoldingRegistersResponse()), (INPUT(), ReadInputRegistersResponse())):
+        assert ours.function_code == theirs.function_code
+        ours.decode(body)
+        theirs.decode(body)
+        assert ours.registers.tolist() == theirs.registers == registers
+        assert np.asarray(ours.registers, dtype=np.uint16).tolist() == registers
+        assert "values=" in str(ours)
+
+
+def test_register_byte_count_beyond_the_packet_or_odd_is_refused() -> None:
+    with pytest.raises(ModbusIOException):
+        HOLDING().decode(bytes([4, 0, 1]))
+    with pytest.raises(ModbusIOException):
+        INPUT().decode(bytes([3, 0, 1, 2, 3]))
+
+
+@given(st.binary(max_size=250))
+def test_bits_decode_as_pymodbus_does(payload: bytes) -> None:
+    body = bytes([len(payload)]) + payload
+    for ours, theirs in ((COILS(), ReadCoilsResponse()), (DISCRETE(), ReadDiscreteInputsResponse())):
+        ours.decode(body)
+        theirs.decode(body)
+        assert ours.bits.dtype == np.bool_ and ours.bits.tolist() == theirs.bits
+
+
+async def test_client_decodes_reads_with_the_array_responses() -> None:
+    client = tcp_client("127.0.0.1", 1, 1.0)
+    decode_registers_as_arrays(client)
+    table = client.ctx.framer.decoder.pdu_table
+    assert {code: table[code][1] for code in (1, 2, 3, 4)} == {1: COILS, 2: DISCRETE, 3: HOLDING, 4: INPUT}
+    assert tcp_client("127.0.0.1", 1, 1.0).ctx.framer.decoder.pdu_table[3][1] is ReadHoldingRegistersResponse
