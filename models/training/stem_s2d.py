@@ -6,9 +6,10 @@ bytes: on the rice network this one layer took half of the model's time. After S
 contiguous bytes and the layer runs about 1.5x faster (the extra zero weights are cheaper than the packing).
 Output (i, j) of the 3x3 stride-2 convolution with padding 1 reads input rows 2i-1 .. 2i+1, that is the second row
 of block i-1 and both rows of block i of the 2 x 2 blocks (with TensorFlow's "same" padding, 0 before and 1 after:
-rows 2i .. 2i+2, blocks i and i+1); each tap's int8 weight moves to the 2x2 kernel's slot for
-its block and to the SpaceToDepth channel for its place in the block, the slots no tap reaches hold 0, and the
-per-output-channel scales stay. SpaceToDepth goes in front of the input's QuantizeLinear (per-tensor: it commutes).
+rows 2i .. 2i+2, blocks i and i+1); each tap's int8 weight moves to the 2x2 kernel's slot for its block and to the
+SpaceToDepth channel for its place in the block, the slots no tap reaches hold the weight's zero point (0 after
+dequantisation), and the per-output-channel scales stay. SpaceToDepth goes in front of the input's QuantizeLinear
+(per-tensor: it commutes).
 
     python -m models.training.stem_s2d models/rice_sorter/model.int8.onnx [--out FILE] [--check N]
 
@@ -32,6 +33,11 @@ def _node_producing(graph: Any, name: str) -> Any:
     return next((n for n in graph.node if name in n.output), None)
 
 
+def _readers(graph: Any, name: str) -> list[Any]:
+    """The nodes reading tensor `name`, plus None for each graph output of that name."""
+    return [n for n in graph.node if name in n.input] + [None for o in graph.output if o.name == name]
+
+
 def _attrs(node: Any) -> dict[str, Any]:
     from onnx import helper
 
@@ -40,8 +46,8 @@ def _attrs(node: Any) -> dict[str, Any]:
 
 def rewrite_stem(model: Any) -> Any:
     """A copy of `model` (onnx.ModelProto) with its stem rewritten; ValueError when the stem is not a QDQ 3x3
-    stride-2 convolution with padding 1 (or 0 before and 1 after) on the graph's input, or the input's height or width
-    is odd."""
+    stride-2 convolution with padding 1 (or 0 before and 1 after) on the graph's input, its quantised input is read
+    by another node too, or the input's height or width is odd."""
     import onnx
     from onnx import helper, numpy_helper
 
@@ -67,6 +73,9 @@ def rewrite_stem(model: Any) -> Any:
     q_x = _node_producing(graph, dq_x.input[0])
     if q_x is None or q_x.op_type != "QuantizeLinear":
         raise ValueError(f"the first Conv's input ({dq_x.input[0]}) does not come from a QuantizeLinear")
+    # the quantised input and its dequantised copy change shape: nothing but the stem may read them
+    if _readers(graph, q_x.output[0]) != [dq_x] or _readers(graph, dq_x.output[0]) != [stem]:
+        raise ValueError(f"the first Conv's quantised input ({dq_x.input[0]}) is also read by other nodes")
     for scale_or_zero in q_x.input[1:]:
         if scale_or_zero in inits and numpy_helper.to_array(inits[scale_or_zero]).size != 1:
             raise ValueError("the stem's input is quantised per channel; SpaceToDepth would not commute with it")
@@ -76,7 +85,16 @@ def rewrite_stem(model: Any) -> Any:
     w = numpy_helper.to_array(weight)
     top, left = (int(v) for v in a["pads"][:2])
     out_ch, in_ch = w.shape[:2]
-    w2 = np.zeros((out_ch, 4 * in_ch, 2, 2), dtype=w.dtype)
+    # the slots no tap reaches hold the weight's zero point (a weight of 0 after dequantisation)
+    zero = np.zeros(1, dtype=w.dtype)
+    if len(dq_w.input) > 2 and dq_w.input[2]:
+        if dq_w.input[2] not in inits:
+            raise ValueError(f"the first Conv's weight zero point ({dq_w.input[2]}) is not an initializer")
+        zero = numpy_helper.to_array(inits[dq_w.input[2]]).reshape(-1)
+        if zero.size not in (1, out_ch) or (zero.size > 1 and int(_attrs(dq_w).get("axis", 1)) != 0):
+            raise ValueError("the first Conv's weight is quantised along another axis than its output channels")
+    w2 = np.empty((out_ch, 4 * in_ch, 2, 2), dtype=w.dtype)
+    w2[...] = zero.reshape(-1, 1, 1, 1)
     # a tap at offset r = ky - top from row 2i: block i + r // 2 (kernel slot r // 2 + top), row r % 2 in it;
     # ONNX SpaceToDepth (DCR) puts row dy, column dx, channel c at channel (dy * 2 + dx) * C + c
     for ky in range(3):

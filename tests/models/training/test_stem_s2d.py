@@ -45,7 +45,7 @@ def _float_model(stride: int = 2) -> onnx.ModelProto:
     return model
 
 
-def _quantized(model: onnx.ModelProto, feeds: list[dict[str, Any]]) -> onnx.ModelProto:
+def _quantized(model: onnx.ModelProto, feeds: list[dict[str, Any]], uint8_weights: bool = False) -> onnx.ModelProto:
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
     class Reader(CalibrationDataReader):  # type: ignore[misc]
@@ -68,7 +68,7 @@ def _quantized(model: onnx.ModelProto, feeds: list[dict[str, Any]]) -> onnx.Mode
             quant_format=QuantFormat.QDQ,
             per_channel=True,
             activation_type=QuantType.QUInt8,
-            weight_type=QuantType.QInt8,
+            weight_type=QuantType.QUInt8 if uint8_weights else QuantType.QInt8,
         )
         return onnx.load(str(dst))
 
@@ -101,3 +101,33 @@ def test_stem_that_is_not_a_3x3_stride_2_conv_is_refused() -> None:
         rewrite_stem(_quantized(_float_model(stride=1), _feeds(2, 0)))
     with pytest.raises(ValueError, match="QDQ"):
         rewrite_stem(_float_model())
+
+
+def test_unreached_slots_hold_the_weight_zero_point() -> None:
+    # uint8 weights are asymmetric: an integer 0 would dequantise to -zero_point x scale, not to 0
+    q = _quantized(_float_model(), _feeds(4, 0), uint8_weights=True)
+    zero_point = next(t for t in q.graph.initializer if t.name == "w0_zero_point")
+    assert numpy_helper.to_array(zero_point).any(), "the weights have zero points other than 0"
+    rewritten = rewrite_stem(q)
+    assert max_difference(q.SerializeToString(), rewritten.SerializeToString(), _feeds(2, 7)) < 1e-5
+
+
+def test_stem_whose_quantised_input_is_read_elsewhere_is_refused() -> None:
+    # the normalised input also feeds a shortcut (2x2 average pool, 1x1 conv) added to the stem's output:
+    # the quantizer shares one QuantizeLinear/DequantizeLinear pair between the two readers
+    model = _float_model()
+    rng = np.random.default_rng(3)
+    model.graph.initializer.append(numpy_helper.from_array(rng.normal(0, 0.4, (8, 3, 1, 1)).astype(np.float32), "ws"))
+    nodes = list(model.graph.node)
+    relu = next(n for n in nodes if n.op_type == "Relu" and n.input[0] == "c0")
+    relu.input[0] = "c0s"
+    shortcut = [
+        helper.make_node("AveragePool", ["xn"], ["p"], kernel_shape=[2, 2], strides=[2, 2]),
+        helper.make_node("Conv", ["p", "ws"], ["sc"], kernel_shape=[1, 1]),
+        helper.make_node("Add", ["c0", "sc"], ["c0s"]),
+    ]
+    at = nodes.index(relu)
+    model.graph.ClearField("node")
+    model.graph.node.extend(nodes[:at] + shortcut + nodes[at:])
+    with pytest.raises(ValueError, match="read by other nodes"):
+        rewrite_stem(_quantized(model, _feeds(2, 0)))
