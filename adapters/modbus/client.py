@@ -79,9 +79,10 @@ def _array_responses() -> tuple[type[Any], ...]:
 
     pymodbus decodes a response value by value (a `struct.unpack` and a list append per register, eight appends per
     byte of bits) and formats the whole response for a debug line it then drops; at a 10 ms poll of 500 tags that
-    was a fifth of the source's CPU. The register byte count is checked as pymodbus checks it, and an odd one is
-    refused (pymodbus fails on its last register); bits are unpacked from every byte after the count, LSB first,
-    as pymodbus does.
+    was a fifth of the source's CPU. The register byte count is checked as pymodbus checks it, and an odd one gives
+    its whole registers, as pymodbus's loop does (refusing it would drop the connection on every poll of such a
+    device: the framer raises out of the transport's callback); bits are unpacked from every byte after the count,
+    LSB first, as pymodbus does.
     """
     from pymodbus.exceptions import ModbusIOException
     from pymodbus.pdu.bit_message import ReadCoilsResponse, ReadDiscreteInputsResponse
@@ -89,7 +90,7 @@ def _array_responses() -> tuple[type[Any], ...]:
 
     def decode_registers(self: Any, data: bytes) -> None:
         count = int(data[0])
-        if count >= len(data) or count % 2:
+        if count >= len(data):
             raise ModbusIOException(
                 f"byte_count {count} does not fit a packet of {len(data)} bytes", function_code=self.function_code
             )
