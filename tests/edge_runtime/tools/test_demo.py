@@ -7,8 +7,10 @@ import json
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from adapters.base import Frame
 from edge_runtime.cli import main
 from edge_runtime.paths import models_dir, shared_dataset
 from edge_runtime.tools import demo
@@ -66,3 +68,21 @@ def test_weld_camera_alternates_good_and_bad_welds_across_sources(tmp_path: Path
     val = set(json.loads((models_dir() / "weld_inspector" / "split.json").read_text())["val_sources"])
     assert {source[p.name] for p in photos} <= val, "only the model's held-out sources"
     assert len({source[p.name] for p in photos}) >= 20, "each kind cycles through its sources"
+
+
+def test_board_finds_a_weld_frame_s_label_through_the_camera_folder_s_link(tmp_path: Path) -> None:
+    # the camera reports the link's name ("000-<photo>.jpg"); the label is named after the photograph it points to
+    (tmp_path / "images").mkdir()
+    (tmp_path / "labels").mkdir()
+    links = tmp_path / "weld_images"
+    links.mkdir()
+    labels = {"good": "1 0.5 0.5 0.2 0.2", "bad": "1 0.5 0.5 0.2 0.2\n2 0.1 0.1 0.1 0.1"}  # 2: a defect
+    for i, (photo, label) in enumerate(labels.items()):
+        (tmp_path / "images" / f"{photo}.jpg").write_bytes(b"")
+        (tmp_path / "labels" / f"{photo}.txt").write_text(label + "\n")
+        (links / f"{i:03d}-{photo}.jpg").symlink_to(tmp_path / "images" / f"{photo}.jpg")
+    board = demo.Board(truth={}, weld_labels=tmp_path / "labels", weld_images=links)
+    image = np.zeros((2, 2, 3), np.uint8)
+    for t_ns, name in enumerate(("000-good.jpg", "001-bad.jpg", "002-unlinked.jpg")):
+        board.on_sample(Frame("weldcam", t_ns, image, {"source": name}))
+    assert board.weld_truth == {0: "accept", 1: "reject"}
