@@ -97,7 +97,8 @@ class RiceSorterConfig(TaskConfigBase):
 
 
 class RiceSorterTask:
-    """Classifies every grain of a batch of frames in one model call and decides which ejector channels fire."""
+    """Classifies every grain of a batch of frames (in model calls of `crops_per_call` crops) and decides which ejector
+    channels fire."""
 
     def __init__(self, config: RiceSorterConfig, runner: ModelRunner) -> None:
         manifest = runner.manifest
