@@ -97,7 +97,8 @@ def _array_responses() -> tuple[type[Any], ...]:
         self.registers = np.frombuffer(data, dtype=">u2", count=count // 2, offset=1)
 
     def decode_bits(self: Any, data: bytes) -> None:
-        self.bits = np.unpackbits(np.frombuffer(data, dtype=np.uint8, offset=1), bitorder="little").view(np.bool_)
+        # sliced after frombuffer: an empty payload gives no bits, as in pymodbus, not an error
+        self.bits = np.unpackbits(np.frombuffer(data, dtype=np.uint8)[1:], bitorder="little").view(np.bool_)
 
     def summary(self: Any) -> str:
         values = self.registers if self.function_code > 2 else self.bits
