@@ -77,7 +77,7 @@ class MqttSource:
             item = _Message(index, msg.topic, bytes(msg.payload), _user_properties(msg), now_ns())
             conn, inbox = self._conn, self._inbox  # None once close() started: late messages are dropped
             if conn is not None and inbox is not None:
-                conn.call_soon(inbox.put, item, item.topic)
+                inbox.post(conn.call_soon, item, item.topic)
 
         return on_message
 

@@ -83,7 +83,7 @@ class SparkplugSource:
         item = _Message(msg.topic, bytes(msg.payload), now_ns())
         conn, inbox = self._conn, self._inbox
         if conn is not None and inbox is not None:
-            conn.call_soon(inbox.put, item, item.topic)
+            inbox.post(conn.call_soon, item, item.topic)
 
     def request_rebirth(self, node: str) -> None:
         """Publish NCMD `Node Control/Rebirth` = true to `node`."""

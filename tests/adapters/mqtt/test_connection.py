@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -185,3 +186,22 @@ async def test_a_full_inbox_drops_and_counts_without_waiting(caplog: pytest.LogC
     assert 1 <= caplog.text.count("event=test_queue_full") < 7 and "source=src" in caplog.text  # not one per drop
     inbox.put(10, "t/10")
     assert await inbox.get() == 10 and stats["dropped"] == 7
+
+
+async def test_inbox_wakes_the_loop_once_per_burst_and_keeps_the_order() -> None:
+    """paho's thread posts; the loop drains. A burst posted while the loop is busy costs one wake-up, not one each."""
+    loop = asyncio.get_running_loop()
+    inbox: Inbox[int] = Inbox(1000, Stats(), "test_queue_full", "src")
+
+    def burst(first: int) -> None:
+        for i in range(first, first + 300):
+            inbox.post(loop.call_soon_threadsafe, i, f"t/{i % 8}")
+
+    poster = threading.Thread(target=burst, args=(0,))
+    poster.start()
+    poster.join()  # blocks the loop: nothing drains while the thread posts
+    assert [await inbox.get() for _ in range(300)] == list(range(300))
+    assert inbox.wakeups == 1
+    await asyncio.to_thread(burst, 300)  # the loop runs meanwhile: it may drain several times, losing nothing
+    assert [await inbox.get() for _ in range(300)] == list(range(300, 600))
+    assert 2 <= inbox.wakeups <= 301
