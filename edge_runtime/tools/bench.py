@@ -179,6 +179,15 @@ def run_bench(
     if not scripts:
         print(f"edge-runtime bench: no benchmark matches {only} in {repo_root() / 'benchmarks'}", file=sys.stderr)
         return 2
+    if json_path is not None:
+        # before minutes of benchmarks, not after: a report that cannot be written is refused at once
+        try:
+            json_path.parent.mkdir(parents=True, exist_ok=True)
+            with json_path.open("a", encoding="utf-8"):
+                pass
+        except OSError as exc:
+            print(f"edge-runtime bench: cannot write the report to {json_path}: {exc}", file=sys.stderr)
+            return 2
     out = progress or sys.stderr
     bar = _Progress(scripts, quick, out)
     started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

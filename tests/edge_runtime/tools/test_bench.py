@@ -94,7 +94,7 @@ def test_compare_prints_two_boxes_side_by_side_with_ratios(tmp_path: Path, capsy
 
 def test_quick_suite_smoke_writes_a_valid_report(tmp_path: Path) -> None:
     """CI's smoke check of the quick suite, on the Modbus benchmark (a real pymodbus server; about 15 s)."""
-    out = tmp_path / "bench.json"
+    out = tmp_path / "reports" / "today" / "bench.json"  # folders that do not exist yet are made
     progress = io.StringIO()
     code = run_bench(quick=True, json_path=out, only=["bench_modbus"], progress=progress)
     assert code == 0, progress.getvalue()
@@ -152,6 +152,15 @@ def test_quick_vibration_suite_measures_every_figure_beside_its_baseline(tmp_pat
 def test_unknown_only_name_is_a_clear_error(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["bench", "--only", "no_such_bench"]) == 2
     assert "no benchmark matches" in capsys.readouterr().err
+
+
+def test_a_report_that_cannot_be_written_is_refused_before_any_benchmark_runs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "a-file").write_text("")
+    assert main(["bench", "--quick", "--only", "bench_modbus", "--json", str(tmp_path / "a-file" / "b.json")]) == 2
+    err = capsys.readouterr().err
+    assert "cannot write the report to" in err and "bench_modbus" not in err
 
 
 def test_a_recording_goes_to_the_end_to_end_suites_only(tmp_path: Path) -> None:
