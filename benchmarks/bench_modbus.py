@@ -39,7 +39,7 @@ from adapters.modbus.plan import plan_report
 from adapters.modbus.simulator import SimulatedMachine
 from adapters.modbus.sink import ModbusWriteSink
 from adapters.modbus.source import ModbusSource
-from edge_runtime.tools.bench import edge_runtime_command, process_cpu_s, wait_for_process
+from edge_runtime.tools.bench import edge_runtime_command, process_cpu_s, stop_process, wait_for_process
 from edge_runtime.tools.bench_schema import figure, write_result
 
 KINDS: list[dict[str, Any]] = [
@@ -227,12 +227,7 @@ def service_ingest(config: ModbusTcpConfig, poll_ms: int, seconds: float, workdi
         time.sleep(seconds)
         r1, o1, c1, t1 = snapshot()
     finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
+        stop_process(proc)
     return {"tags_per_s": (r1 - r0) / (t1 - t0), "cpu_s_per_1k_tags": (c1 - c0) / max(1.0, r1 - r0) * 1000,
             "overruns": o1 - o0}  # fmt: skip
 

@@ -26,7 +26,6 @@ import asyncio
 import logging
 import os
 import re
-import signal
 import socket
 import statistics
 import subprocess
@@ -42,7 +41,7 @@ from pathlib import Path
 
 from adapters.loopback import free_port
 from edge_runtime.inference import read_manifest, resolve_model_dir
-from edge_runtime.tools.bench import edge_runtime_command, wait_for_process
+from edge_runtime.tools.bench import edge_runtime_command, stop_process, wait_for_process
 from edge_runtime.tools.bench_schema import figure, write_result
 from edge_runtime.tools.broker import Mosquitto
 from edge_runtime.tools.demo import DemoPlant, prepare_plant, running_plant
@@ -182,12 +181,7 @@ def service_round(plant: DemoPlant, n: int, window_s: float, log: Path) -> dict[
             all_results = time.perf_counter() - t0
             peak, steady = rss_window(proc.pid, window_s)
         finally:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(10)
+            stop_process(proc, 60)
         notify_path.unlink(missing_ok=True)
     return {"ready_s": ready[0], "healthz_s": healthz, "all_results_s": all_results, "peak_mb": peak,
             "steady_mb": steady}  # fmt: skip

@@ -74,6 +74,16 @@ def wait_for_process(what: str, check: Callable[[], bool], timeout_s: float, pro
         time.sleep(0.02)
 
 
+def stop_process(proc: subprocess.Popen[bytes], timeout_s: float = 30.0) -> None:
+    """SIGTERM (the service drains and exits), then SIGKILL if it has not exited within `timeout_s`."""
+    proc.terminate()
+    try:
+        proc.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(10)
+
+
 def select(only: list[str] | None) -> list[Path]:
     """The benchmark scripts, or those whose name contains one of `only` (`--only rice` runs both rice ones)."""
     scripts = sorted((repo_root() / "benchmarks").glob("bench_*.py"))
