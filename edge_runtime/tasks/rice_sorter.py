@@ -137,14 +137,12 @@ class RiceSorterTask:
     def classify(self, crops: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
         """Variety probabilities (N, n_labels) for a crop batch, in model calls of `crops_per_call` crops; an empty
         batch does not call the model."""
+        if len(crops) == 0:
+            return np.zeros((0, len(self.labels)), dtype=np.float32)
         step = self.config.crops_per_call
-        if len(crops) <= step:
-            if len(crops) == 0:
-                return np.zeros((0, len(self.labels)), dtype=np.float32)
-            probs: npt.NDArray[np.float32] = self.runner.run({self.input_name: crops})["probs"]
-            return probs
-        run, name = self.runner.run, self.input_name
-        return np.concatenate([run({name: crops[a : a + step]})["probs"] for a in range(0, len(crops), step)])
+        parts = [self.runner.run({self.input_name: crops[a : a + step]})["probs"] for a in range(0, len(crops), step)]
+        probs: npt.NDArray[np.float32] = parts[0] if len(parts) == 1 else np.concatenate(parts)
+        return probs
 
     def weigh(
         self,

@@ -57,6 +57,9 @@ def rewrite_stem(model: Any) -> Any:
     stem = next((n for n in graph.node if n.op_type == "Conv"), None)
     if stem is None:
         raise ValueError("no Conv in the graph")
+    inp = graph.input[0].type.tensor_type.shape.dim
+    if len(inp) == 4 and any(d.HasField("dim_value") and d.dim_value % 2 for d in inp[2:]):
+        raise ValueError("the input's height and width must be even for SpaceToDepth(2)")
     a = _attrs(stem)
     if (
         list(a.get("kernel_shape", [])) != [3, 3]
@@ -128,9 +131,6 @@ def rewrite_stem(model: Any) -> Any:
         graph.node.append(node)
     # value_info of the rewired tensors would now be wrong; onnxruntime infers shapes itself
     graph.ClearField("value_info")
-    inp = graph.input[0].type.tensor_type.shape.dim
-    if len(inp) == 4 and any(d.HasField("dim_value") and d.dim_value % 2 for d in inp[2:]):
-        raise ValueError("the input's height and width must be even for SpaceToDepth(2)")
     onnx.checker.check_model(model)
     return model
 
