@@ -144,6 +144,35 @@ async def test_reconnects_after_the_server_restarts() -> None:
     assert source.stats["reconnects"] >= 1
 
 
+async def test_a_device_that_accepts_but_never_answers_times_out_and_is_reported() -> None:
+    """The source relies on pymodbus's own request timeout (no outer guard): a silent device costs one timeout
+    per request, its tags turn bad, and after three in a row the source raises for the supervisor to reconnect."""
+    received = 0
+
+    async def swallow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal received
+        while chunk := await reader.read(256):
+            received += len(chunk)
+        writer.close()
+
+    server = await asyncio.start_server(swallow, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    source = ModbusSource(tcp(port=port, timeout_s=0.2, tags=[{"name": "a", "address": 0}]))
+    batches: list[list[Reading]] = []
+    try:
+        await source.open()
+        with pytest.raises(AdapterError, match="not answering"):
+            async for batch in source.batches():
+                batches.append(batch)
+    finally:
+        await source.close()
+        server.close()
+        await server.wait_closed()
+    assert received > 0  # the requests reached the device
+    assert source.stats["timeouts"] == 3
+    assert [[(r.stream, r.quality) for r in b] for b in batches] == [[("m.a", "bad")]] * 2
+
+
 async def test_open_fails_cleanly_without_a_server() -> None:
     source = ModbusSource(tcp(port=free_port(), timeout_s=0.2, tags=[{"name": "a", "address": 0}]))
     with pytest.raises(AdapterError):
