@@ -161,7 +161,6 @@ class ModbusSource:
     async def _poll(self, read: PlannedRead) -> list[Reading]:
         assert self._errors is not None
         connection_lost, no_response = self._errors
-        cfg = self.config
         slave = self._slaves[read.device_id]
         loop = asyncio.get_running_loop()
         if slave.dead_until > loop.time():
