@@ -1,5 +1,6 @@
 """Weld inspection speed: the model fp32/int8 at batch 1, 4 and 8 vs bare onnxruntime, and the whole task end to end
-(640x640 camera frame -> resize -> one batched inference -> NMS -> decision) vs bare onnxruntime on the same tensors.
+(640x640 camera frame -> resize -> one batched inference -> NMS -> decision) vs bare onnxruntime on the same tensors
+(with `flip_average`, the frames and their mirrors), and the task with the other `flip_average` choice.
 
 Everything runs on one onnxruntime intra-op thread and one OpenCV thread (`--threads` changes onnxruntime's) in
 alternating rounds, so load from other processes hits a figure and its baseline alike. Frames are the real weld
@@ -51,20 +52,25 @@ def frames(n: int, size: int = 640) -> list[Frame]:
     return out
 
 
-def resized(task: WeldInspectorTask, batch: list[Frame]) -> npt.NDArray[np.uint8]:
-    """The tensor the task feeds the model for `batch`: each frame resized to the model's input, as `detect` does."""
+def resized(task: WeldInspectorTask, batch: list[Frame], *, as_task: bool = False) -> npt.NDArray[np.uint8]:
+    """Each frame resized to the model's input, as `detect` does; `as_task`: the whole tensor the task feeds the
+    model, which with `flip_average` holds the mirrored frames too."""
     import cv2
 
-    x = np.empty((len(batch), task.size, task.size, 3), dtype=np.uint8)
+    n = len(batch)
+    x = np.empty((2 * n if as_task and task.flip_average else n, task.size, task.size, 3), dtype=np.uint8)
     for i, f in enumerate(batch):
         cv2.resize(f.image, (task.size, task.size), dst=x[i], interpolation=cv2.INTER_LINEAR)
+    if len(x) > n:
+        x[n:] = x[:n, :, ::-1]
     return x
 
 
-def bare(runner: ModelRunner, name: str, x: npt.NDArray[np.uint8]) -> Callable[[], int]:
-    """onnxruntime alone: the verified session's run, without the runner's dict handling or the task around it."""
+def bare(runner: ModelRunner, name: str, x: npt.NDArray[np.uint8], frames: int) -> Callable[[], int]:
+    """onnxruntime alone: the verified session's run, without the runner's dict handling or the task around it.
+    Counts `frames` camera frames a call (`x` holds their mirrors too with `flip_average`)."""
     session, names = runner.session, [o.name for o in runner.manifest.outputs]
-    return lambda: len(session.run(names, {name: x})[0])
+    return lambda: len(session.run(names, {name: x})[0][:frames])
 
 
 def main() -> None:
@@ -100,9 +106,16 @@ def main() -> None:
         for v in ("fp32", "int8"):
             runners[prefix + v] = load_model(model, variant=v, intra_op_threads=args.threads)
             tasks[prefix + v] = WeldInspectorTask(WeldInspectorConfig(kind="weld_inspector"), runners[prefix + v])
+    # the task with the manifest's other `flip_average` choice, on the same sessions: the speed of that trade-off
+    other_flip = not tasks["fp32"].flip_average
+    flip_tag = "flip_on" if other_flip else "flip_off"
+    for v in ("fp32", "int8"):
+        config = WeldInspectorConfig(kind="weld_inspector", flip_average=other_flip)
+        tasks[f"{flip_tag}.{v}"] = WeldInspectorTask(config, runners[v])
     batches = sorted(set(MODEL_BATCHES) | set(E2E_BATCHES))
     frame_size = "x".join(str(n) for n in pool[0].image.shape[1::-1])  # width x height
     tensors = {b: resized(tasks["fp32"], pool[:b]) for b in batches}
+    task_tensors = {b: resized(tasks["fp32"], pool[:b], as_task=True) for b in batches}
     name = tasks["fp32"].input_name
 
     samples: dict[str, list[float]] = {}
@@ -117,15 +130,17 @@ def main() -> None:
     rounds = Rounds(n_rounds, args.quick)
     for _ in rounds:
         for key, task in tasks.items():
-            runner = runners[key]
+            runner = task.runner
             for b in batches:
-                if not key.startswith("compare."):
+                if key in ("fp32", "int8"):
                     if b in MODEL_BATCHES:
                         x = tensors[b]
                         add(f"model.{key}.{b}", timed(lambda r=runner, x=x: len(r.run({name: x})["reject"]))[0])  # type: ignore[misc]
-                    wall, cpu = timed(bare(runner, name, tensors[b]))
-                    add(f"bare.{key}.{b}.wall", wall)
-                    add(f"bare.{key}.{b}.cpu", cpu)
+                        add(f"bare.{key}.{b}.wall", timed(bare(runner, name, x, b))[0])
+                    if b in E2E_BATCHES:  # the tensors the task runs: with flip_average, the mirrors too
+                        wall, cpu = timed(bare(runner, name, task_tensors[b], b))
+                        add(f"bare_task.{key}.{b}.wall", wall)
+                        add(f"bare_task.{key}.{b}.cpu", cpu)
                 if b in E2E_BATCHES:
                     wall, cpu = timed(lambda t=task, batch=pool[:b]: len(t.process(batch)))  # type: ignore[misc]
                     add(f"e2e.{key}.{b}.wall", wall)
@@ -154,10 +169,20 @@ def main() -> None:
                         f"weld.e2e.{v}.batch{b}.{stem}",
                         unit,
                         samples[f"e2e.{v}.{b}.{clock}"],
-                        baseline=(BARE, samples[f"bare.{v}.{b}.{clock}"]),
+                        baseline=(BARE, samples[f"bare_task.{v}.{b}.{clock}"]),
                         params={"frames_per_call": b, "variant": v, "frame": frame_size},
                     )
                 )
+        for b in E2E_BATCHES:
+            figures.append(
+                figure(
+                    f"weld.e2e.{v}.batch{b}.{flip_tag}.frames_per_cpu_s",
+                    "frames/CPU-s",
+                    samples[f"e2e.{flip_tag}.{v}.{b}.cpu"],
+                    baseline=("the manifest's flip_average, same frames", samples[f"e2e.{v}.{b}.cpu"]),
+                    params={"frames_per_call": b, "variant": v, "flip_average": other_flip},
+                )
+            )
         if args.compare:
             for b in E2E_BATCHES:
                 figures.append(
@@ -185,6 +210,7 @@ def main() -> None:
             "models": {k: r.ident for k, r in runners.items()},
             "frame": "recorded" if args.recording is not None else "640x640x3 uint8, resized inside the task",
             "model_input": f"{tasks['fp32'].size}x{tasks['fp32'].size}x3 uint8",
+            "flip_average": tasks["fp32"].flip_average,
             "inputs": inputs,
             "threads": f"onnxruntime intra-op {args.threads}, OpenCV 1",
             "seconds_per_measurement": seconds,

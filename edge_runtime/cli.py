@@ -224,6 +224,13 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
             print("edge-runtime evaluate: --size-prior is a rice_sorter option", file=sys.stderr)
             return 2
         options["size_prior"] = False
+    if args.flip_average is not None:
+        if args.model != "weld_inspector":
+            print("edge-runtime evaluate: --flip-average is a weld_inspector option", file=sys.stderr)
+            return 2
+        from edge_runtime.tasks.weld_inspector import WeldInspectorConfig
+
+        options["config"] = WeldInspectorConfig(kind="weld_inspector", flip_average=args.flip_average == "on")
     compensate = args.compensation == "on" or (args.compensation is None and args.calibration is not None)
     if compensate:
         from edge_runtime.tools.evaluate.cold import compensation_for
@@ -386,6 +393,12 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["on", "off"],
         default="on",
         help="rice_sorter: weigh the probabilities with grain size like the live task (default on)",
+    )
+    p.add_argument(
+        "--flip-average",
+        choices=["on", "off"],
+        default=None,
+        help="weld_inspector: also run each frame mirrored and average the passes (default: the manifest's choice)",
     )
     p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     p.add_argument("--ambient-c", type=float, default=None, help="the temperature tag's value while --data was taken")

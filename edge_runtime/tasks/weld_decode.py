@@ -6,6 +6,9 @@ optionally `reject`, a frame head's probability that the part is to be rejected.
 
 - `decode`: keep (location, class) pairs scoring ``>= score_threshold``, best ``pre_nms`` of them, then per-class
   non-maximum suppression (`nms`) at ``iou_threshold``, at most ``max_det`` boxes, best first;
+- `merge_flipped`: with ``flip_average`` on, each frame also runs mirrored left-right, and the two passes are
+  averaged location by location in the frame's coordinates (test-time augmentation; the network was trained on
+  mirrored views);
 - `frame_score`: the highest score of a box of a reject class (bad_weld, defect), 0 without one;
 - `decide`: the frame decision the line acts on. With ``frame_reject`` set (and a frame head output) the head
   decides: reject when ``reject >= frame_reject``; otherwise the box rule: reject when a reject-class box scores
@@ -21,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["Detections", "box_iou", "decide", "decode", "frame_score", "nms", "to_dicts"]
+__all__ = ["Detections", "box_iou", "decide", "decode", "frame_score", "merge_flipped", "nms", "to_dicts"]
 
 F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]
@@ -101,6 +104,26 @@ def decode(
     all_s = np.concatenate(out_s)
     order = np.argsort(-all_s, kind="stable")[:max_det]
     return Detections(np.concatenate(out_b)[order], all_s[order], np.concatenate(out_c)[order])
+
+
+def merge_flipped(scores: F32, boxes: F32, grid: tuple[int, int]) -> tuple[F32, F32]:
+    """Average the passes of n frames and of the same n frames mirrored left-right (stacked in that order).
+
+    `scores` (2n, A, C) and `boxes` (2n, A, 4) over a row-major `grid` (rows, columns) of A locations. A mirrored
+    pass's location (r, c) is the frame's (r, columns - 1 - c), and its box (x0, y0, x1, y1) is the frame's
+    (1 - x1, y0, 1 - x0, y1). Returns (n, A, C) and (n, A, 4)."""
+    n2, a, c = scores.shape
+    rows, cols = grid
+    if n2 % 2 or a != rows * cols:
+        raise ValueError(f"merge_flipped: {n2} passes of {a} locations do not fit a {rows}x{cols} grid twice")
+    n = n2 // 2
+    s_m = scores[n:].reshape(n, rows, cols, c)[:, :, ::-1].reshape(n, a, c)
+    b_m = boxes[n:].reshape(n, rows, cols, 4)[:, :, ::-1].reshape(n, a, 4)
+    b_m = np.stack([1.0 - b_m[..., 2], b_m[..., 1], 1.0 - b_m[..., 0], b_m[..., 3]], axis=-1)
+    return (
+        np.asarray((scores[:n] + s_m) * 0.5, dtype=np.float32),
+        np.asarray((boxes[:n] + b_m) * 0.5, dtype=np.float32),
+    )
 
 
 def frame_score(dets: Detections, reject_classes: Iterable[int]) -> float:

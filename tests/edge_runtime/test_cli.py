@@ -70,6 +70,11 @@ def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert exc.value.code == 2
 
 
+def test_evaluate_flip_average_is_a_weld_option(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["evaluate", "rice_sorter", "--data", str(tmp_path), "--flip-average", "on"]) == 2
+    assert "--flip-average is a weld_inspector option" in capsys.readouterr().err
+
+
 def test_evaluate_size_prior_is_a_rice_option(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["evaluate", "vibration_anomaly", "--data", str(tmp_path), "--size-prior", "off"]) == 2
     assert "--size-prior is a rice_sorter option" in capsys.readouterr().err

@@ -215,4 +215,5 @@ def _evaluate_detector(
     result = detection_metrics.summarise(
         dets, truths, probs if task.frame_name is not None else None, task.labels, sorted(REJECT_LABELS), th
     )
-    return {"model": task.runner.ident, **result, "seconds": round(time.perf_counter() - t0, 2)}
+    seconds = round(time.perf_counter() - t0, 2)
+    return {"model": task.runner.ident, "flip_average": task.flip_average, **result, "seconds": seconds}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -90,3 +91,26 @@ def test_nms_is_the_greedy_rule(n: int, seed: int, threshold: float, quantised: 
         if all(wd.box_iou(boxes[i], boxes[k])[0, 0] <= threshold for k in expected):
             expected.append(int(i))
     assert wd.nms(boxes, scores, threshold).tolist() == expected
+
+
+def test_merge_flipped_maps_the_mirrored_pass_back_and_averages() -> None:
+    rng = np.random.default_rng(3)
+    rows, cols, n = 3, 4, 2
+    scores = rng.random((n, rows * cols, 3), dtype=np.float32)
+    x0, y0 = rng.random((n, rows * cols), dtype=np.float32) * 0.5, rng.random((n, rows * cols), dtype=np.float32) * 0.5
+    boxes = np.stack([x0, y0, x0 + 0.3, y0 + 0.2], axis=-1)
+    # what an ideally mirror-symmetric network gives for the mirrored frames: columns reversed, x from the right
+    m_scores = scores.reshape(n, rows, cols, 3)[:, :, ::-1].reshape(n, rows * cols, 3)
+    m_boxes = boxes.reshape(n, rows, cols, 4)[:, :, ::-1].reshape(n, rows * cols, 4)
+    m_boxes = np.stack([1 - m_boxes[..., 2], m_boxes[..., 1], 1 - m_boxes[..., 0], m_boxes[..., 3]], axis=-1)
+    s, b = wd.merge_flipped(np.concatenate([scores, m_scores]), np.concatenate([boxes, m_boxes]), (rows, cols))
+    np.testing.assert_allclose(s, scores, atol=1e-6)
+    np.testing.assert_allclose(b, boxes, atol=1e-6)
+    # a mirrored pass that disagrees is averaged in: location (0, 0) of the frame is the mirror's (0, cols - 1)
+    m_scores[0, cols - 1, 1] = scores[0, 0, 1] + 0.5
+    s, _ = wd.merge_flipped(np.concatenate([scores, m_scores]), np.concatenate([boxes, m_boxes]), (rows, cols))
+    assert s[0, 0, 1] == pytest.approx(scores[0, 0, 1] + 0.25)
+    with pytest.raises(ValueError, match="grid"):
+        wd.merge_flipped(scores, boxes, (rows, cols + 1))
+    with pytest.raises(ValueError, match="grid"):
+        wd.merge_flipped(scores[:1], boxes[:1], (rows, cols))

@@ -12,9 +12,10 @@ import numpy.typing as npt
 import pytest
 from pydantic import ValidationError
 
-from adapters.base import Frame
-from edge_runtime.inference import load_model
+from adapters.base import EdgeRuntimeError, Frame
+from edge_runtime.inference import ModelRunner, load_model
 from edge_runtime.paths import models_dir
+from edge_runtime.tasks import weld_decode as wd
 from edge_runtime.tasks.weld_inspector import WeldInspectorConfig, WeldInspectorTask
 from edge_runtime.tools.datasets import DataSetError
 from edge_runtime.tools.evaluate.weld_inspector import box_calls, evaluate
@@ -127,6 +128,51 @@ def test_process_real_frames_gives_boxes_inside_frame(task: WeldInspectorTask) -
     assert n_boxes > 0  # real weld photographs: the model finds welds somewhere
 
 
+def test_flip_average_is_the_mean_of_the_frame_and_its_mirror_in_frame_coordinates(task: WeldInspectorTask) -> None:
+    """The mirrored pass, mapped back by hand here (reversed columns of the grid, x taken from the other side),
+    averaged with the plain pass: the decoded boxes and frame score are what the task reports with the option on."""
+    images = [read(n) for n in val_images()[5:8]]
+    flipped = WeldInspectorTask(WeldInspectorConfig(kind="weld_inspector", flip_average=True), task.runner)
+    plain = WeldInspectorTask(WeldInspectorConfig(kind="weld_inspector", flip_average=False), task.runner)
+    assert flipped.flip_average and not plain.flip_average and flipped.grid == (40, 40)
+    size = task.size
+
+    def raw(imgs: list[npt.NDArray[np.uint8]]) -> dict[str, npt.NDArray[np.float32]]:
+        batch = np.stack([cv2.resize(i, (size, size), interpolation=cv2.INTER_LINEAR) for i in imgs])
+        return task.runner.run({"x": batch})
+
+    a = raw(images)
+    b = raw([np.ascontiguousarray(i[:, ::-1]) for i in images])  # mirrored before resizing: the same pixels
+    g = 40
+    b_scores = b["scores"].reshape(len(images), g, g, 3)[:, :, ::-1].reshape(len(images), g * g, 3)
+    b_boxes = b["boxes"].reshape(len(images), g, g, 4)[:, :, ::-1].reshape(len(images), g * g, 4)
+    b_boxes = b_boxes[..., [2, 1, 0, 3]] * np.array([-1, 1, -1, 1], np.float32) + np.array([1, 0, 1, 0], np.float32)
+    want_scores = (a["scores"] + b_scores) / 2
+    want_boxes = (a["boxes"] + b_boxes) / 2
+    dets, frame = flipped.detect(images)
+    assert frame is not None
+    np.testing.assert_allclose(frame, (a["reject"] + b["reject"]) / 2, atol=1e-6)
+    for j, det in enumerate(dets):
+        want = wd.decode(want_scores[j], want_boxes[j], score_threshold=task.box_score, iou_threshold=task.nms_iou)
+        assert len(det) == len(want) > 0
+        np.testing.assert_allclose(det.scores, want.scores, atol=1e-5)
+        np.testing.assert_allclose(det.boxes, want.boxes, atol=1e-5)
+        assert (det.classes == want.classes).all()
+    plain_dets, _ = plain.detect(images)
+    assert any(len(p) != len(d) or not np.allclose(p.scores, d.scores) for p, d in zip(plain_dets, dets, strict=True))
+
+
+def test_flip_average_is_refused_for_a_model_without_one_grid(task: WeldInspectorTask) -> None:
+    manifest = task.runner.manifest
+    odd = manifest.model_copy(
+        update={"preprocessing": {k: v for k, v in manifest.preprocessing.items() if k != "stride"}}
+    )
+    runner = ModelRunner(odd, task.runner.session, task.runner.variant, task.runner.sha256)
+    with pytest.raises(EdgeRuntimeError, match="flip_average needs a box detector with one grid"):
+        WeldInspectorTask(WeldInspectorConfig(kind="weld_inspector", flip_average=True), runner)
+    assert not WeldInspectorTask(WeldInspectorConfig(kind="weld_inspector", flip_average=False), runner).flip_average
+
+
 def test_process_rejects_and_counts_an_uninspectable_frame(task: WeldInspectorTask) -> None:
     good = read(val_images()[0])
     before = task.stats["invalid_frames"]
@@ -198,8 +244,9 @@ def test_evaluate_counts_are_consistent(tmp_path: Path) -> None:
     assert res["box_accuracy"] == round(np.trace(matrix[:, :3]) / n_lines, 4)
     assert np.array(res["frame_confusion"]["matrix"]).sum() == len(names)
     assert 0.0 <= res["frame_accuracy"] <= 1.0
-    int8 = evaluate(data, variant="int8")
-    assert int8["n_boxes"] == n_lines and "-int8+" in int8["model"]
+    assert res["flip_average"] is bool(load_model("weld_inspector").manifest.preprocessing.get("flip_average"))
+    int8 = evaluate(data, variant="int8", config=WeldInspectorConfig(kind="weld_inspector", flip_average=False))
+    assert int8["n_boxes"] == n_lines and "-int8+" in int8["model"] and int8["flip_average"] is False
 
 
 def test_evaluate_without_data_yaml_and_with_unknown_classes(tmp_path: Path) -> None:
