@@ -91,31 +91,19 @@ def subsample_images(kind: str, src: Path, dst: Path, n: int | None, seed: int) 
     return dst
 
 
-def compensate_images(src: Path, dst: Path, cal: OpticsCalibration, ambient_c: float) -> dict[str, float]:
-    """Both optics layers on every image of `src` (same layout, PNG so no second JPEG loss); mean estimates."""
-    import shutil
-
+def compensation_estimates(src: Path, cal: OpticsCalibration, ambient_c: float) -> dict[str, float]:
+    """Mean estimates of both optics layers over the images of `src`, for the table's summary. The compensated
+    figure itself comes from `evaluate --calibration` (the product's path), so no compensated copy is written."""
     import cv2
 
     fog, led = LensFogCompensation(cal), IlluminationDrift(cal)
-    if dst.exists():
-        shutil.rmtree(dst)
     t_means, red = [], []
     for f in image_files(src):
-        rel = f.relative_to(src)
         img = cv2.imread(str(f), cv2.IMREAD_COLOR)
         r = fog.apply(np.asarray(img, dtype=np.uint8))
         g = led.apply(r.image, ambient_c, r.clipped)
         t_means.append(r.estimate.transmission_mean)
         red.append(g.estimate.gains_bgr[2] / g.estimate.gains_bgr[1])
-        target = (dst / rel).with_suffix(".png")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        cv2.imwrite(str(target), g.image)
-    for extra in ("labels", "data.yaml", "sources.csv"):
-        if (src / extra).is_dir():
-            shutil.copytree(src / extra, dst / extra)
-        elif (src / extra).exists():
-            shutil.copy(src / extra, dst / extra)
     return {"transmission_mean": float(np.mean(t_means)), "red_over_green_gain": float(np.mean(red))}
 
 
@@ -178,13 +166,13 @@ def run_images(kind: str, model: str, args: argparse.Namespace, rows: list[dict[
     print(f"# {kind}: optics calibration fitted in {time.time() - t0:.0f} s -> {cal_path}", flush=True)
     for temp in args.temps:
         tag = f"{kind}_m{abs(int(temp))}" if temp < 0 else f"{kind}_p{int(temp)}"
-        cold_dir, comp_dir = work / tag, work / f"{tag}_comp"
+        cold_dir = work / tag
         if kind == "rice":
             cold_degrade.degrade_rice(src, cold_dir, temp, args.seed * 1000 + abs(int(temp)), None)
         else:
             cold_degrade.degrade_weld(src, cold_dir, temp, args.seed * 1000 + abs(int(temp)), None)
         cold = evaluate(model, cold_dir)
-        est = compensate_images(cold_dir, comp_dir, cal, temp)  # only for the estimates' summary
+        est = compensation_estimates(cold_dir, cal, temp)
         # the compensated figure is the product's own path: evaluate with the calibration and the temperature tag
         comp = evaluate(model, cold_dir, "--ambient-c", str(temp), "--calibration", str(cal_path))
         keys = ["accuracy"] if kind == "rice" else ["frame_accuracy", "box_accuracy", "map50"]
