@@ -170,7 +170,12 @@ def main() -> None:
                         unit,
                         samples[f"e2e.{v}.{b}.{clock}"],
                         baseline=(BARE, samples[f"bare_task.{v}.{b}.{clock}"]),
-                        params={"frames_per_call": b, "variant": v, "frame": frame_size},
+                        params={
+                            "frames_per_call": b,
+                            "variant": v,
+                            "frame": frame_size,
+                            "flip_average": tasks[v].flip_average,
+                        },
                     )
                 )
         for b in E2E_BATCHES:
@@ -191,7 +196,12 @@ def main() -> None:
                         "frames/CPU-s",
                         samples[f"e2e.compare.{v}.{b}.cpu"],
                         baseline=(f"{runners[v].ident}, same frames", samples[f"e2e.{v}.{b}.cpu"]),
-                        params={"frames_per_call": b, "variant": v, "model": runners[f"compare.{v}"].ident},
+                        params={
+                            "frames_per_call": b,
+                            "variant": v,
+                            "model": runners[f"compare.{v}"].ident,
+                            "flip_average": tasks[f"compare.{v}"].flip_average,
+                        },
                     )
                 )
 

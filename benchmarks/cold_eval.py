@@ -8,7 +8,9 @@ For each data set and ambient temperature:
    --offset-mg-per-k ...`` writes);
 3. cold: `benchmarks/cold_degrade.py` writes a degraded copy under the work directory; evaluate it;
 4. compensated: every frame (recording) of the cold copy goes through the layers knowing only the frame, the
-   calibration and the temperature tag (`--ambient-c`), written to a second copy; evaluate that.
+   calibration and the temperature tag: for images inside `evaluate --ambient-c T --calibration FILE` (the
+   product's path; the layers' mean estimates are computed here for the summary), for vibration recordings
+   written to a second copy that is evaluated.
 
 Vibration also gets the velocity RMS (10 Hz-1 kHz, mm/s, mean over 1 s blocks and recordings), computed here with
 `calibration.severity` until `evaluate --json` reports `velocity_rms_mm_s`.

@@ -170,8 +170,8 @@ class ModbusSource:
         method = getattr(self._client, READ_METHOD[req.table])
         self.stats["reads"] += 1
         try:
-            # pymodbus bounds the request itself (one timeout, retries=0: client.py); no outer guard, whose timer
-            # per request was a tenth of the ingest's CPU
+            # pymodbus bounds the request itself (one timeout, retries=0: client.py; every await of its execute is
+            # timed in 3.16); no outer guard, whose timer per request cost ~5 % of the source's CPU (docs/bench.md)
             response = await method(req.start, count=req.count, device_id=read.device_id)
         except connection_lost as exc:
             raise AdapterError(f"{self.name}: connection lost: {exc}") from exc
@@ -218,8 +218,11 @@ class ModbusSource:
         self.stats["timeouts"] += 1
         if isinstance(self.config, ModbusTcpConfig):
             self._consecutive_timeouts += 1
-            if not getattr(self._client, "connected", False) or self._consecutive_timeouts >= 3:
-                raise AdapterError(f"{self.name}: device not answering: {exc}") from exc
+            wait = f"no answer from slave {read.device_id} within {self.config.timeout_s} s"
+            if not getattr(self._client, "connected", False):
+                raise AdapterError(f"{self.name}: connection closed during a request ({wait}): {exc}") from exc
+            if self._consecutive_timeouts >= 3:
+                raise AdapterError(f"{self.name}: device not answering, 3 requests in a row ({wait}): {exc}") from exc
         else:
             # a silent slave on a shared line: park it so the others keep their poll rate
             slave.dead_until = now + slave.backoff.next_delay()

@@ -127,11 +127,12 @@ class WeldInspectorTask:
             locations = (
                 next((o.shape[1] for o in manifest.outputs if o.name == "scores"), None) if self.detector else None
             )
-            if not stride or locations != (self.size // stride) ** 2:
+            if not stride or self.size % stride or locations != (self.size // stride) ** 2:
+                origin = "the task config" if flip is not None else "the manifest (preprocessing.flip_average)"
                 raise EdgeRuntimeError(
-                    f"weld_inspector: flip_average needs a box detector with one grid of locations "
-                    f"(preprocessing.stride, `scores` (batch, (input_size/stride)^2, classes)); {runner.ident} has "
-                    f"stride {stride or 'unset'} and {locations or 'no'} locations"
+                    f"weld_inspector: flip_average is on ({origin}) but {runner.ident} has no single grid of "
+                    f"locations to mirror (stride {stride or 'unset'}, input {self.size} px, {locations or 'no'} "
+                    f"`scores` locations); set `flip_average: false` in the task config to run it single pass"
                 )
             self.grid = (self.size // stride, self.size // stride)
         self._invalid = InvalidInputs(self.stats, "invalid_frames", runner.ident)

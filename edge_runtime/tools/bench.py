@@ -38,7 +38,7 @@ ESTIMATE_S: dict[str, tuple[float, float]] = {
     "bench_rice": (15, 60),
     "bench_rice_line": (15, 45),
     "bench_service": (30, 130),
-    "bench_weld": (18, 60),
+    "bench_weld": (27, 90),
     "bench_ui": (25, 100),
 }
 _DEFAULT_ESTIMATE = (10.0, 40.0)
