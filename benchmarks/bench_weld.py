@@ -52,20 +52,6 @@ def frames(n: int, size: int = 640) -> list[Frame]:
     return out
 
 
-def resized(task: WeldInspectorTask, batch: list[Frame], *, as_task: bool = False) -> npt.NDArray[np.uint8]:
-    """Each frame resized to the model's input, as `detect` does; `as_task`: the whole tensor the task feeds the
-    model, which with `flip_average` holds the mirrored frames too."""
-    import cv2
-
-    n = len(batch)
-    x = np.empty((2 * n if as_task and task.flip_average else n, task.size, task.size, 3), dtype=np.uint8)
-    for i, f in enumerate(batch):
-        cv2.resize(f.image, (task.size, task.size), dst=x[i], interpolation=cv2.INTER_LINEAR)
-    if len(x) > n:
-        x[n:] = x[:n, :, ::-1]
-    return x
-
-
 def bare(runner: ModelRunner, name: str, x: npt.NDArray[np.uint8], frames: int) -> Callable[[], int]:
     """onnxruntime alone: the verified session's run, without the runner's dict handling or the task around it.
     Counts `frames` camera frames a call (`x` holds their mirrors too with `flip_average`)."""
@@ -114,8 +100,10 @@ def main() -> None:
         tasks[f"{flip_tag}.{v}"] = WeldInspectorTask(config, runners[v])
     batches = sorted(set(MODEL_BATCHES) | set(E2E_BATCHES))
     frame_size = "x".join(str(n) for n in pool[0].image.shape[1::-1])  # width x height
-    tensors = {b: resized(tasks["fp32"], pool[:b]) for b in batches}
-    task_tensors = {b: resized(tasks["fp32"], pool[:b], as_task=True) for b in batches}
+    # the model figures take the frames alone; the end-to-end baseline the tensor the task itself feeds the model
+    images = [f.image for f in pool]
+    tensors = {b: tasks["fp32"].model_input(images[:b], mirrored=False) for b in batches}
+    task_tensors = {b: tasks["fp32"].model_input(images[:b]) for b in batches}
     name = tasks["fp32"].input_name
 
     samples: dict[str, list[float]] = {}

@@ -149,15 +149,26 @@ class WeldInspectorTask:
             and image.shape[1] >= 8
         )
 
-    def infer(self, images: Sequence[npt.NDArray[np.uint8]]) -> tuple[F32, F32 | None]:
-        """Per-cell probabilities (n, 4, G, G) and, with a frame head, frame reject probabilities (n,) for valid
-        BGR images, resized in one preallocated batch."""
+    def model_input(
+        self, images: Sequence[npt.NDArray[np.uint8]], *, mirrored: bool | None = None
+    ) -> npt.NDArray[np.uint8]:
+        """The tensor the model runs on: each image resized into one preallocated batch, followed (`mirrored`,
+        by default `flip_average`) by the same images mirrored left-right, for one inference call."""
         import cv2
 
-        batch = np.empty((len(images), self.size, self.size, 3), dtype=np.uint8)
+        n = len(images)
+        mirrored = self.flip_average if mirrored is None else mirrored
+        batch = np.empty((2 * n if mirrored else n, self.size, self.size, 3), dtype=np.uint8)
         for i, img in enumerate(images):
             cv2.resize(img, (self.size, self.size), dst=batch[i], interpolation=cv2.INTER_LINEAR)
-        out = self.runner.run({self.input_name: batch})
+        if mirrored:
+            batch[n:] = batch[:n, :, ::-1]
+        return batch
+
+    def infer(self, images: Sequence[npt.NDArray[np.uint8]]) -> tuple[F32, F32 | None]:
+        """Per-cell probabilities (n, 4, G, G) and, with a frame head, frame reject probabilities (n,) for valid
+        BGR images (grid models: `flip_average` is refused for them)."""
+        out = self.runner.run({self.input_name: self.model_input(images)})
         frame = None if self.frame_name is None else np.asarray(out[self.frame_name], dtype=np.float32).reshape(-1)
         return np.asarray(out[self.scores_name], dtype=np.float32), frame
 
@@ -165,15 +176,8 @@ class WeldInspectorTask:
         self, images: Sequence[npt.NDArray[np.uint8]], score_threshold: float | None = None
     ) -> tuple[list[weld_decode.Detections], F32 | None]:
         """Box detectors: per-frame NMS detections (normalised xyxy) and frame reject probabilities."""
-        import cv2
-
         n = len(images)
-        batch = np.empty((2 * n if self.flip_average else n, self.size, self.size, 3), dtype=np.uint8)
-        for i, img in enumerate(images):
-            cv2.resize(img, (self.size, self.size), dst=batch[i], interpolation=cv2.INTER_LINEAR)
-        if self.flip_average:
-            batch[n:] = batch[:n, :, ::-1]  # the same frames mirrored, in the same inference call
-        out = self.runner.run({self.input_name: batch})
+        out = self.runner.run({self.input_name: self.model_input(images)})
         scores = np.asarray(out["scores"], dtype=np.float32)
         boxes = np.asarray(out["boxes"], dtype=np.float32)
         frame = None if self.frame_name is None else np.asarray(out[self.frame_name], dtype=np.float32).reshape(-1)
