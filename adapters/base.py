@@ -21,7 +21,7 @@ import json
 import math
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar, Literal, NamedTuple, Protocol, runtime_checkable
 
@@ -43,6 +43,7 @@ __all__ = [
     "Result",
     "Sample",
     "Scalar",
+    "ScalarGroup",
     "Sink",
     "SinkConfigBase",
     "Source",
@@ -52,6 +53,7 @@ __all__ = [
     "jsonable",
     "now_ns",
     "scalar_readings",
+    "stream_names",
 ]
 
 Quality = Literal["good", "uncertain", "bad"]
@@ -206,6 +208,23 @@ def scalar_readings(
     ]
 
 
+class ScalarGroup(list[Reading]):
+    """The scalar readings of one response, built once by their source, with their stream names in the same order.
+
+    The router, the latest-value map and the operator page take the names from `streams` rather than testing and
+    reading every sample (at a 10 ms Modbus poll that was ~0.25 us of the service's ~5 us a tag). A slice or a
+    copy is a plain list, which consumers treat the generic way.
+    """
+
+    __slots__ = ("streams",)
+
+    def __init__(self, readings: Iterable[Reading], streams: Sequence[str]) -> None:
+        super().__init__(readings)
+        if len(self) != len(streams):
+            raise ValueError(f"a group of {len(self)} readings with {len(streams)} stream names")
+        self.streams = streams
+
+
 @dataclass(frozen=True, slots=True)
 class Frame:
     """One camera image: H x W x 3 uint8 BGR (OpenCV convention)."""
@@ -217,6 +236,11 @@ class Frame:
 
 
 Sample = Reading | Frame
+
+
+def stream_names(samples: Sequence[Sample]) -> Sequence[str]:
+    """The stream of each sample, in order; a `ScalarGroup`'s without touching its samples."""
+    return samples.streams if isinstance(samples, ScalarGroup) else [s.stream for s in samples]
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from adapters.base import EdgeRuntimeError, Reading, Result, Sample, Sink, Source, Stats
+from adapters.base import EdgeRuntimeError, Reading, Result, Sample, ScalarGroup, Sink, Source, Stats, stream_names
 from adapters.registry import make_sink, make_source
 from adapters.supervise import Backoff, OutageLog, cancel_and_wait, close_quietly, supervise
 from edge_runtime.compensation import Compensator, build_layers
@@ -195,14 +195,17 @@ class Service:
         self.stats["samples"] += len(samples)
         for observer in self.sample_observers:
             observer(samples)
-        self.latest.update((s.stream, s) for s in samples if isinstance(s, Reading) and s.value.ndim == 0)
+        if isinstance(samples, ScalarGroup):
+            self.latest.update(zip(samples.streams, samples, strict=True))
+        else:
+            self.latest.update((s.stream, s) for s in samples if isinstance(s, Reading) and s.value.ndim == 0)
         await self._dispatch(samples)
 
     async def _dispatch(self, samples: Sequence[Sample]) -> None:
         """Each sample to the pipelines it is an input or a side input of, routes looked up once per group. A reload
         that swaps the pipelines while the group waits on a full queue sends the rest to the new ones."""
         pipelines = self.pipelines
-        found = self._routes.get_many([s.stream for s in samples])
+        found = self._routes.get_many(stream_names(samples))
         if found.count(_NOWHERE) == len(found):  # C-speed identity test: most tags of a PLC feed no model
             return
         for i, (sample, routes) in enumerate(zip(samples, found, strict=True)):

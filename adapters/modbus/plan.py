@@ -154,6 +154,7 @@ class PlannedRead:
     streams: list[str]
     units: list[str]
     groups: list[tuple[GroupDecoder, list[str], list[str]]]  # (decoder, its streams, their units) per set
+    decoded_streams: list[str]  # the streams in the order their readings are decoded: set by set, as in `groups`
 
 
 @dataclass(slots=True)
@@ -217,7 +218,10 @@ def plan_device(config: ModbusDeviceConfig, *, coalesce: bool = True) -> list[Po
                     )
                     for pos in sets.values()
                 ]
-                by_interval.setdefault(interval, []).append(PlannedRead(device_id, req, streams, units, groups))
+                decoded = [name for _, names, _ in groups for name in names]
+                by_interval.setdefault(interval, []).append(
+                    PlannedRead(device_id, req, streams, units, groups, decoded)
+                )
     return [PollGroup(ms / 1000.0, reads) for ms, reads in sorted(by_interval.items())]
 
 

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from adapters.base import AdapterError, Quality, Reading, Stats, now_ns, scalar_readings
+from adapters.base import AdapterError, Quality, Reading, ScalarGroup, Stats, now_ns, scalar_readings
 from adapters.modbus.client import (
     READ_METHOD,
     connect,
@@ -37,7 +37,7 @@ log = logging.getLogger("adapters.modbus")
 _NAN = np.array(np.nan)
 
 
-def decode_registers(read: PlannedRead, raw: npt.NDArray[Any], t_ns: int) -> list[Reading]:
+def decode_registers(read: PlannedRead, raw: npt.NDArray[Any], t_ns: int) -> ScalarGroup:
     """The readings of one response. A float that decodes to NaN or infinity is what the device sent for "no
     value" (a sensor fault word), so it is kept with quality `bad` rather than passed on as a good value."""
     out: list[Reading] = []
@@ -52,7 +52,7 @@ def decode_registers(read: PlannedRead, raw: npt.NDArray[Any], t_ns: int) -> lis
             if not finite.all():
                 quality = ["good" if ok else "bad" for ok in finite.tolist()]
         out += scalar_readings(streams, t_ns, values, quality, units)
-    return out
+    return ScalarGroup(out, read.decoded_streams)
 
 
 def next_poll(due: float, interval_s: float, now: float) -> tuple[float, bool]:
@@ -126,8 +126,9 @@ class ModbusSource:
                 for reading in batch:
                     yield reading
 
-    async def batches(self) -> AsyncGenerator[list[Reading], None]:
-        """The readings of one planned request at a time (they share one timestamp), paced by the poll plan."""
+    async def batches(self) -> AsyncGenerator[ScalarGroup, None]:
+        """The readings of one planned request at a time (they share one timestamp; a `ScalarGroup`), paced by the
+        poll plan."""
         if self._client is None:
             raise AdapterError(f"{self.name}: polled before open()")
         loop = asyncio.get_running_loop()
@@ -155,10 +156,11 @@ class ModbusSource:
                 out.extend(await self._poll(read))
         return out
 
-    def _bad(self, read: PlannedRead, t_ns: int) -> list[Reading]:
-        return [Reading(s, t_ns, _NAN, "bad", u) for s, u in zip(read.streams, read.units, strict=True)]
+    def _bad(self, read: PlannedRead, t_ns: int) -> ScalarGroup:
+        readings = [Reading(s, t_ns, _NAN, "bad", u) for s, u in zip(read.streams, read.units, strict=True)]
+        return ScalarGroup(readings, read.streams)
 
-    async def _poll(self, read: PlannedRead) -> list[Reading]:
+    async def _poll(self, read: PlannedRead) -> ScalarGroup:
         assert self._errors is not None
         connection_lost, no_response = self._errors
         slave = self._slaves[read.device_id]
@@ -214,7 +216,7 @@ class ModbusSource:
         self.stats["readings"] += len(out)
         return out
 
-    def _on_timeout(self, read: PlannedRead, slave: _SlaveState, now: float, exc: Exception) -> list[Reading]:
+    def _on_timeout(self, read: PlannedRead, slave: _SlaveState, now: float, exc: Exception) -> ScalarGroup:
         self.stats["timeouts"] += 1
         if isinstance(self.config, ModbusTcpConfig):
             self._consecutive_timeouts += 1

@@ -13,6 +13,7 @@ import base64
 import collections
 import contextlib
 import functools
+import itertools
 import logging
 import re
 import time
@@ -23,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
-from adapters.base import Frame, Reading, Result, Sample, jsonable
+from adapters.base import Frame, Reading, Result, Sample, jsonable, stream_names
 from edge_runtime.dsp import source_window_length
 from edge_runtime.streams import StreamMap
 
@@ -128,7 +129,7 @@ class LiveView:
         now = time.time_ns()
         first = samples[0]
         try:
-            self.seen_ns.update((s.stream, now) for s in samples)
+            self.seen_ns.update(zip(stream_names(samples), itertools.repeat(now)))
             if now < (self._quiet_until.get(first.stream) or 0):
                 return
         except Exception as exc:  # a display must never stop the line

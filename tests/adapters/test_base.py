@@ -13,7 +13,7 @@ import adapters.base
 import adapters.loopback
 import adapters.registry
 import adapters.supervise
-from adapters.base import Reading, Result, dumps, scalar_readings
+from adapters.base import Reading, Result, ScalarGroup, dumps, scalar_readings, stream_names
 from adapters.supervise import OutageLog
 
 
@@ -66,3 +66,13 @@ def test_scalar_readings_equal_readings_built_one_by_one_and_share_the_array() -
         assert np.shares_memory(got.value, values)  # views, not copies
     with pytest.raises(ValueError):  # a stream without a value is a decoder bug, never a silent drop
         scalar_readings(["d.a", "d.b"], 7, values[:1], ["good", "good"], ["", ""])
+
+
+def test_a_scalar_group_names_its_streams_and_a_copy_is_a_plain_list() -> None:
+    readings = scalar_readings(["d.a", "d.b"], 7, np.array([1, 2]), ["good", "good"], ["", ""])
+    group = ScalarGroup(readings, ["d.a", "d.b"])
+    assert group == readings and stream_names(group) is group.streams
+    assert stream_names(readings) == ["d.a", "d.b"]  # any other sequence: read from the samples
+    assert type(group[:1]) is list and type(group.copy()) is list  # an edited group no longer claims its names
+    with pytest.raises(ValueError, match="2 readings with 1 stream names"):
+        ScalarGroup(readings, ["d.a"])

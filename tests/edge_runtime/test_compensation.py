@@ -13,7 +13,7 @@ import numpy.typing as npt
 import pytest
 import yaml
 
-from adapters.base import Frame, Reading, Result
+from adapters.base import Frame, Reading, Result, ScalarGroup
 from adapters.camera.simulator import ChuteSimulator, ChuteSimulatorConfig
 from adapters.loopback import free_port
 from edge_runtime.compensation import Compensator, LensFogLayer, LensFogLayerConfig, SideInputs
@@ -509,11 +509,14 @@ def test_a_pyrometer_profile_gives_the_measured_t85_and_the_computed_one_is_kept
     assert result.values["preheat_required"] is True
 
 
+@pytest.mark.parametrize("named", [False, True], ids=["list", "scalar_group"])
 async def test_a_group_of_readings_reaches_side_inputs_latest_values_and_survives_a_reload(
-    optics_file: Path, tmp_path: Path
+    optics_file: Path, tmp_path: Path, named: bool
 ) -> None:
     """A Modbus response arrives as one group (`Service._route_batch`): its one compensation tag must reach the
-    pipeline's side inputs, every scalar the latest-value map, also once routes are cached and after a reload."""
+    pipeline's side inputs, every scalar the latest-value map, also once routes are cached and after a reload.
+    The Modbus source's groups name their streams (`ScalarGroup`), which the router takes instead of reading each
+    sample; a plain list (another batch source) must end the same."""
     ports = {"ua": 4840, "plc": 502}
     cfg = tmp_path / "site.yaml"
     cfg.write_text(yaml.safe_dump(_deployment(tmp_path, optics_file, ports, "weld1.hall_temp")))
@@ -523,11 +526,12 @@ async def test_a_group_of_readings_reaches_side_inputs_latest_values_and_survive
     service.load()
 
     def group(t: int, hall: float) -> list[Reading]:
-        return [
+        readings = [
             Reading("weld1.current", t, np.array(180.0)),
             Reading("weld1.hall_temp", t, np.array(hall)),
             Reading("plc.speed", t, np.array(3.0)),
         ]
+        return ScalarGroup(readings, [r.stream for r in readings]) if named else readings
 
     (rice,) = service.pipelines
     await service._route_batch(group(100, -12.0))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import struct
 from typing import Any
 
 import numpy as np
@@ -10,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from adapters.base import AdapterError, Reading
+from adapters.base import AdapterError, Reading, ScalarGroup
 from adapters.loopback import free_port
 from adapters.modbus.codec import NUMERIC_DTYPES, ORDERS, register_count
 from adapters.modbus.config import ModbusTcpConfig
@@ -311,11 +312,32 @@ def test_fuzz_any_registers_decode_to_sane_readings_or_are_counted(data: st.Data
             out = source._guard(decode_registers, read, raw, 1_700_000_000_000_000_000)
             assert out is not None, source.stats
             assert len(out) == len(read.streams)
+            # the names the router takes without reading the samples (sets decode out of address order)
+            assert isinstance(out, ScalarGroup) and list(out.streams) == [r.stream for r in out]
+            bad = source._bad(read, 1)
+            assert list(bad.streams) == [r.stream for r in bad] and sorted(bad.streams) == sorted(out.streams)
             for r in out:
                 assert check_sample(r) is r
                 if r.quality == "good" and r.value.dtype.kind == "f":
                     assert np.isfinite(r.value).all()
     assert source.stats["malformed"] == 0
+
+
+def test_a_response_of_interleaved_dtypes_names_each_reading_by_its_own_tag() -> None:
+    """A response decodes set by set (each dtype and order at once), so its readings leave out of address order;
+    the names the group carries for the router (`ScalarGroup.streams`) must follow the readings, not the map."""
+    tags = [
+        {"name": "a", "address": 0, "dtype": "float32"},
+        {"name": "b", "address": 2, "dtype": "int16"},
+        {"name": "c", "address": 3, "dtype": "float32"},
+        {"name": "d", "address": 5, "dtype": "int16"},
+    ]
+    (read,) = [read for group in ModbusSource(tcp(tags=tags))._groups for read in group.reads]
+    words = struct.unpack(">6H", struct.pack(">fhfh", 1.5, 7, -2.25, -3))
+    out = decode_registers(read, np.array(words, dtype=np.uint16), 1)
+    assert [r.stream.rsplit(".", 1)[1] for r in out] == ["a", "c", "b", "d"]  # the float32 set, then the int16s
+    assert list(out.streams) == [r.stream for r in out]
+    assert {r.stream.rsplit(".", 1)[1]: float(r.value) for r in out} == {"a": 1.5, "b": 7, "c": -2.25, "d": -3}
 
 
 # ------------------------------------------------------------------------------------------------ pacing

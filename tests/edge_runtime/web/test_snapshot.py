@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
-from adapters.base import Frame, Reading, Result, Scalar
+from adapters.base import Frame, Reading, Result, Scalar, ScalarGroup
 from edge_runtime.config import Deployment
 from edge_runtime.service import Service
 from edge_runtime.web import snapshot
@@ -171,8 +171,8 @@ def test_a_group_of_scalars_takes_sparkline_points_twice_a_second_and_is_always_
     monkeypatch.setattr(snapshot, "time", SimpleNamespace(time_ns=lambda: clock[0], monotonic=time.monotonic))
     group = [Reading(f"plc.t{i}", 0, np.array(float(i))) for i in range(3)]
     view.on_samples(group)
-    clock[0] += 100_000_000  # 0.1 s later: no new point, but every tag was seen now
-    view.on_samples([r._replace(value=r.value + 10) for r in group])
+    clock[0] += 100_000_000  # 0.1 s later: no new point, but every tag was seen now (a Modbus group names its tags)
+    view.on_samples(ScalarGroup([r._replace(value=r.value + 10) for r in group], [r.stream for r in group]))
     assert [list(view.history[r.stream]) for r in group] == [[(clock[0] - 100_000_000, float(i))] for i in range(3)]
     assert all(view.seen_ns[r.stream] == clock[0] for r in group)
     clock[0] += 500_000_000  # the next half second: one more point each
