@@ -208,21 +208,24 @@ def scalar_readings(
     ]
 
 
-class ScalarGroup(list[Reading]):
-    """The scalar readings of one response, built once by their source, with their stream names in the same order.
+class ScalarGroup(tuple[Reading, ...]):
+    """The scalar readings of one response with their stream names in the same order (`streams[i]` is
+    `self[i].stream`); immutable, so the two cannot drift apart.
 
     The router, the latest-value map and the operator page take the names from `streams` rather than testing and
-    reading every sample (at a 10 ms Modbus poll that was ~0.25 us of the service's ~5 us a tag). A slice or a
-    copy is a plain list, which consumers treat the generic way.
+    reading every sample (at a 10 ms Modbus poll that was ~0.25 us of the service's ~5 us a tag). The source that
+    builds a group vouches for the contract (the constructor checks only the lengths: checking each name would cost
+    what the names save). A slice is a plain tuple, which consumers treat the generic way.
     """
 
-    __slots__ = ("streams",)
+    streams: tuple[str, ...]
 
-    def __init__(self, readings: Iterable[Reading], streams: Sequence[str]) -> None:
-        super().__init__(readings)
-        if len(self) != len(streams):
-            raise ValueError(f"a group of {len(self)} readings with {len(streams)} stream names")
-        self.streams = streams
+    def __new__(cls, readings: Iterable[Reading], streams: Sequence[str]) -> ScalarGroup:
+        group = super().__new__(cls, readings)
+        if len(group) != len(streams):
+            raise ValueError(f"a group of {len(group)} readings with {len(streams)} stream names")
+        group.streams = tuple(streams)
+        return group
 
 
 @dataclass(frozen=True, slots=True)

@@ -154,7 +154,7 @@ class PlannedRead:
     streams: list[str]
     units: list[str]
     groups: list[tuple[GroupDecoder, list[str], list[str]]]  # (decoder, its streams, their units) per set
-    decoded_streams: list[str]  # the streams in the order their readings are decoded: set by set, as in `groups`
+    decoded_streams: tuple[str, ...]  # the streams in the order their readings leave: set by set, as in `groups`
 
 
 @dataclass(slots=True)
@@ -218,7 +218,7 @@ def plan_device(config: ModbusDeviceConfig, *, coalesce: bool = True) -> list[Po
                     )
                     for pos in sets.values()
                 ]
-                decoded = [name for _, names, _ in groups for name in names]
+                decoded = tuple(name for _, names, _ in groups for name in names)
                 by_interval.setdefault(interval, []).append(
                     PlannedRead(device_id, req, streams, units, groups, decoded)
                 )

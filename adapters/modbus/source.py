@@ -157,8 +157,13 @@ class ModbusSource:
         return out
 
     def _bad(self, read: PlannedRead, t_ns: int) -> ScalarGroup:
-        readings = [Reading(s, t_ns, _NAN, "bad", u) for s, u in zip(read.streams, read.units, strict=True)]
-        return ScalarGroup(readings, read.streams)
+        """Every tag of the read marked bad, in the order a good response lists them (set by set)."""
+        readings = [
+            Reading(s, t_ns, _NAN, "bad", u)
+            for _, streams, units in read.groups
+            for s, u in zip(streams, units, strict=True)
+        ]
+        return ScalarGroup(readings, read.decoded_streams)
 
     async def _poll(self, read: PlannedRead) -> ScalarGroup:
         assert self._errors is not None

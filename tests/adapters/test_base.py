@@ -68,11 +68,13 @@ def test_scalar_readings_equal_readings_built_one_by_one_and_share_the_array() -
         scalar_readings(["d.a", "d.b"], 7, values[:1], ["good", "good"], ["", ""])
 
 
-def test_a_scalar_group_names_its_streams_and_a_copy_is_a_plain_list() -> None:
+def test_a_scalar_group_names_its_streams_and_cannot_be_edited() -> None:
     readings = scalar_readings(["d.a", "d.b"], 7, np.array([1, 2]), ["good", "good"], ["", ""])
     group = ScalarGroup(readings, ["d.a", "d.b"])
-    assert group == readings and stream_names(group) is group.streams
+    assert list(group) == readings and stream_names(group) is group.streams == ("d.a", "d.b")
     assert stream_names(readings) == ["d.a", "d.b"]  # any other sequence: read from the samples
-    assert type(group[:1]) is list and type(group.copy()) is list  # an edited group no longer claims its names
+    assert type(group[:1]) is tuple  # a slice no longer claims the names
+    with pytest.raises(AttributeError):  # readings and names cannot drift apart
+        group.append(readings[0])  # type: ignore[attr-defined]
     with pytest.raises(ValueError, match="2 readings with 1 stream names"):
         ScalarGroup(readings, ["d.a"])

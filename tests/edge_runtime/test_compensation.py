@@ -4,6 +4,7 @@ the task, lens health published and a lens heater switched through a real Modbus
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -525,7 +526,7 @@ async def test_a_group_of_readings_reaches_side_inputs_latest_values_and_survive
     service = Service(deployment, base_dir=tmp_path, config_dir=tmp_path)
     service.load()
 
-    def group(t: int, hall: float) -> list[Reading]:
+    def group(t: int, hall: float) -> Sequence[Reading]:
         readings = [
             Reading("weld1.current", t, np.array(180.0)),
             Reading("weld1.hall_temp", t, np.array(hall)),
@@ -543,6 +544,8 @@ async def test_a_group_of_readings_reaches_side_inputs_latest_values_and_survive
         "weld1.hall_temp": -14.0,
         "plc.speed": 3.0,
     }
+    # least recently used first, as each sample was set in turn (what decides which stream a flood evicts)
+    assert list(service.latest) == list(service._routes) == ["weld1.current", "weld1.hall_temp", "plc.speed"]
     assert service.stats["samples"] == 6
     service._routes.clear()  # what a reload does when it swaps the pipelines: routes are derived again
     await service._route_batch(group(300, -16.0))
