@@ -147,12 +147,11 @@ GroupDecoder = Callable[[npt.NDArray[Any]], npt.NDArray[Any]]
 
 @dataclass(slots=True)
 class PlannedRead:
-    """One request with everything decided at start-up: streams, units and one decoder per (dtype, order)."""
+    """One request with everything decided at start-up: streams and one decoder per (dtype, order)."""
 
     device_id: int
     request: ReadRequest
-    streams: list[str]
-    units: list[str]
+    streams: list[str]  # in address order, for the plan report
     groups: list[tuple[GroupDecoder, list[str], list[str]]]  # (decoder, its streams, their units) per set
     decoded_streams: tuple[str, ...]  # the streams in the order their readings leave: set by set, as in `groups`
 
@@ -219,9 +218,7 @@ def plan_device(config: ModbusDeviceConfig, *, coalesce: bool = True) -> list[Po
                     for pos in sets.values()
                 ]
                 decoded = tuple(name for _, names, _ in groups for name in names)
-                by_interval.setdefault(interval, []).append(
-                    PlannedRead(device_id, req, streams, units, groups, decoded)
-                )
+                by_interval.setdefault(interval, []).append(PlannedRead(device_id, req, streams, groups, decoded))
     return [PollGroup(ms / 1000.0, reads) for ms, reads in sorted(by_interval.items())]
 
 
