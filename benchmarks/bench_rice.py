@@ -1,6 +1,7 @@
 """Rice sorter speed: the model (fp32 and every shipped variant) at batch 1, 32 and 256 vs bare onnxruntime, and the
 whole task end to end (frame -> segmentation -> crops -> model -> eject decisions) vs bare onnxruntime on the same
-crops.
+crops. Each shipped variant's task runs twice: as configured by default and with `work_scale: 2` (grains found
+at half resolution, `rice.e2e.<variant>.work_scale2.*`), each against bare onnxruntime on its own crops.
 
 Everything runs on one core (onnxruntime intra-op threads 1, OpenCV threads 1) in alternating rounds, so load from
 other processes hits a figure and its baseline alike. Frames are dense chute frames of the real grain photographs
@@ -81,6 +82,10 @@ def main() -> None:
         )
         for v, r in runners.items()
     }
+    # the same models with the grains found at half resolution (`work_scale: 2`), under their own keys
+    for v in list(tasks):
+        if not v.startswith("prev."):
+            tasks[f"{v}.work_scale2"] = RiceSorterTask(tasks[v].config.model_copy(update={"work_scale": 2}), runners[v])
     # each model gets the crops its manifest asks for (the crop size may differ between versions)
     per_frame = {v: [segment(f.image, t.params).crops for f in frames] for v, t in tasks.items()}
     crops = {v: np.concatenate(c) for v, c in per_frame.items()}
@@ -98,8 +103,9 @@ def main() -> None:
 
     rounds = Rounds(n_rounds, args.quick)
     for _ in rounds:
-        for v, runner in runners.items():
-            for b in BATCHES:
+        for v, task in tasks.items():
+            runner = task.runner
+            for b in BATCHES if v in runners else ():
                 x = np.ascontiguousarray(crops[v][:b])
                 wall, cpu = timed(lambda r=runner, x=x: len(r.run({"x": x})["probs"]))  # type: ignore[misc]
                 add(f"model.{v}.{b}", wall)
@@ -109,7 +115,7 @@ def main() -> None:
                 add(f"bare_cpu.{v}.{b}", cpu)
             k = [0]
 
-            def e2e(task: RiceSorterTask = tasks[v], k: list[int] = k) -> int:
+            def e2e(task: RiceSorterTask = task, k: list[int] = k) -> int:
                 k[0] += 1
                 return sum(len(r.detail["grains"]) for r in task.process(calls[k[0] % len(calls)]))
 
@@ -117,7 +123,7 @@ def main() -> None:
                 runner: ModelRunner = runner,
                 k: list[int] = k,
                 c: list[U8] = call_crops[v],
-                step: int = tasks[v].config.crops_per_call,
+                step: int = task.config.crops_per_call,
             ) -> int:
                 # in the model calls the task makes (`crops_per_call`), so the baseline is the fastest way to run
                 # these crops, not one slower call of ~190
@@ -134,8 +140,8 @@ def main() -> None:
             add(f"e2e_bare.{v}.cpu", cpu)
 
     figures: list[Figure] = []
-    for v in runners:
-        for b in BATCHES:
+    for v in tasks:
+        for b in BATCHES if v in runners else ():
             # per CPU second of this process too: what a core can do, whatever else the machine runs
             for clock, unit, suffix in (("", "crops/s", ""), ("_cpu", "crops/CPU-s", ".per_cpu_s")):
                 figures.append(
@@ -154,7 +160,12 @@ def main() -> None:
                     unit,
                     samples[f"e2e.{v}.{clock}"],
                     baseline=("bare onnxruntime, same crops", samples[f"e2e_bare.{v}.{clock}"]),
-                    params={"variant": v, "model": runners[v].ident, "grains_per_frame": round(grains_per_frame, 1)},
+                    params={
+                        "variant": v.removesuffix(".work_scale2"),
+                        "model": tasks[v].runner.ident,
+                        "work_scale": tasks[v].params.work_scale,
+                        "grains_per_frame": round(len(crops[v]) / len(frames), 1),
+                    },
                 )
             )
     write_result(

@@ -224,6 +224,11 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
             print("edge-runtime evaluate: --size-prior is a rice_sorter option", file=sys.stderr)
             return 2
         options["size_prior"] = False
+    if args.work_scale is not None:
+        if args.model != "rice_sorter":
+            print("edge-runtime evaluate: --work-scale is a rice_sorter option", file=sys.stderr)
+            return 2
+        options["work_scale"] = args.work_scale
     if args.flip_average is not None:
         if args.model != "weld_inspector":
             print("edge-runtime evaluate: --flip-average is a weld_inspector option", file=sys.stderr)
@@ -393,6 +398,13 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["on", "off"],
         default="on",
         help="rice_sorter: weigh the probabilities with grain size like the live task (default on)",
+    )
+    p.add_argument(
+        "--work-scale",
+        type=int,
+        choices=[1, 2],
+        default=None,
+        help="rice_sorter: 2 finds the grains at half resolution, like the task's work_scale (default 1)",
     )
     p.add_argument(
         "--flip-average",

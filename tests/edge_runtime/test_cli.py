@@ -80,6 +80,11 @@ def test_evaluate_size_prior_is_a_rice_option(tmp_path: Path, capsys: pytest.Cap
     assert "--size-prior is a rice_sorter option" in capsys.readouterr().err
 
 
+def test_evaluate_work_scale_is_a_rice_option(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["evaluate", "weld_inspector", "--data", str(tmp_path), "--work-scale", "2"]) == 2
+    assert "--work-scale is a rice_sorter option" in capsys.readouterr().err
+
+
 def test_evaluate_refuses_a_missing_directory(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["evaluate", "vibration_anomaly", "--data", "/nonexistent/dir"]) == 2
     assert "not a directory" in capsys.readouterr().err

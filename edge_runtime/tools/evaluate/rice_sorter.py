@@ -31,6 +31,7 @@ def evaluate(
     model_dir: Path | None = None,
     batch_size: int = 256,
     size_prior: bool = True,
+    work_scale: int = 1,
 ) -> dict[str, Any]:
     """Variety accuracy of the shipped model on a class-folder directory of single-grain photographs.
 
@@ -38,7 +39,8 @@ def evaluate(
     model, then `compensate`, the pipeline's compensation layers) and its largest grain is classified; a photograph
     where no grain is found counts as wrong (`n_unsegmented`). With `size_prior` (the default) the probabilities
     are weighed with the grain's size like the live task's, at scale 1: the directory holds data-set photographs,
-    so there is no camera scale to confirm first (the live task's `ScaleCheck`).
+    so there is no camera scale to confirm first (the live task's `ScaleCheck`). `work_scale` 2 finds the grains
+    at half resolution, like the task's option of that name.
     With `declared`, the purity sorter's view: off-type grains are the positives and a grain is ejected by the
     task's off-type rule (declared probability below `min_confidence`); `eject_precision` and `eject_recall`
     follow. Whatever `declared`, `eject_by_declared_variety` gives the same two figures for every label in turn as
@@ -54,7 +56,12 @@ def evaluate(
     runner = load_model(model_dir if model_dir is not None else MODEL_NAME, variant=variant)
     labels = list(runner.manifest.labels)
     task = RiceSorterTask(
-        RiceSorterConfig(kind="rice_sorter", declared_variety=declared or labels[0], size_prior=size_prior),
+        RiceSorterConfig(
+            kind="rice_sorter",
+            declared_variety=declared or labels[0],
+            size_prior=size_prior,
+            work_scale=1 if work_scale == 1 else 2,
+        ),
         runner,
     )
     items = read_class_folders(Path(data_dir), labels)
@@ -63,7 +70,8 @@ def evaluate(
     probs_all = np.zeros((len(items), len(labels)), dtype=np.float32)
     size = np.zeros((len(items), 3), dtype=np.float64)  # length, width, area of each photograph's grain
     found = np.zeros(len(items), dtype=bool)
-    params = SegmentParams.from_preprocessing(runner.manifest.preprocessing)  # one grain each: no splitting
+    # one grain each: no splitting
+    params = SegmentParams.from_preprocessing(runner.manifest.preprocessing, work_scale=task.params.work_scale)
     for start in range(0, len(items), batch_size):
         chunk = items[start : start + batch_size]
         crops = np.zeros((len(chunk), 3, s, s), dtype=np.uint8)
@@ -100,6 +108,7 @@ def evaluate(
         "confusion": {"labels": labels, "matrix": matrix.tolist()},
         "min_confidence": task.min_confidence,
         "size_prior_weight": None if task.size_prior is None else task.size_prior.weight,
+        "work_scale": task.params.work_scale,
         "eject_by_declared_variety": {
             label: _eject(truth, ok, probs_all, k, task.min_confidence) for k, label in enumerate(labels)
         },

@@ -249,6 +249,27 @@ def test_config_rejects_unknown_variety_and_options(runner: ModelRunner) -> None
         make_task(runner, "Carnaroli")
 
 
+def test_half_resolution_is_a_config_option_that_warns_on_small_grains(
+    runner: ModelRunner, caplog: pytest.LogCaptureFixture
+) -> None:
+    frame = plate(seed=6)
+    for i, cx in enumerate((150, 450, 750, 1050)):
+        paste(frame, horizontal(grain("Arborio", 70 + i)), cx, 180)
+    full = wire(make_task(runner).process([Frame("chute", 1, frame)]))[0]
+    with caplog.at_level("WARNING", logger="edge_runtime.tasks.rice_sorter"):
+        task = make_task(runner, work_scale=2)
+    assert task.params.work_scale == 2 and not caplog.records  # data-set photographs: grains of 110-200 px
+    half = wire(task.process([Frame("chute", 1, frame)]))[0]
+    assert half["n_grains"] == full["n_grains"] == 4
+    assert [g["channel"] for g in half["grains"]] == [g["channel"] for g in full["grains"]]
+    assert [g["variety"] for g in half["grains"]] == [g["variety"] for g in full["grains"]]
+    with caplog.at_level("WARNING", logger="edge_runtime.tasks.rice_sorter"):
+        make_task(runner, work_scale=2, scale_px_per_dataset_px=0.25)  # Karacadag's median grain: 29 px
+    assert "event=rice_work_scale_small_grains" in caplog.text
+    with pytest.raises(ValidationError):
+        RiceSorterConfig.model_validate({"kind": "rice_sorter", "declared_variety": "Arborio", "work_scale": 4})
+
+
 def test_evaluate_on_a_small_class_folder_dir(tmp_path: Path) -> None:
     for variety in ("Arborio", "Basmati", "Jasmine"):
         (tmp_path / variety).mkdir()
@@ -277,6 +298,9 @@ def test_evaluate_on_a_small_class_folder_dir(tmp_path: Path) -> None:
     }
     assert [table[v]["n_off_type"] for v in VARIETIES] == [14, 15, 22, 15, 22]
     assert table["Ipsala"]["eject_recall"] is not None and table["Ipsala"]["n_ejected"] >= 1  # the blank at least
+    half = evaluate(tmp_path, declared="Arborio", work_scale=2)
+    assert half["work_scale"] == 2 and res["work_scale"] == 1
+    assert half["n"] == 22 and half["n_unsegmented"] == 1 and half["accuracy"] >= res["accuracy"] - 2 / 22
     int8 = evaluate(tmp_path, variant="int8")
     assert int8["n"] == 22 and "eject_recall" not in int8 and "declared" not in int8
     assert list(int8["eject_by_declared_variety"]) == list(VARIETIES)
