@@ -44,22 +44,8 @@ def _attrs(node: Any) -> dict[str, Any]:
     return {a.name: helper.get_attribute_value(a) for a in node.attribute}
 
 
-def rewrite_stem(model: Any) -> Any:
-    """A copy of `model` (onnx.ModelProto) with its stem rewritten; ValueError when the stem is not a QDQ 3x3
-    stride-2 convolution with padding 1 (or 0 before and 1 after) on the graph's input, its quantised input is read
-    by another node too, or the input's height or width is odd."""
-    import onnx
-    from onnx import helper, numpy_helper
-
-    model = onnx.ModelProto.FromString(model.SerializeToString())
-    graph = model.graph
-    inits = {t.name: t for t in graph.initializer}
-    stem = next((n for n in graph.node if n.op_type == "Conv"), None)
-    if stem is None:
-        raise ValueError("no Conv in the graph")
-    inp = graph.input[0].type.tensor_type.shape.dim
-    if len(inp) == 4 and any(d.HasField("dim_value") and d.dim_value % 2 for d in inp[2:]):
-        raise ValueError("the input's height and width must be even for SpaceToDepth(2)")
+def _check_stem(stem: Any) -> tuple[int, int]:
+    """The stem's padding (top, left); ValueError unless it is a dense 3x3 stride-2 Conv with padding 1 or (0, 1)."""
     a = _attrs(stem)
     if (
         list(a.get("kernel_shape", [])) != [3, 3]
@@ -69,24 +55,21 @@ def rewrite_stem(model: Any) -> Any:
         or list(a.get("dilations", [1, 1])) != [1, 1]
     ):
         raise ValueError(f"the first Conv ({stem.name}) is not 3x3, stride 2, padding 1 or (0, 1), dense: {a}")
-    dq_x = _node_producing(graph, stem.input[0])
+    top, left = (int(v) for v in a["pads"][:2])
+    return top, left
+
+
+def _rewrite_weight(graph: Any, inits: dict[str, Any], stem: Any, top: int, left: int) -> None:
+    """The stem's int8 weight moved into the 2x2 kernel over SpaceToDepth's channels, and its attributes changed."""
+    from onnx import helper, numpy_helper
+
     dq_w = _node_producing(graph, stem.input[1])
-    if dq_x is None or dq_x.op_type != "DequantizeLinear" or dq_w is None or dq_w.op_type != "DequantizeLinear":
+    if dq_w is None or dq_w.op_type != "DequantizeLinear":
         raise ValueError(f"the first Conv ({stem.name}) is not between DequantizeLinear nodes (not a QDQ model)")
-    q_x = _node_producing(graph, dq_x.input[0])
-    if q_x is None or q_x.op_type != "QuantizeLinear":
-        raise ValueError(f"the first Conv's input ({dq_x.input[0]}) does not come from a QuantizeLinear")
-    # the quantised input and its dequantised copy change shape: nothing but the stem may read them
-    if _readers(graph, q_x.output[0]) != [dq_x] or _readers(graph, dq_x.output[0]) != [stem]:
-        raise ValueError(f"the first Conv's quantised input ({dq_x.input[0]}) is also read by other nodes")
-    for scale_or_zero in q_x.input[1:]:
-        if scale_or_zero in inits and numpy_helper.to_array(inits[scale_or_zero]).size != 1:
-            raise ValueError("the stem's input is quantised per channel; SpaceToDepth would not commute with it")
     weight = inits.get(dq_w.input[0])
     if weight is None:
         raise ValueError(f"the first Conv's weight ({dq_w.input[0]}) is not an initializer")
     w = numpy_helper.to_array(weight)
-    top, left = (int(v) for v in a["pads"][:2])
     out_ch, in_ch = w.shape[:2]
     # the slots no tap reaches hold the weight's zero point (a weight of 0 after dequantisation)
     zero = np.zeros(1, dtype=w.dtype)
@@ -106,11 +89,6 @@ def rewrite_stem(model: Any) -> Any:
             bx, dx = divmod(kx - left, 2)
             w2[:, (dy * 2 + dx) * in_ch : (dy * 2 + dx + 1) * in_ch, by + top, bx + left] = w[:, :, ky, kx]
     weight.CopyFrom(numpy_helper.from_array(w2, weight.name))
-    # in front of the input's quantizer, on float: onnxruntime's SpaceToDepth on the uint8 graph input (before the
-    # cast and the normalisation) moves a quarter of the bytes but ran 5 % slower in all
-    s2d_out = f"{q_x.input[0]}_space_to_depth"
-    s2d = helper.make_node("SpaceToDepth", [q_x.input[0]], [s2d_out], name=f"{stem.name}_space_to_depth", blocksize=2)
-    q_x.input[0] = s2d_out
     kept = [attr for attr in stem.attribute if attr.name not in ("kernel_shape", "strides", "pads")]
     stem.ClearField("attribute")
     stem.attribute.extend(kept)
@@ -121,6 +99,56 @@ def rewrite_stem(model: Any) -> Any:
             helper.make_attribute("pads", [top, left, 1 - top, 1 - left]),
         ]
     )
+
+
+def rewrite_stem(model: Any) -> Any:
+    """A copy of `model` (onnx.ModelProto) with its stem rewritten; ValueError when the stem is not a QDQ 3x3
+    stride-2 convolution with padding 1 (or 0 before and 1 after) on the graph's input, its quantised input is read
+    by anything but such stems, or the input's height or width is odd.
+
+    Several stems may read the one quantised input (the networks of an averaged ensemble share their
+    normalisation): each is rewritten, behind one SpaceToDepth."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    model = onnx.ModelProto.FromString(model.SerializeToString())
+    graph = model.graph
+    inits = {t.name: t for t in graph.initializer}
+    stem = next((n for n in graph.node if n.op_type == "Conv"), None)
+    if stem is None:
+        raise ValueError("no Conv in the graph")
+    inp = graph.input[0].type.tensor_type.shape.dim
+    if len(inp) == 4 and any(d.HasField("dim_value") and d.dim_value % 2 for d in inp[2:]):
+        raise ValueError("the input's height and width must be even for SpaceToDepth(2)")
+    pads = _check_stem(stem)
+    dq_x = _node_producing(graph, stem.input[0])
+    if dq_x is None or dq_x.op_type != "DequantizeLinear":
+        raise ValueError(f"the first Conv ({stem.name}) is not between DequantizeLinear nodes (not a QDQ model)")
+    q_x = _node_producing(graph, dq_x.input[0])
+    if q_x is None or q_x.op_type != "QuantizeLinear":
+        raise ValueError(f"the first Conv's input ({dq_x.input[0]}) does not come from a QuantizeLinear")
+    # the quantised input and its dequantised copies change shape: nothing but stems of the same padding may read them
+    dqs = _readers(graph, q_x.output[0])
+    stems = [
+        r for dq in dqs if dq is not None and dq.op_type == "DequantizeLinear" for r in _readers(graph, dq.output[0])
+    ]
+    if any(dq is None or dq.op_type != "DequantizeLinear" for dq in dqs) or any(
+        r is None or r.op_type != "Conv" or r.input[0] not in {dq.output[0] for dq in dqs} for r in stems
+    ):
+        raise ValueError(f"the first Conv's quantised input ({dq_x.input[0]}) is also read by other nodes")
+    for other in stems:
+        if _check_stem(other) != pads:
+            raise ValueError(f"the stems {stem.name} and {other.name} read the input with different padding")
+    for scale_or_zero in q_x.input[1:]:
+        if scale_or_zero in inits and numpy_helper.to_array(inits[scale_or_zero]).size != 1:
+            raise ValueError("the stem's input is quantised per channel; SpaceToDepth would not commute with it")
+    for each in stems:
+        _rewrite_weight(graph, inits, each, *pads)
+    # in front of the input's quantizer, on float: onnxruntime's SpaceToDepth on the uint8 graph input (before the
+    # cast and the normalisation) moves a quarter of the bytes but ran 5 % slower in all
+    s2d_out = f"{q_x.input[0]}_space_to_depth"
+    s2d = helper.make_node("SpaceToDepth", [q_x.input[0]], [s2d_out], name=f"{stem.name}_space_to_depth", blocksize=2)
+    q_x.input[0] = s2d_out
     # the graph's nodes are in topological order: SpaceToDepth goes just before the QuantizeLinear it feeds
     # (appending copies the messages, so every edit above is done first)
     nodes = list(graph.node)

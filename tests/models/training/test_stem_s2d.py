@@ -131,3 +131,38 @@ def test_stem_whose_quantised_input_is_read_elsewhere_is_refused() -> None:
     model.graph.node.extend(nodes[:at] + shortcut + nodes[at:])
     with pytest.raises(ValueError, match="read by other nodes"):
         rewrite_stem(_quantized(model, _feeds(2, 0)))
+
+
+def test_stems_of_an_averaged_pair_share_one_space_to_depth() -> None:
+    """Two networks reading the one normalised input (the default rice graph averages two): both stems are
+    rewritten behind a single SpaceToDepth, and the outputs stay the same."""
+    model = _float_model()
+    rng = np.random.default_rng(5)
+    model.graph.initializer.extend(
+        [
+            numpy_helper.from_array(rng.normal(0, 0.4, (8, 3, 3, 3)).astype(np.float32), "w0b"),
+            numpy_helper.from_array(rng.normal(0, 0.1, 8).astype(np.float32), "b0b"),
+        ]
+    )
+    nodes = list(model.graph.node)
+    second = [
+        helper.make_node("Conv", ["xn", "w0b", "b0b"], ["c0b"], kernel_shape=[3, 3], strides=[2, 2], pads=[1] * 4),
+        helper.make_node("Relu", ["c0b"], ["r0b"]),
+        helper.make_node("Add", ["r0", "r0b"], ["r0sum"]),
+    ]
+    conv1 = next(n for n in nodes if n.input[0] == "r0")
+    conv1.input[0] = "r0sum"
+    at = nodes.index(conv1)
+    model.graph.ClearField("node")
+    model.graph.node.extend(nodes[:at] + second + nodes[at:])
+    quantized = _quantized(model, _feeds(4, 0))
+    rewritten = rewrite_stem(quantized)
+    ops = [n.op_type for n in rewritten.graph.node]
+    assert ops.count("SpaceToDepth") == 1
+    # the quantizer fuses each stem with its ReLU: they write r0 and r0b
+    stems = [n for n in rewritten.graph.node if n.op_type == "Conv" and n.output[0] in ("c0", "c0b", "r0", "r0b")]
+    assert len(stems) == 2
+    for stem in stems:
+        assert [list(a.ints) for a in stem.attribute if a.name == "kernel_shape"] == [[2, 2]]
+    diff = max_difference(quantized.SerializeToString(), rewritten.SerializeToString(), _feeds(4, 9))
+    assert diff < 1e-5
