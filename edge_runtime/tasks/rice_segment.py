@@ -323,8 +323,8 @@ def _crop(
     The frame is first halved (`cv2.pyrDown`) while the median crop would shrink by more than 2x, so the bilinear
     sampling does not alias grain texture. The colour is sampled from a BGRA copy: OpenCV's bilinear remap has a
     vectorised path for four channels, which costs 0.6x of the three-channel one on 48 chute grains (same values).
-    Every grain's sampling maps, in the colour source's and in the label image's pixels, come from one float32
-    matrix product (0.7x the CPU of building them by broadcasting).
+    The colour maps of every grain come from one float32 product of their affine matrices with a unit grid (0.7x
+    the CPU of building them by broadcasting); the label image's, at another scale, are those maps rescaled.
     """
     import cv2
 
@@ -343,24 +343,23 @@ def _crop(
     n = len(ids)
     # frame x = cx + u * side * cos - v * side * sin, y = cy + u * side * sin + v * side * cos; an image at 1/f of
     # the frame's resolution samples at (frame + 0.5) / f - 0.5
-    cos, sin = np.cos(geo[:, 9]) * side, np.sin(geo[:, 9]) * side
-    frame_rows = np.concatenate(
-        [np.stack([cos, -sin, geo[:, 5]], axis=1), np.stack([sin, cos, geo[:, 6]], axis=1)]
-    )  # (2n, 3): every x row, then every y row
-
-    def rows(f: int) -> npt.NDArray[np.float64]:
-        if f == 1:
-            return frame_rows
-        scaled = frame_rows / f
-        scaled[:, 2] += 0.5 / f - 0.5
-        return scaled
-
     f_colour, f_label = 2**levels, params.work_scale
-    matrix = rows(f_colour) if f_colour == f_label else np.concatenate([rows(f_colour), rows(f_label)])
+    cos, sin = np.cos(geo[:, 9]) * side, np.sin(geo[:, 9]) * side
+    rows = np.concatenate(
+        [np.stack([cos, -sin, geo[:, 5]], axis=1), np.stack([sin, cos, geo[:, 6]], axis=1)]
+    )  # (2n, 3): every x row, then every y row, in frame pixels
+    if f_colour > 1:
+        rows /= f_colour
+        rows[:, 2] += 0.5 / f_colour - 0.5
     # einsum, not `@`: numpy's BLAS would run this small product on every core, spinning the idle threads
-    maps = np.einsum("ij,jk->ik", matrix.astype(np.float32), _unit_grid(s)).reshape(-1, n, s, s)
-    colour_x, colour_y = maps[0], maps[1]
-    label_x, label_y = (maps[0], maps[1]) if f_colour == f_label else (maps[2], maps[3])
+    maps = np.einsum("ij,jk->ik", rows.astype(np.float32), _unit_grid(s)).reshape(2, n, s, s)
+    label_maps = maps
+    if f_label != f_colour:  # the label image's maps are the colour maps moved to its scale: half the products
+        ratio = f_colour / f_label
+        label_maps = maps * np.float32(ratio)
+        label_maps += np.float32(0.5 * ratio - 0.5)
+    colour_x, colour_y = maps
+    label_x, label_y = label_maps
     # a grain's own label, grown by one working pixel so the dim rim the threshold cut off stays in its crop; the
     # narrowest type that holds every label (uint16 dilates in half the time of float32, uint8 samples faster
     # still), float32 still holds any label a frame up to 8192x8192 can have
