@@ -86,6 +86,10 @@ def test_shipped_model_and_int8_variant_load(runner: ModelRunner) -> None:
     fast = load_model("rice_sorter", variant="fast")  # the single network, on the same crops as the default
     assert "-fast+" in fast.ident and fast.run({"x": x})["probs"].shape == (5, 5)
     np.testing.assert_allclose(p32.sum(axis=1), 1.0, atol=1e-4)
+    # the default pair in int8 gives the pair's probabilities to within quantisation error
+    pair8 = load_model("rice_sorter", variant="pair_int8").run({"x": x})["probs"]
+    np.testing.assert_array_equal(pair8.argmax(axis=1), p32.argmax(axis=1))
+    assert float(np.abs(pair8 - p32).max()) < 0.05
     pre = runner.manifest.preprocessing
     assert set(pre["median_length_px"]) == set(VARIETIES)
     assert pre["median_length_px"]["Basmati"] > pre["median_length_px"]["Karacadag"]
