@@ -168,18 +168,17 @@ class RiceSorterTask:
     def weigh(
         self,
         probs: npt.NDArray[np.float32],
-        length_px: npt.NDArray[np.float32],
-        width_px: npt.NDArray[np.float32],
-        area_px: npt.NDArray[Any],
+        features: npt.NDArray[np.float64],
         merged: npt.NDArray[np.bool_],
+        weighed: npt.NDArray[np.float32],
     ) -> npt.NDArray[np.float32]:
-        """The network's probabilities weighed with the grains' sizes in camera pixels (the size prior), once the
-        grains confirm the camera scale; unsplit clumps say nothing about the scale and are left out of that."""
-        prior, check = self.size_prior, self.scale_check
-        if prior is None or check is None or len(probs) == 0:
+        """One frame's probabilities: `weighed` (the network's weighed with the grains' sizes, the size prior) once
+        the grains confirm the camera scale, else `probs`; unsplit clumps say nothing about the scale and are left
+        out of that. Frame by frame, so the frame that confirms the scale is the first one weighed."""
+        check = self.scale_check
+        if check is None or len(probs) == 0:
             return probs
         scale = self.config.scale_px_per_dataset_px
-        features = size_features(length_px, width_px, area_px, scale)
         was = check.ok, check.ratio is not None
         check.update(features[(probs.argmax(axis=1) == self.declared) & ~merged, 0])
         measured = scale * (check.ratio or 1.0)
@@ -199,7 +198,7 @@ class RiceSorterTask:
         if not check.ok:
             self.stats["size_prior_off"] += len(probs)
             return probs
-        return prior.weigh(probs, features)
+        return weighed
 
     def decide(
         self, grains: Grains, probs: npt.NDArray[np.float32]
@@ -229,6 +228,18 @@ class RiceSorterTask:
         crops = [g.crops for g in found if g is not None and len(g)]
         s = self.params.crop_size
         probs = self.classify(np.concatenate(crops) if crops else np.zeros((0, 3, s, s), dtype=np.uint8))
+        # the size prior's arithmetic for every grain of the batch at once (row by row, so the same numbers as
+        # frame by frame); which frames take it is decided frame by frame in `weigh`
+        sized = [g for g in found if g is not None]
+        features = weighed = None
+        if self.size_prior is not None and len(probs):
+            features = size_features(
+                np.concatenate([g.length_px for g in sized]),
+                np.concatenate([g.width_px for g in sized]),
+                np.concatenate([g.area_px for g in sized]),
+                self.config.scale_px_per_dataset_px,
+            )
+            weighed = self.size_prior.weigh(probs, features)
         results: list[Result] = []
         start = 0
         for frame, grains in zip(items, found, strict=True):
@@ -244,9 +255,11 @@ class RiceSorterTask:
                     )
                 )
                 continue
-            p = probs[start : start + len(grains)]
-            p = self.weigh(p, grains.length_px, grains.width_px, grains.area_px, grains.merged)
-            start += len(grains)
+            end = start + len(grains)
+            p = probs[start:end]
+            if features is not None and weighed is not None:
+                p = self.weigh(p, features[start:end], grains.merged, weighed[start:end])
+            start = end
             results.append(self._frame_result(frame, grains, p))
         return results
 
