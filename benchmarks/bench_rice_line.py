@@ -8,7 +8,11 @@
    decoding stands in for a real camera's; rendering the chute live costs more than the sorter itself). Latency is
    capture time (the camera's `t_ns`) to the stored result, p50/p99, plus the coil write latency.
 
-    python benchmarks/bench_rice_line.py [--quick] [--json PATH] [--variant fp32|int8] [--recording FILE]
+    python benchmarks/bench_rice_line.py [--quick] [--json PATH] [--variant fp32|fast|int8|pair_int8]
+        [--work-scale 2] [--recording FILE]
+
+`--work-scale 2` runs the task's `work_scale: 2` (grains found at half resolution); its figures are named
+`rice_line.<variant>.work_scale2.*`.
 
 `--recording FILE` (a flight recording): both parts use the line's own frames (those of the recorded rice
 pipeline's streams; the camera replays them from PNG files, lossless) instead of the simulated chute.
@@ -44,13 +48,18 @@ MIN_DECIDED = 3  # frames decided at half load, at least: the measuring time str
 QUICK_FRAMES = 8  # frames rendered in quick mode (the camera loops over them): 1.4 s each under emulation
 
 
-def chute_task(variant: str) -> RiceSorterTask:
+def chute_task(variant: str, work_scale: int = 1) -> RiceSorterTask:
     """The rice task on one core (OpenCV and onnxruntime on one thread), warmed up by `load_model`."""
     import cv2
 
     cv2.setNumThreads(1)
     return RiceSorterTask(
-        RiceSorterConfig(kind="rice_sorter", declared_variety="Basmati", scale_px_per_dataset_px=SCALE),
+        RiceSorterConfig(
+            kind="rice_sorter",
+            declared_variety="Basmati",
+            scale_px_per_dataset_px=SCALE,
+            work_scale=1 if work_scale == 1 else 2,
+        ),
         load_model("rice_sorter", variant=variant, intra_op_threads=1),
     )
 
@@ -65,7 +74,7 @@ def max_feed_rate(task: RiceSorterTask, frames: list[Frame], seconds: float) -> 
     return n / elapsed, grains / elapsed
 
 
-def deployment(fps: float, plc_port: int, outbox: Path, variant: str, frames: Path) -> Deployment:
+def deployment(fps: float, plc_port: int, outbox: Path, variant: str, frames: Path, work_scale: int = 1) -> Deployment:
     return Deployment.model_validate(
         {
             "service": {"metrics_listen": None, "outbox": {"path": str(outbox)}},
@@ -79,6 +88,7 @@ def deployment(fps: float, plc_port: int, outbox: Path, variant: str, frames: Pa
                         "declared_variety": "Basmati",
                         "ejector_channels": 16,
                         "scale_px_per_dataset_px": SCALE,
+                        "work_scale": work_scale,
                     },
                     "model": {"name": "rice_sorter", "variant": variant},
                     "batching": {"max_batch": 4, "max_wait_ms": 0, "queue_size": 8},
@@ -121,7 +131,12 @@ async def decided(latencies: list[float], n: int, service: asyncio.Task[None], t
 
 
 async def line_latency(
-    fps: float, seconds: float, variant: str, n_frames: int = 120, recorded: list[Frame] | None = None
+    fps: float,
+    seconds: float,
+    variant: str,
+    n_frames: int = 120,
+    recorded: list[Frame] | None = None,
+    work_scale: int = 1,
 ) -> dict[str, Any]:
     port = free_port()
     plc_cfg = ModbusTcpConfig.model_validate(
@@ -153,7 +168,7 @@ async def line_latency(
         else:
             ChuteSimulator(ChuteSimulatorConfig(seed=2, **DENSITY)).write_frames(frames, n_frames, suffix=".jpg")
             (frames / "truth.csv").unlink()
-        service = Service(deployment(fps, port, Path(tmp) / "o.sqlite", variant, frames))
+        service = Service(deployment(fps, port, Path(tmp) / "o.sqlite", variant, frames, work_scale))
         service.result_observers.append(observe)
         stop = asyncio.Event()
         runner = asyncio.create_task(service.run(stop))
@@ -193,7 +208,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--json", type=Path)
-    parser.add_argument("--variant", default="fp32", choices=["fp32", "int8"])
+    parser.add_argument("--variant", default="fp32", help="fp32 (default) or a variant of the manifest")
+    parser.add_argument("--work-scale", type=int, default=1, choices=[1, 2], help="the task's work_scale")
     add_recording_option(parser)
     args = parser.parse_args()
     seconds = 3.0 if args.quick else 20.0
@@ -208,13 +224,13 @@ def main() -> None:
     else:
         sim = ChuteSimulator(ChuteSimulatorConfig(seed=1, **DENSITY))
         frames = [Frame("chute.image", 0, sim.next_frame()[0]) for _ in range(min(n_frames, 40))]
-    task = chute_task(args.variant)
+    task = chute_task(args.variant, args.work_scale)
     task.process(frames[:1])  # warm-up at the frame's size
     rates = [max_feed_rate(task, frames, 1.0 if args.quick else 5.0) for _ in range(2 if args.quick else 3)]
     max_fps = statistics.median(r[0] for r in rates)
-    half = asyncio.run(line_latency(max_fps / 2, seconds, args.variant, n_frames, recorded))
+    half = asyncio.run(line_latency(max_fps / 2, seconds, args.variant, n_frames, recorded, args.work_scale))
     lat = half.pop("latencies_ms") or [float("nan")]
-    v = args.variant
+    v = args.variant + (".work_scale2" if args.work_scale == 2 else "")
     figures = [
         figure(f"rice_line.{v}.max_feed.frames_per_s", "frames/s", [r[0] for r in rates]),
         figure(f"rice_line.{v}.max_feed.grains_per_s", "grains/s", [r[1] for r in rates]),
