@@ -173,7 +173,14 @@ def segment(frame_bgr: npt.NDArray[np.uint8], params: SegmentParams) -> Grains:
     k = params.work_scale
     gray = cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2GRAY)
     if k > 1:
-        gray = cv2.resize(gray, (gray.shape[1] // k, gray.shape[0] // k), interpolation=cv2.INTER_AREA)
+        h, w = gray.shape[0] // k, gray.shape[1] // k
+        if h == 0 or w == 0:  # thinner than one working pixel: nothing to find, and cv2.resize would refuse it
+            return Grains.empty(
+                params.crop_size, float(params.min_threshold if params.threshold is None else params.threshold)
+            )
+        # the exact k x k mean (an odd frame gives up its last row or column): resizing 641 to 320 px would weigh
+        # fractional areas and move every working pixel off the k*i .. k*i + k-1 the geometry is mapped back with
+        gray = cv2.resize(gray[: h * k, : w * k], (w, h), interpolation=cv2.INTER_AREA)
     if params.threshold is None:
         otsu, mask = cv2.threshold(gray, 0, 255, cv2.THRESH_BINARY | cv2.THRESH_OTSU)
         thr = max(float(otsu), float(params.min_threshold))
@@ -307,7 +314,9 @@ def _unit_grid(s: int) -> npt.NDArray[np.float32]:
     """(3, s*s) rows u (along the long axis: columns), v (across: rows) and 1, for pixel centres of an s x s crop
     on the unit square centred at 0; a grain's sampling map is one 2x3 affine matrix times this grid."""
     t = (np.arange(s, dtype=np.float32) + 0.5) / s - 0.5
-    return np.stack([np.tile(t, s), np.repeat(t, s), np.ones(s * s, dtype=np.float32)])
+    grid = np.stack([np.tile(t, s), np.repeat(t, s), np.ones(s * s, dtype=np.float32)])
+    grid.setflags(write=False)  # shared by every call (cached)
+    return grid
 
 
 def _crop(

@@ -41,8 +41,9 @@ def main() -> None:
         quantized = onnx.load(str(qdq))
     rewritten = rewrite_stem(quantized)
     rng = np.random.default_rng(0)
-    shape = [64, *(d.dim_value for d in quantized.graph.input[0].type.tensor_type.shape.dim[1:])]
-    feeds = [{"x": rng.integers(0, 256, size=shape, dtype=np.uint8)} for _ in range(8)]
+    graph_input = quantized.graph.input[0]
+    shape = [64, *(d.dim_value or 1 for d in graph_input.type.tensor_type.shape.dim[1:])]
+    feeds = [{graph_input.name: rng.integers(0, 256, size=shape, dtype=np.uint8)} for _ in range(8)]
     diff = max_difference(quantized.SerializeToString(), rewritten.SerializeToString(), feeds)
     if diff > 1e-5:
         raise SystemExit(f"the stem rewrite changed the outputs by {diff:.3g}; nothing written")

@@ -44,6 +44,11 @@ def _attrs(node: Any) -> dict[str, Any]:
     return {a.name: helper.get_attribute_value(a) for a in node.attribute}
 
 
+def _name(node: Any) -> str:
+    """A node's name for messages: its own, or its first output's when the exporter left it unnamed."""
+    return str(node.name or node.output[0])
+
+
 def _check_stem(stem: Any) -> tuple[int, int]:
     """The stem's padding (top, left); ValueError unless it is a dense 3x3 stride-2 Conv with padding 1 or (0, 1)."""
     a = _attrs(stem)
@@ -54,21 +59,35 @@ def _check_stem(stem: Any) -> tuple[int, int]:
         or int(a.get("group", 1)) != 1
         or list(a.get("dilations", [1, 1])) != [1, 1]
     ):
-        raise ValueError(f"the first Conv ({stem.name}) is not 3x3, stride 2, padding 1 or (0, 1), dense: {a}")
+        raise ValueError(f"the first Conv ({_name(stem)}) is not 3x3, stride 2, padding 1 or (0, 1), dense: {a}")
     top, left = (int(v) for v in a["pads"][:2])
     return top, left
 
 
-def _rewrite_weight(graph: Any, inits: dict[str, Any], stem: Any, top: int, left: int) -> None:
-    """The stem's int8 weight moved into the 2x2 kernel over SpaceToDepth's channels, and its attributes changed."""
+def _rewrite_weight(graph: Any, inits: dict[str, Any], stem: Any, top: int, left: int, done: set[str]) -> None:
+    """The stem's int8 weight moved into the 2x2 kernel over SpaceToDepth's channels (once per weight: stems may
+    share one, whose name then is in `done`), and its attributes changed."""
     from onnx import helper, numpy_helper
 
     dq_w = _node_producing(graph, stem.input[1])
     if dq_w is None or dq_w.op_type != "DequantizeLinear":
-        raise ValueError(f"the first Conv ({stem.name}) is not between DequantizeLinear nodes (not a QDQ model)")
+        raise ValueError(f"the first Conv ({_name(stem)}) is not between DequantizeLinear nodes (not a QDQ model)")
     weight = inits.get(dq_w.input[0])
     if weight is None:
         raise ValueError(f"the first Conv's weight ({dq_w.input[0]}) is not an initializer")
+    kept = [attr for attr in stem.attribute if attr.name not in ("kernel_shape", "strides", "pads")]
+    stem.ClearField("attribute")
+    stem.attribute.extend(kept)
+    stem.attribute.extend(
+        [
+            helper.make_attribute("kernel_shape", [2, 2]),
+            helper.make_attribute("strides", [1, 1]),
+            helper.make_attribute("pads", [top, left, 1 - top, 1 - left]),
+        ]
+    )
+    if weight.name in done:
+        return
+    done.add(weight.name)
     w = numpy_helper.to_array(weight)
     out_ch, in_ch = w.shape[:2]
     # the slots no tap reaches hold the weight's zero point (a weight of 0 after dequantisation)
@@ -89,16 +108,6 @@ def _rewrite_weight(graph: Any, inits: dict[str, Any], stem: Any, top: int, left
             bx, dx = divmod(kx - left, 2)
             w2[:, (dy * 2 + dx) * in_ch : (dy * 2 + dx + 1) * in_ch, by + top, bx + left] = w[:, :, ky, kx]
     weight.CopyFrom(numpy_helper.from_array(w2, weight.name))
-    kept = [attr for attr in stem.attribute if attr.name not in ("kernel_shape", "strides", "pads")]
-    stem.ClearField("attribute")
-    stem.attribute.extend(kept)
-    stem.attribute.extend(
-        [
-            helper.make_attribute("kernel_shape", [2, 2]),
-            helper.make_attribute("strides", [1, 1]),
-            helper.make_attribute("pads", [top, left, 1 - top, 1 - left]),
-        ]
-    )
 
 
 def rewrite_stem(model: Any) -> Any:
@@ -123,7 +132,7 @@ def rewrite_stem(model: Any) -> Any:
     pads = _check_stem(stem)
     dq_x = _node_producing(graph, stem.input[0])
     if dq_x is None or dq_x.op_type != "DequantizeLinear":
-        raise ValueError(f"the first Conv ({stem.name}) is not between DequantizeLinear nodes (not a QDQ model)")
+        raise ValueError(f"the first Conv ({_name(stem)}) is not between DequantizeLinear nodes (not a QDQ model)")
     q_x = _node_producing(graph, dq_x.input[0])
     if q_x is None or q_x.op_type != "QuantizeLinear":
         raise ValueError(f"the first Conv's input ({dq_x.input[0]}) does not come from a QuantizeLinear")
@@ -137,17 +146,25 @@ def rewrite_stem(model: Any) -> Any:
     ):
         raise ValueError(f"the first Conv's quantised input ({dq_x.input[0]}) is also read by other nodes")
     for other in stems:
-        if _check_stem(other) != pads:
-            raise ValueError(f"the stems {stem.name} and {other.name} read the input with different padding")
+        try:
+            other_pads = _check_stem(other)
+        except ValueError:
+            raise ValueError(
+                f"the first Conv's quantised input ({dq_x.input[0]}) is also read by other nodes ({_name(other)}: "
+                "not a 3x3 stride-2 stem)"
+            ) from None
+        if other_pads != pads:
+            raise ValueError(f"the stems {_name(stem)} and {_name(other)} read the input with different padding")
     for scale_or_zero in q_x.input[1:]:
         if scale_or_zero in inits and numpy_helper.to_array(inits[scale_or_zero]).size != 1:
             raise ValueError("the stem's input is quantised per channel; SpaceToDepth would not commute with it")
+    done: set[str] = set()
     for each in stems:
-        _rewrite_weight(graph, inits, each, *pads)
+        _rewrite_weight(graph, inits, each, *pads, done)
     # in front of the input's quantizer, on float: onnxruntime's SpaceToDepth on the uint8 graph input (before the
     # cast and the normalisation) moves a quarter of the bytes but ran 5 % slower in all
     s2d_out = f"{q_x.input[0]}_space_to_depth"
-    s2d = helper.make_node("SpaceToDepth", [q_x.input[0]], [s2d_out], name=f"{stem.name}_space_to_depth", blocksize=2)
+    s2d = helper.make_node("SpaceToDepth", [q_x.input[0]], [s2d_out], name=f"{_name(stem)}_space_to_depth", blocksize=2)
     q_x.input[0] = s2d_out
     # the graph's nodes are in topological order: SpaceToDepth goes just before the QuantizeLinear it feeds
     # (appending copies the messages, so every edit above is done first)

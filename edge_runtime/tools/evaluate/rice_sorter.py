@@ -60,7 +60,7 @@ def evaluate(
             kind="rice_sorter",
             declared_variety=declared or labels[0],
             size_prior=size_prior,
-            work_scale=1 if work_scale == 1 else 2,
+            work_scale=work_scale,  # the config refuses anything but 1 or 2
         ),
         runner,
     )

@@ -113,7 +113,7 @@ def test_half_resolution_finds_the_same_grains_in_frame_pixels() -> None:
     full_params = rice_segment.SegmentParams(**kw)  # type: ignore[arg-type]
     half_params = rice_segment.SegmentParams(**kw, work_scale=2)  # type: ignore[arg-type]
     n_full = n_half = 0
-    shift, length, width, area, agree = [], [], [], [], []
+    shift, length, width, area, agree, boxes = [], [], [], [], [], []
     for frame in chute_frames(6, seed=11):
         full = rice_segment.segment(frame, full_params)
         half = rice_segment.segment(frame, half_params)
@@ -126,6 +126,7 @@ def test_half_resolution_finds_the_same_grains_in_frame_pixels() -> None:
         length.append(half.length_px[j[same]] / full.length_px[same])
         width.append(half.width_px[j[same]] / full.width_px[same])
         area.append(half.area_px[j[same]] / full.area_px[same])
+        boxes.append(half.boxes[j[same]] - full.boxes[same])
         p_full = runner.run({"x": full.crops[same]})["probs"].argmax(axis=1)
         p_half = runner.run({"x": half.crops[j[same]]})["probs"].argmax(axis=1)
         agree.append(p_full == p_half)
@@ -139,6 +140,8 @@ def test_half_resolution_finds_the_same_grains_in_frame_pixels() -> None:
     assert abs(float(np.median(np.concatenate(width))) - 1) < 0.1
     assert abs(float(np.median(np.concatenate(area))) - 1) < 0.05  # 1.016
     assert matched.mean() >= 0.95  # 0.99: the variety the network gives a grain rarely changes
+    # x, y, w, h in frame pixels: within a working pixel (2 px) of the full-resolution box, not half of it
+    assert np.abs(np.median(np.concatenate(boxes), axis=0)).max() <= 1
 
 
 def test_half_resolution_masks_a_close_neighbour_out() -> None:
@@ -163,3 +166,52 @@ def test_half_resolution_masks_a_close_neighbour_out() -> None:
 def test_work_scale_other_than_one_or_two_is_refused() -> None:
     with pytest.raises(ValueError, match="work_scale"):
         rice_segment.SegmentParams(work_scale=3)
+
+
+def test_half_resolution_of_an_odd_sized_frame_gives_up_its_last_row_and_column() -> None:
+    """641 x 481 is halved as 640 x 480 (an exact 2 x 2 mean), so a dark last row and column change nothing; a
+    fractional-area resize would move every grain by up to 2 px towards that edge."""
+    frame = chute_frames(1, seed=3)[0]
+    padded = np.zeros((481, 641, 3), dtype=np.uint8)
+    padded[:480, :640] = frame
+    params = rice_segment.SegmentParams(
+        expected_area_px=EXPECTED_AREA, min_area_px=round(200 * SCALE**2), crop_size=48, work_scale=2
+    )
+    a, b = rice_segment.segment(frame, params), rice_segment.segment(padded, params)
+    assert len(a) == len(b) >= 30
+    np.testing.assert_array_equal(a.boxes, b.boxes)
+    np.testing.assert_array_equal(a.centers, b.centers)
+    np.testing.assert_array_equal(a.crops, b.crops)
+
+
+@pytest.mark.parametrize("shape", [(1, 640), (480, 1), (1, 1)])
+def test_half_resolution_of_a_frame_thinner_than_two_pixels_finds_nothing(shape: tuple[int, int]) -> None:
+    frame = np.full((*shape, 3), 200, dtype=np.uint8)
+    grains = rice_segment.segment(frame, rice_segment.SegmentParams(work_scale=2))
+    assert len(grains) == 0 and grains.crops.shape == (0, 3, 32, 32)
+
+
+def test_half_resolution_keeps_the_minimum_area_in_frame_pixels() -> None:
+    """A speck of 120 frame pixels (30 working pixels) is below min_area_px = 200 at either scale; a blob of 400 is
+    above it at either scale."""
+    frame = np.zeros((120, 240, 3), dtype=np.uint8)
+    frame[20:30, 20:32] = 200  # 10 x 12 = 120 px
+    frame[20:40, 100:120] = 200  # 20 x 20 = 400 px
+    for k in (1, 2):
+        grains = rice_segment.segment(frame, rice_segment.SegmentParams(threshold=100, open_px=1, work_scale=k))
+        assert len(grains) == 1 and 380 <= int(grains.area_px[0]) <= 420
+        assert tuple(grains.boxes[0]) == (100, 20, 20, 20)
+
+
+def test_half_resolution_crops_are_the_same_in_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """More grains than one `cv2.remap` call takes are cut in chunks; every chunk samples its own grains' colour and
+    label maps."""
+    frame = chute_frames(1, seed=5)[0]
+    params = rice_segment.SegmentParams(
+        expected_area_px=EXPECTED_AREA, min_area_px=round(200 * SCALE**2), crop_size=48, work_scale=2
+    )
+    whole = rice_segment.segment(frame, params)
+    monkeypatch.setattr(rice_segment, "_MAX_MAP_ROWS", 48 * 7)  # chunks of 7 grains
+    chunked = rice_segment.segment(frame, params)
+    assert len(whole) > 14
+    np.testing.assert_array_equal(chunked.crops, whole.crops)

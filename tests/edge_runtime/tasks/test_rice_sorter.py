@@ -238,6 +238,24 @@ def test_grains_of_a_frame_batch_run_in_chunks_with_the_same_results(
         assert a["eject_channels"] == b["eject_channels"]
 
 
+def test_a_batch_weighs_the_size_prior_as_frame_by_frame(runner: ModelRunner) -> None:
+    """The prior's arithmetic runs once per batch, yet which frames take it is decided frame by frame: batches with
+    an invalid frame among them give the results of one frame at a time, across the frame that confirms the scale."""
+    from adapters.camera.simulator import ChuteSimulator, ChuteSimulatorConfig
+
+    sim = ChuteSimulator(ChuteSimulatorConfig(seed=4, grains_per_s=1250, fps=25))
+    frames = [Frame("chute", k, sim.next_frame()[0]) for k in range(10)]
+    frames.insert(5, Frame("chute", 99, np.zeros((4, 4), dtype=np.uint8)))  # invalid, mid-batch
+    batched = make_task(runner, "Basmati", scale_px_per_dataset_px=0.35)
+    single = make_task(runner, "Basmati", scale_px_per_dataset_px=0.35)
+    by_batch = [r for a in range(0, len(frames), 4) for r in wire(batched.process(frames[a : a + 4]))]
+    one_by_one = [r for f in frames for r in wire(single.process([f]))]
+    assert by_batch == one_by_one
+    assert batched.stats == single.stats
+    assert batched.scale_check is not None and batched.scale_check.ok  # the prior came on during the stream ...
+    assert 0 < batched.stats["size_prior_off"] < sum(r["n_grains"] for r in by_batch)  # ... not from the start
+
+
 def test_malformed_frame_is_invalid_not_an_error(runner: ModelRunner) -> None:
     task = make_task(runner)
     bad = np.zeros((10, 10), dtype=np.uint8)

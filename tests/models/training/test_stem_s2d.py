@@ -133,9 +133,10 @@ def test_stem_whose_quantised_input_is_read_elsewhere_is_refused() -> None:
         rewrite_stem(_quantized(model, _feeds(2, 0)))
 
 
-def test_stems_of_an_averaged_pair_share_one_space_to_depth() -> None:
+@pytest.mark.parametrize("shared_weight", [False, True])
+def test_stems_of_an_averaged_pair_share_one_space_to_depth(shared_weight: bool) -> None:
     """Two networks reading the one normalised input (the default rice graph averages two): both stems are
-    rewritten behind a single SpaceToDepth, and the outputs stay the same."""
+    rewritten behind a single SpaceToDepth, and the outputs stay the same; a weight both stems read is moved once."""
     model = _float_model()
     rng = np.random.default_rng(5)
     model.graph.initializer.extend(
@@ -145,8 +146,9 @@ def test_stems_of_an_averaged_pair_share_one_space_to_depth() -> None:
         ]
     )
     nodes = list(model.graph.node)
+    weight = "w0" if shared_weight else "w0b"
     second = [
-        helper.make_node("Conv", ["xn", "w0b", "b0b"], ["c0b"], kernel_shape=[3, 3], strides=[2, 2], pads=[1] * 4),
+        helper.make_node("Conv", ["xn", weight, "b0b"], ["c0b"], kernel_shape=[3, 3], strides=[2, 2], pads=[1] * 4),
         helper.make_node("Relu", ["c0b"], ["r0b"]),
         helper.make_node("Add", ["r0", "r0b"], ["r0sum"]),
     ]
