@@ -115,7 +115,11 @@ print("\n".join(p["project"]["dependencies"] + p["build-system"]["requires"] + [
 echo "$(find "$wheels" -name '*.whl' | wc -l) wheels, $(du -sh "$wheels" | cut -f1) in $wheels"
 
 bridge=$($DOCKER network inspect bridge --format '{{range .IPAM.Config}}{{.Gateway}}{{end}}')
-[ -n "$bridge" ] || { echo "no gateway address on docker's bridge network"; exit 1; }
+if [ -z "$bridge" ]; then
+    # docker 28 leaves the default bridge's gateway out of its IPAM config: it is docker0's own address
+    bridge=$(ip -4 -o addr show docker0 2>/dev/null | awk '{print $4}' | cut -d/ -f1 | head -n 1)
+fi
+[ -n "$bridge" ] || { echo "no gateway address on docker's bridge network (nor on docker0)"; exit 1; }
 # a fixed port when free keeps the build args, and so the builder's cache of the pip layer, the same across runs
 port=$("$host_python" -c 'import socket, sys
 for port in (int(sys.argv[2]), 0):
