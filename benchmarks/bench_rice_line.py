@@ -58,7 +58,7 @@ def chute_task(variant: str, work_scale: int = 1) -> RiceSorterTask:
             kind="rice_sorter",
             declared_variety="Basmati",
             scale_px_per_dataset_px=SCALE,
-            work_scale=1 if work_scale == 1 else 2,
+            work_scale=work_scale,  # the config refuses anything but 1 or 2
         ),
         load_model("rice_sorter", variant=variant, intra_op_threads=1),
     )
