@@ -230,9 +230,9 @@ class RiceSorterTask:
         probs = self.classify(np.concatenate(crops) if crops else np.zeros((0, 3, s, s), dtype=np.uint8))
         # the size prior's arithmetic for every grain of the batch at once (row by row, so the same numbers as
         # frame by frame); which frames take it is decided frame by frame in `weigh`
-        sized = [g for g in found if g is not None]
         features = weighed = None
         if self.size_prior is not None and len(probs):
+            sized = [g for g in found if g is not None]
             features = size_features(
                 np.concatenate([g.length_px for g in sized]),
                 np.concatenate([g.width_px for g in sized]),
