@@ -68,11 +68,11 @@ def main() -> None:
     if args.recording is not None:
         recorded, data = recorded_inputs(args.recording, "rice_sorter", 40)
         frames = [f for f in recorded if isinstance(f, Frame)] or frames
-    runners = {"fp32": load_model("rice_sorter", intra_op_threads=1)}
+    runners = {"fp32": load_model("rice_sorter", variant="fp32", intra_op_threads=1)}
     for v in runners["fp32"].manifest.variants:  # int8, and any other shipped variant
         runners[v] = load_model("rice_sorter", variant=v, intra_op_threads=1)
     if args.compare is not None:
-        prev = load_model(args.compare, intra_op_threads=1)
+        prev = load_model(args.compare, variant="fp32", intra_op_threads=1)
         runners["prev.fp32"] = prev
         for v in prev.manifest.variants:
             runners[f"prev.{v}"] = load_model(args.compare, variant=v, intra_op_threads=1)

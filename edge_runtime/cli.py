@@ -391,7 +391,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="accuracy of a shipped model on a labelled data directory")
     p.add_argument("model", choices=[k.name for k in TASKS], help="model name")
     p.add_argument("--data", required=True, help="data directory in the layout of the model's data set")
-    p.add_argument("--variant", default="fp32", help="model variant: fp32 (default) or int8 where shipped")
+    p.add_argument(
+        "--variant",
+        help="model variant: fp32 or one the manifest lists (int8, ...); default: the manifest's default_variant",
+    )
     p.add_argument("--declared", default=None, help="rice_sorter: the lot's declared variety (eject precision/recall)")
     p.add_argument(
         "--size-prior",

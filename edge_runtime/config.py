@@ -141,7 +141,11 @@ class ServiceConfig(StrictModel):
 
 class ModelRef(StrictModel):
     name: str = Field(description="Directory under models/ (e.g. vibration_anomaly) or a path to one.")
-    variant: str = Field(default="fp32", description="`fp32` or a variant the manifest lists (e.g. `int8`).")
+    variant: str | None = Field(
+        default=None,
+        description="`fp32` or a variant the manifest lists (e.g. `int8`); unset: the manifest's `default_variant` "
+        "(int8 where it holds the fp32 accuracy).",
+    )
     intra_op_threads: int = Field(default=1, ge=1, le=64, description="onnxruntime intra-op threads.")
     shadow_inputs: int = Field(
         default=200,
@@ -300,7 +304,7 @@ def check_models(d: Deployment) -> list[tuple[tuple[str | int, ...], str]]:
         except ModelError as exc:
             problems.append((("pipelines", i, "model", "name"), str(exc)))
             continue
-        if p.model.variant != "fp32" and p.model.variant not in manifest.variants:
+        if p.model.variant not in (None, "fp32", *manifest.variants):
             problems.append(
                 (
                     ("pipelines", i, "model", "variant"),

@@ -18,7 +18,7 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 import yaml
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, model_validator
 
 from adapters.base import EdgeRuntimeError, StrictModel
 from edge_runtime.paths import models_dir
@@ -82,6 +82,22 @@ class ModelManifest(StrictModel):
     training: dict[str, Any] = Field(default_factory=dict, description="Data provenance, split, seed, script.")
     metrics: dict[str, Any] = Field(default_factory=dict, description="Held-out metrics from training.")
     variants: dict[str, Variant] = Field(default_factory=dict, description="Alternative files, e.g. int8.")
+    default_variant: str = Field(
+        default="fp32",
+        description="What a pipeline, `evaluate` and `load_model` get when they name no variant: `fp32` (`file`) or "
+        "one of `variants`; an int8 file where it holds the fp32 file's accuracy (its card gives both).",
+    )
+
+    @model_validator(mode="after")
+    def _default_is_shipped(self) -> ModelManifest:
+        if self.default_variant != "fp32" and self.default_variant not in self.variants:
+            raise ValueError(
+                f"default_variant '{self.default_variant}' is neither fp32 nor one of variants {sorted(self.variants)}"
+            )
+        return self
+
+    def variant_or_default(self, variant: str | None) -> str:
+        return self.default_variant if variant is None else variant
 
 
 def _sha256(path: Path) -> str:
@@ -176,15 +192,17 @@ def folder_fingerprint(name_or_dir: str | Path) -> tuple[tuple[str, int, int], .
 def load_model(
     name_or_dir: str | Path,
     *,
-    variant: str = "fp32",
+    variant: str | None = None,
     intra_op_threads: int = 1,
     inter_op_threads: int = 1,
 ) -> ModelRunner:
-    """Open and verify a model; raises ModelError with the file and the mismatch when anything is off."""
+    """Open and verify a model (`variant` None: the manifest's `default_variant`); raises ModelError with the file
+    and the mismatch when anything is off."""
     import onnxruntime as ort
 
     model_dir = resolve_model_dir(name_or_dir)
     manifest = read_manifest(model_dir)
+    variant = manifest.variant_or_default(variant)
     if variant == "fp32":
         file, want_sha = manifest.file, manifest.sha256
     elif variant in manifest.variants:

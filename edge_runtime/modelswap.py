@@ -20,12 +20,12 @@ from edge_runtime.pipeline import Pipeline
 from edge_runtime.shadow import Shadow, Verdict
 from edge_runtime.tasks.base import Task
 
-__all__ = ["ModelWatch", "load_candidate"]
+__all__ = ["ModelWatch", "RunnerKey", "load_candidate", "runner_key"]
 
 log = logging.getLogger("edge_runtime.modelswap")
 
 Fingerprint = tuple[tuple[str, int, int], ...]
-RunnerKey = tuple[str, str, int]
+RunnerKey = tuple[str, str | None, int]  # the variant as the config names it (None: the manifest default)
 
 
 def runner_key(ref: ModelRef) -> RunnerKey:

@@ -25,7 +25,7 @@ from edge_runtime.compensation import Compensator, build_layers
 from edge_runtime.config import Deployment, PipelineConfig, validate_file
 from edge_runtime.inference import ModelRunner, load_model
 from edge_runtime.metrics import Health, MetricsServer, health, make_registry
-from edge_runtime.modelswap import ModelWatch, load_candidate
+from edge_runtime.modelswap import ModelWatch, RunnerKey, load_candidate
 from edge_runtime.outbox import Outbox, deliver_forever
 from edge_runtime.pipeline import Pipeline
 from edge_runtime.streams import StreamMap
@@ -114,7 +114,7 @@ class Service:
         self.started = asyncio.Event()
         self.ui: UiServer | None = None  # the operator page, while it is served
         # reload (SIGHUP): the running task group and each component's task, by config id
-        self._runners: dict[tuple[str, str, int], ModelRunner] = {}
+        self._runners: dict[RunnerKey, ModelRunner] = {}
         self._tg: asyncio.TaskGroup | None = None
         self._source_tasks: dict[str, asyncio.Task[Any]] = {}
         self._sink_tasks: dict[str, asyncio.Task[Any]] = {}
@@ -147,7 +147,7 @@ class Service:
             )
         return self._runners[key]
 
-    def _swapped(self, key: tuple[str, str, int], runner: ModelRunner) -> None:
+    def _swapped(self, key: RunnerKey, runner: ModelRunner) -> None:
         """A candidate won its shadow run: pipelines built from now on (a reload) start with it too."""
         self._runners[key] = runner
 

@@ -94,3 +94,22 @@ def test_missing_variant_and_bad_manifest_name_the_file(tmp_path: Path) -> None:
     (d / "model.yaml").write_text("name: tiny\n")
     with pytest.raises(ModelError, match=r"model\.yaml: invalid model manifest"):
         load_model(d)
+
+
+def test_default_variant_is_what_a_caller_gets_without_naming_one(tmp_path: Path) -> None:
+    d = _write_model(tmp_path)
+    fp32 = d / "model.onnx"
+    (d / "model.q.onnx").write_bytes(fp32.read_bytes())  # another file of the same graph, under its own name
+    manifest = yaml.safe_load((d / "model.yaml").read_text())
+    manifest["variants"] = {"q": {"file": "model.q.onnx", "sha256": manifest["sha256"]}}
+    (d / "model.yaml").write_text(yaml.safe_dump(manifest))
+    assert load_model(d).variant == "fp32"  # unset: fp32, as before the field existed
+    manifest["default_variant"] = "q"
+    (d / "model.yaml").write_text(yaml.safe_dump(manifest))
+    runner = load_model(d)
+    assert runner.variant == "q" and "-q+" in runner.ident
+    assert load_model(d, variant="fp32").ident.startswith("tiny@1.0.0+")  # still reachable by name
+    manifest["default_variant"] = "int8"  # a default the manifest does not ship is refused, naming the file
+    (d / "model.yaml").write_text(yaml.safe_dump(manifest))
+    with pytest.raises(ModelError, match=r"(?s)model\.yaml: invalid model manifest.*default_variant 'int8'"):
+        load_model(d, variant="fp32")

@@ -24,7 +24,7 @@ log = logging.getLogger("edge_runtime.tools.evaluate")
 def evaluate(
     data_dir: Path,
     *,
-    variant: str = "fp32",
+    variant: str | None = None,
     declared: str | None = None,
     degrade: Callable[[npt.NDArray[np.uint8]], npt.NDArray[np.uint8]] | None = None,
     compensate: Callable[[npt.NDArray[np.uint8]], npt.NDArray[np.uint8]] | None = None,

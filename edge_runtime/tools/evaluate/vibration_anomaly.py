@@ -21,7 +21,7 @@ __all__ = ["evaluate"]
 def evaluate(
     data_dir: Path,
     *,
-    variant: str = "fp32",
+    variant: str | None = None,
     hop: int | None = None,
     degrade: Callable[[npt.NDArray[np.float32], float], npt.NDArray[np.float32]] | None = None,
     compensate: Callable[[npt.NDArray[np.float32], float], npt.NDArray[np.float32]] | None = None,

@@ -75,7 +75,7 @@ def average_precision_50(
 def evaluate(
     data_dir: Path,
     *,
-    variant: str = "fp32",
+    variant: str | None = None,
     model: str | Path = "weld_inspector",
     config: WeldInspectorConfig | None = None,
     degrade: Callable[[npt.NDArray[np.uint8]], npt.NDArray[np.uint8]] | None = None,

@@ -75,19 +75,22 @@ def make_task(runner: ModelRunner, declared: str = "Arborio", channels: int = 4,
 
 
 def test_shipped_model_and_int8_variant_load(runner: ModelRunner) -> None:
+    # the default (a config without `variant`) is the pair in int8: it holds the fp32 pair's accuracy (CARD.md)
+    assert runner.variant == "pair_int8" and "-pair_int8+" in runner.ident
     int8 = load_model("rice_sorter", variant="int8")
-    assert runner.manifest.labels == list(VARIETIES)
-    assert runner.ident.startswith("rice_sorter@") and "-int8+" in int8.ident
+    fp32 = load_model("rice_sorter", variant="fp32")
+    assert fp32.manifest.labels == list(VARIETIES)
+    assert fp32.ident.startswith("rice_sorter@") and "-" not in fp32.ident.split("+")[0] and "-int8+" in int8.ident
     params = SegmentParams.from_preprocessing(runner.manifest.preprocessing)  # the crop size it was trained on
     x = np.stack([segment(grain(v, 7), params).crops[0] for v in VARIETIES])
     assert x.shape[2:] == tuple(runner.manifest.inputs[0].shape[2:])
-    p32, p8 = runner.run({"x": x})["probs"], int8.run({"x": x})["probs"]
+    p32, p8 = fp32.run({"x": x})["probs"], int8.run({"x": x})["probs"]
     assert p32.shape == p8.shape == (5, 5)
     fast = load_model("rice_sorter", variant="fast")  # the single network, on the same crops as the default
     assert "-fast+" in fast.ident and fast.run({"x": x})["probs"].shape == (5, 5)
     np.testing.assert_allclose(p32.sum(axis=1), 1.0, atol=1e-4)
     # the default pair in int8 gives the pair's probabilities to within quantisation error
-    pair8 = load_model("rice_sorter", variant="pair_int8").run({"x": x})["probs"]
+    pair8 = runner.run({"x": x})["probs"]
     np.testing.assert_array_equal(pair8.argmax(axis=1), p32.argmax(axis=1))
     assert float(np.abs(pair8 - p32).max()) < 0.05
     pre = runner.manifest.preprocessing
@@ -102,7 +105,7 @@ def test_tampered_model_is_refused(tmp_path: Path) -> None:
     blob[-1] ^= 0xFF
     (tmp_path / "model.onnx").write_bytes(bytes(blob))
     with pytest.raises(ModelError, match="sha256"):
-        load_model(tmp_path)
+        load_model(tmp_path, variant="fp32")
 
 
 def test_segment_finds_pasted_grains_and_maps_channels(runner: ModelRunner) -> None:
