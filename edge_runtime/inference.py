@@ -99,6 +99,14 @@ class ModelManifest(StrictModel):
     def variant_or_default(self, variant: str | None) -> str:
         return self.default_variant if variant is None else variant
 
+    def file_of(self, variant: str | None) -> tuple[str, str]:
+        """The ONNX file and its sha256 for `variant` (None: the default); KeyError when the manifest has no such
+        variant."""
+        name = self.variant_or_default(variant)
+        if name == "fp32":
+            return self.file, self.sha256
+        return self.variants[name].file, self.variants[name].sha256
+
 
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
@@ -203,14 +211,12 @@ def load_model(
     model_dir = resolve_model_dir(name_or_dir)
     manifest = read_manifest(model_dir)
     variant = manifest.variant_or_default(variant)
-    if variant == "fp32":
-        file, want_sha = manifest.file, manifest.sha256
-    elif variant in manifest.variants:
-        file, want_sha = manifest.variants[variant].file, manifest.variants[variant].sha256
-    else:
+    try:
+        file, want_sha = manifest.file_of(variant)
+    except KeyError:
         raise ModelError(
             f"{model_dir / 'model.yaml'}: no variant '{variant}' (has: fp32, {', '.join(manifest.variants)})"
-        )
+        ) from None
     path = model_dir / file
     if not path.is_file():
         raise ModelError(f"{path}: model file not found")

@@ -270,6 +270,15 @@ def _utc(t_ns: int) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t_ns / 1e9))
 
 
+def _default_variant(model: str) -> str | None:
+    from edge_runtime.inference import ModelError, read_manifest, resolve_model_dir
+
+    try:
+        return read_manifest(resolve_model_dir(model)).default_variant
+    except ModelError:  # the service refuses such a model at start-up; the header keeps the config's None
+        return None
+
+
 def header_for(config_path: Path, deployment: Deployment) -> dict[str, Any]:
     """The header: versions, start, host, the config file as written (with the device profiles and calibration
     files it names) and the pipelines in the form `replay` rebuilds them from.
@@ -290,6 +299,8 @@ def header_for(config_path: Path, deployment: Deployment) -> dict[str, Any]:
     for p in deployment.pipelines:
         data = p.model_dump(mode="json")
         data["outputs"] = []
+        if p.model.variant is None:  # the file the live pipeline runs, not whatever default the folder has at replay
+            data["model"]["variant"] = _default_variant(p.model.name)
         for i, layer in enumerate(data.get("compensation") or []):
             cal = layer.get("calibration")
             if cal:

@@ -398,8 +398,7 @@ def _crop(
     # masked in the remap's layout, then split into planes that fill (N, 3, S, S) by whole crops: 0.55x the CPU of
     # masking through a transposed view (the transposed read was the cost)
     mine = (owner == ids[:, None, None].astype(label_type)).view(np.uint8).reshape(n * s, s)
-    masked = np.zeros((n * s, s, 4), dtype=np.uint8)
-    cv2.copyTo(crops.reshape(n * s, s, 4), mine, masked)
+    masked = cv2.copyTo(crops.reshape(n * s, s, 4), mine, np.zeros((n * s, s, 4), dtype=np.uint8))
     planes = cv2.split(masked)
     out = np.empty((n, 3, s, s), dtype=np.uint8)
     for c in range(3):

@@ -516,7 +516,7 @@ def tune_thresholds(
     from edge_runtime.tools.datasets import read_yolo_labels
     from edge_runtime.tools.evaluate.weld_inspector import box_calls
 
-    runner = load_model(model_dir)
+    runner = load_model(model_dir, variant="fp32")
     base = WeldInspectorTask(WeldInspectorConfig(kind="weld_inspector"), runner)
     parts = [base.infer([imread(data / "images" / n) for n in names[i : i + 16]]) for i in range(0, len(names), 16)]
     probs = np.concatenate([pr for pr, _ in parts])

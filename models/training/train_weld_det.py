@@ -573,7 +573,7 @@ def tune_thresholds(
     from edge_runtime.tools.datasets import read_yolo_labels
     from edge_runtime.tools.evaluate import detection_metrics as dm
 
-    runner = load_model(model_dir)
+    runner = load_model(model_dir, variant="fp32")
     sc, bx, fr = [], [], []
     for i in range(0, len(names), 16):
         batch = np.stack([cv2.resize(tw.imread(data / "images" / n), (INPUT, INPUT)) for n in names[i : i + 16]])

@@ -13,12 +13,12 @@ from onnx import TensorProto, helper
 from edge_runtime.inference import ModelError, load_model
 
 
-def _write_model(tmp: Path, manifest_overrides: dict[str, Any] | None = None) -> Path:
-    """A real two-output ONNX graph (scale and sum) with a manifest that matches it."""
+def _write_model(tmp: Path, manifest_overrides: dict[str, Any] | None = None, factor: float = 2.0) -> Path:
+    """A real two-output ONNX graph (scale by `factor` and sum) with a manifest that matches it."""
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])
     s = helper.make_tensor_value_info("s", TensorProto.FLOAT, ["batch", 1])
-    two = helper.make_tensor("two", TensorProto.FLOAT, [], [2.0])
+    two = helper.make_tensor("two", TensorProto.FLOAT, [], [factor])
     axes = helper.make_tensor("axes", TensorProto.INT64, [1], [1])
     graph = helper.make_graph(
         [helper.make_node("Mul", ["x", "two"], ["y"]), helper.make_node("ReduceSum", ["x", "axes"], ["s"])],
@@ -98,17 +98,26 @@ def test_missing_variant_and_bad_manifest_name_the_file(tmp_path: Path) -> None:
 
 def test_default_variant_is_what_a_caller_gets_without_naming_one(tmp_path: Path) -> None:
     d = _write_model(tmp_path)
-    fp32 = d / "model.onnx"
-    (d / "model.q.onnx").write_bytes(fp32.read_bytes())  # another file of the same graph, under its own name
+    other = tmp_path / "other"
+    other.mkdir()
+    q = _write_model(other, factor=3.0) / "model.onnx"  # another graph: the outputs tell which file ran
+    (d / "model.q.onnx").write_bytes(q.read_bytes())
+    q_sha = hashlib.sha256(q.read_bytes()).hexdigest()
     manifest = yaml.safe_load((d / "model.yaml").read_text())
-    manifest["variants"] = {"q": {"file": "model.q.onnx", "sha256": manifest["sha256"]}}
+    manifest["variants"] = {"q": {"file": "model.q.onnx", "sha256": q_sha}}
     (d / "model.yaml").write_text(yaml.safe_dump(manifest))
-    assert load_model(d).variant == "fp32"  # unset: fp32, as before the field existed
+    x = {"x": np.ones((1, 4), np.float32)}
+
+    def scale(runner: Any) -> float:
+        return float(runner.run(x)["y"][0, 0])
+
+    assert scale(load_model(d)) == 2.0 and load_model(d).variant == "fp32"  # unset: fp32, as before the field
     manifest["default_variant"] = "q"
     (d / "model.yaml").write_text(yaml.safe_dump(manifest))
     runner = load_model(d)
-    assert runner.variant == "q" and "-q+" in runner.ident
-    assert load_model(d, variant="fp32").ident.startswith("tiny@1.0.0+")  # still reachable by name
+    assert runner.variant == "q" and "-q+" in runner.ident and runner.sha256 == q_sha and scale(runner) == 3.0
+    fp32 = load_model(d, variant="fp32")  # still reachable by name
+    assert fp32.ident.startswith("tiny@1.0.0+") and scale(fp32) == 2.0
     manifest["default_variant"] = "int8"  # a default the manifest does not ship is refused, naming the file
     (d / "model.yaml").write_text(yaml.safe_dump(manifest))
     with pytest.raises(ModelError, match=r"(?s)model\.yaml: invalid model manifest.*default_variant 'int8'"):

@@ -298,16 +298,22 @@ async def test_a_camera_line_replays_every_frame_and_agrees_where_live_kept_up(t
     site = rice_site(tmp_path, fps=40.0, prior=False)
     deployment = load_deployment(site)
     out = tmp_path / "chute.erec"
-    recorder = Recorder(out, header_for(site, deployment), device_of=device_resolver(deployment))
+    header = header_for(site, deployment)
+    # the config names no variant: the header pins the one the live pipeline runs (the manifest's default now)
+    assert deployment.pipelines[0].model.variant is None
+    assert header["replay"]["pipelines"][0]["model"]["variant"] == "pair_int8"
+    recorder = Recorder(out, header, device_of=device_resolver(deployment))
     service = Service(deployment, base_dir=tmp_path, config_dir=tmp_path)
     service.sample_observers.append(recorder.add_batch)
     async with serving(service) as live:
         await until(lambda: len(live) >= 12, timeout_s=60, what="12 live rice results")
+    assert all("-pair_int8+" in r.model for r in live)
     trailer = recorder.close("stop")
     got: list[Result] = []
     summary = await replay(out, on_result=got.append)
     assert summary["samples"] == trailer["frames"] == service.stats["samples"]
     assert len(got) == trailer["frames"], "replay decides every recorded frame"
+    assert {r.model for r in got} == {r.model for r in live}
     replayed = {r.t_ns: deterministic(r.to_json()) for r in got}
     assert len(replayed) == len(got)
     live_rows = [deterministic(r.to_json()) for r in live]

@@ -76,7 +76,7 @@ def make_task(runner: ModelRunner, declared: str = "Arborio", channels: int = 4,
 
 def test_shipped_model_and_int8_variant_load(runner: ModelRunner) -> None:
     # the default (a config without `variant`) is the pair in int8: it holds the fp32 pair's accuracy (CARD.md)
-    assert runner.variant == "pair_int8" and "-pair_int8+" in runner.ident
+    assert runner.variant == "pair_int8" and runner.sha256 == runner.manifest.variants["pair_int8"].sha256
     int8 = load_model("rice_sorter", variant="int8")
     fp32 = load_model("rice_sorter", variant="fp32")
     assert fp32.manifest.labels == list(VARIETIES)
