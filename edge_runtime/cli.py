@@ -12,9 +12,12 @@ import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edge_runtime import __version__
+
+if TYPE_CHECKING:
+    from edge_runtime.config import Deployment
 
 __all__ = ["main"]
 
@@ -39,6 +42,22 @@ def _validate_profile(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_models(deployment: Deployment) -> None:
+    """Which file each pipeline will run: a pipeline without `variant` takes the manifest's default, which a new
+    model version may change, so `validate` says it."""
+    from edge_runtime.inference import ModelError, read_manifest, resolve_model_dir
+
+    for p in deployment.pipelines:
+        try:  # validate_file has read it already; a folder changed since is refused at start-up, as ever
+            manifest = read_manifest(resolve_model_dir(p.model.name))
+            variant = manifest.variant_or_default(p.model.variant)
+            file = manifest.file_of(variant)[0]
+        except (ModelError, KeyError):
+            continue
+        how = "" if p.model.variant else ", the manifest's default"
+        print(f"  pipeline {p.id}: {manifest.name} {manifest.version}, variant {variant} ({file}{how})")
+
+
 def _cmd_validate(args: argparse.Namespace) -> int:
     from edge_runtime.config import is_device_profile, validate_file
     from edge_runtime.yamlsrc import Problem
@@ -58,6 +77,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
         f"{args.config}: ok ({len(deployment.devices)} devices, {len(deployment.pipelines)} pipelines, "
         f"{len(deployment.sinks)} sinks)"
     )
+    _print_models(deployment)
     if args.plan:
         from adapters.registry import plan_report
 

@@ -18,7 +18,24 @@ EXAMPLE = repo_root() / "configs" / "vibration_line.yaml"
 def test_validate_ok_exits_0(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MQTT_PASSWORD", "x")
     assert main(["validate", str(EXAMPLE)]) == 0
-    assert "ok (1 devices, 1 pipelines, 2 sinks)" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "ok (1 devices, 1 pipelines, 2 sinks)" in out
+    assert re.search(
+        r"pipeline vibration: vibration_anomaly [0-9.]+, variant fp32 \(model\.onnx, the manifest's default\)", out
+    )
+
+
+def test_validate_names_the_file_each_pipeline_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    """A pipeline without `variant` runs the manifest's default_variant, which a new model version may change."""
+    assert main(["validate", str(repo_root() / "configs" / "mixed_plant.yaml")]) == 0
+    out = capsys.readouterr().out
+    assert re.search(
+        r"pipeline weld: weld_inspector [0-9.]+, variant int8 \(model\.int8\.onnx, the manifest's default\)", out
+    )
+    assert main(["validate", str(repo_root() / "configs" / "rice_line.yaml")]) == 0
+    assert re.search(
+        r"pipeline rice: rice_sorter [0-9.]+, variant int8 \(model\.int8\.onnx\)\n", capsys.readouterr().out
+    )
 
 
 def test_validate_bad_exits_2_with_file_line_path(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
