@@ -138,8 +138,12 @@ def plan_reads(
 
 
 def to_engineering(raw: npt.NDArray[Any], scale: npt.NDArray[np.float64], offset: npt.NDArray[np.float64]) -> Any:
-    """Raw -> engineering; one formula shared by the source and the simulator so both agree bit for bit."""
-    return raw.astype(np.float64) * scale + offset
+    """Raw -> engineering; one formula shared by the source and the simulator so both agree bit for bit.
+
+    A float32 register pair holding a signalling NaN sets the FPU's invalid flag when widened (numpy would warn
+    once per process, at 3 a.m., about nothing): the NaN it becomes leaves as a reading of quality bad."""
+    with np.errstate(invalid="ignore"):
+        return raw.astype(np.float64) * scale + offset
 
 
 GroupDecoder = Callable[[npt.NDArray[Any]], npt.NDArray[Any]]

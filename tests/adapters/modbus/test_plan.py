@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import warnings
+
+import numpy as np
 import pytest
 import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
 from adapters.modbus.config import ModbusRtuConfig, ModbusTcpConfig
-from adapters.modbus.plan import AddressSpan, ReadRequest, plan_device, plan_reads, plan_report
+from adapters.modbus.plan import AddressSpan, ReadRequest, plan_device, plan_reads, plan_report, to_engineering
 
 from .common import DEVICES
 
@@ -133,3 +136,13 @@ def test_profiles_plan_into_fewer_requests_than_tags() -> None:
         assert "never read" in report
         n_requests = sum(len(g.reads) for g in plan_device(cfg))
         assert n_requests < len(cfg.tags)
+
+
+def test_a_signalling_nan_register_pair_becomes_nan_without_a_warning() -> None:
+    """The widening cast of a float32 signalling NaN sets the invalid flag; the value is NaN (quality bad
+    downstream) and nothing is printed to the service's stderr."""
+    raw = np.array([0x7F800001, 0x3FC00000], dtype=np.uint32).view(np.float32)  # sNaN, 1.5
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = to_engineering(raw, np.array([2.0, 2.0]), np.array([1.0, 1.0]))
+    assert np.isnan(out[0]) and out[1] == 4.0
