@@ -13,7 +13,7 @@ For each data set and ambient temperature:
    written to a second copy that is evaluated.
 
 Vibration also gets the velocity RMS (10 Hz-1 kHz, mm/s, mean over 1 s blocks and recordings), computed here with
-`calibration.severity` until `evaluate --json` reports `velocity_rms_mm_s`.
+`calibration.severity`, the function behind `evaluate --json`'s `velocity_rms_mm_s`.
 
     .venv/bin/python benchmarks/cold_eval.py --work /tmp/cold_eval --per-class 300 --temps -10 -30
     .venv/bin/python benchmarks/cold_eval.py --only vibration

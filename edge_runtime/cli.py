@@ -286,7 +286,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         confusion = report.get("confusion")
         if confusion:
             print("confusion (rows = truth, columns = prediction):")
-            print("  " + " ".join(f"{c[:10]:>10}" for c in confusion["labels"]))
+            print("  " + " " * 11 + " ".join(f"{c[:10]:>10}" for c in confusion["labels"]))  # over the counts
             for label, row in zip(confusion["labels"], confusion["matrix"], strict=False):
                 print(f"  {label[:10]:>10} " + " ".join(f"{v:>10}" for v in row))
     return 0
@@ -405,7 +405,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="run the embedded demo: simulated machines on loopback, live results, a summary at the end",
     )
     p.add_argument("--seconds", type=float, default=30.0, help="how long to run (default 30)")
-    p.add_argument("--data", default=None, help="CWRU-layout directory to replay (default ../shared/datasets/...)")
+    p.add_argument(
+        "--data", default=None, help="CWRU-layout directory to replay (default ../shared/datasets/cwru_bearing)"
+    )
     p.set_defaults(fn=_cmd_demo)
 
     p = sub.add_parser("evaluate", help="accuracy of a shipped model on a labelled data directory")

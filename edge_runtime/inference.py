@@ -123,8 +123,11 @@ def read_manifest(model_dir: Path) -> ModelManifest:
         return ModelManifest.model_validate(raw)
     except FileNotFoundError as exc:
         raise ModelError(f"{path}: model manifest not found") from exc
-    except (yaml.YAMLError, ValidationError) as exc:
+    except yaml.YAMLError as exc:
         raise ModelError(f"{path}: invalid model manifest: {exc}") from exc
+    except ValidationError as exc:  # one "field: why" per problem, not pydantic's dump of the whole manifest
+        why = "; ".join(_field_error(e["loc"], e["msg"]) for e in exc.errors())
+        raise ModelError(f"{path}: invalid model manifest: {why}") from exc
 
 
 class ModelRunner:
@@ -195,6 +198,11 @@ def folder_fingerprint(name_or_dir: str | Path) -> tuple[tuple[str, int, int], .
     except OSError:
         return ()
     return tuple(sorted(found))
+
+
+def _field_error(loc: tuple[int | str, ...], msg: str) -> str:
+    msg = msg.removeprefix("Value error, ")
+    return f"{'.'.join(str(p) for p in loc)}: {msg}" if loc else msg
 
 
 def load_model(
