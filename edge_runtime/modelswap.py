@@ -82,13 +82,14 @@ class ModelWatch:
                 continue
             self.offer(pipeline, cfg, got)
 
-    def offer(self, pipeline: Pipeline, cfg: PipelineConfig, runner: ModelRunner) -> None:
-        """Shadow `runner` in `pipeline`, unless it is what already runs or is already in shadow there."""
+    def offer(self, pipeline: Pipeline, cfg: PipelineConfig, runner: ModelRunner) -> bool:
+        """Shadow `runner` in `pipeline`, unless it is what already runs or is already in shadow there; whether
+        it is in shadow now (False: it is the running model, e.g. an unset variant now named as the default)."""
         if pipeline.shadow is not None and pipeline.shadow.ident == runner.ident:
-            return
+            return True
         if runner.ident == pipeline.model_ident:
             pipeline.cancel_shadow("the folder holds the running version again")
-            return
+            return False
         key = runner_key(cfg.model)
 
         def settled(_: Pipeline, __: Shadow, verdict: Verdict) -> None:
@@ -97,6 +98,7 @@ class ModelWatch:
 
         shadow = Shadow(self._make_task(cfg, runner), runner.ident, cfg.model.shadow_inputs, cfg.model.min_agreement)
         pipeline.start_shadow(shadow, on_verdict=settled)
+        return True
 
     async def run(self, interval_s: float, pairs: Callable[[], list[tuple[Pipeline, PipelineConfig]]]) -> None:
         while True:

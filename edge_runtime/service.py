@@ -446,8 +446,7 @@ class Service:
             for p in kept:
                 if p.id in candidates:
                     self.model_watch.note(p.id, new_p[p.id].model)
-                    self.model_watch.offer(p, new_p[p.id], candidates[p.id])
-                    if candidates[p.id].ident != p.model_ident:  # e.g. an unset variant now named as the default
+                    if self.model_watch.offer(p, new_p[p.id], candidates[p.id]):
                         changed["shadowing"].append(f"pipeline:{p.id}")
             changed["kept"] += [f"pipeline:{p.id}" for p in kept]
             for p in retired:

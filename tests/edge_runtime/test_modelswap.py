@@ -131,3 +131,25 @@ async def test_a_reload_with_another_model_shadows_it_first(
     await runner
     assert "@3.0.0" in pipeline.model_ident and "event=model_swapped" in caplog.text
     assert service.stats["reloads"] == 1 and service.stats["reloads_rejected"] == 1
+
+
+async def test_a_reload_naming_the_default_variant_shadows_nothing(
+    mosquitto: Mosquitto, plant: Mosquitto, tmp_path: Path
+) -> None:
+    """A config that names the variant it already ran by default (unset -> `fp32` here) changes no file: the
+    reload keeps the pipeline and its model, and does not report a shadow run."""
+    folder = _model_copy(tmp_path)
+    base = _deployment(mosquitto, plant, tmp_path, folder)
+    assert base.pipelines[0].model.variant is None and read_manifest(folder).default_variant == "fp32"
+    raw = base.model_dump(mode="json", exclude_unset=True)
+    service = Service(base)
+    stop = asyncio.Event()
+    runner = asyncio.create_task(service.run(stop))
+    await service.started.wait()
+    pipeline = service.pipelines[0]
+    raw["pipelines"][0]["model"]["variant"] = "fp32"
+    changed = await service.reload(Deployment.model_validate(raw))
+    assert changed["shadowing"] == [] and f"pipeline:{pipeline.id}" in changed["kept"]
+    assert service.pipelines == [pipeline] and pipeline.shadow is None
+    stop.set()
+    await runner
