@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from adapters.base import EdgeRuntimeError, Reading, Result, Sample, ScalarGroup, Sink, Source, Stats, stream_names
 from adapters.registry import make_sink, make_source
 from adapters.supervise import Backoff, OutageLog, cancel_and_wait, close_quietly, supervise
+from edge_runtime import heap
 from edge_runtime.compensation import Compensator, build_layers
 from edge_runtime.config import Deployment, PipelineConfig, validate_file
 from edge_runtime.inference import ModelRunner, load_model
@@ -292,15 +293,11 @@ class Service:
                 self._tg = tg
                 # a busy metrics port is retried in the background, never a reason to exit
                 metrics_task = None if metrics is None else tg.create_task(metrics.serve(), name="metrics")
-                for sink_config in self.deployment.sinks:
-                    self._start_sink(sink_config.id, sink_config.max_age())
-                for pipeline in self.pipelines:
-                    self._start_pipeline(pipeline)
-                for device, source in zip(self.deployment.devices, self.sources, strict=True):
-                    self._start_source(device.id, source)
+                self._start_all()
                 watchdog = tg.create_task(notifier.watchdog(lambda: health(self)), name="watchdog")
                 watch_s = self.deployment.service.model_watch_s
                 model_watch = tg.create_task(self.model_watch.run(watch_s, self._watched)) if watch_s else None
+                heap.settle()
                 notifier.send("READY=1")
                 self.started.set()
                 log.info(
@@ -330,7 +327,18 @@ class Service:
                 self.ui = None
             await self.outbox.close()
             self._executor.shutdown(wait=False, cancel_futures=True)
+            heap.release()
             log.info("event=service_stopped pending_results=%d", self.outbox.pending_rows)
+
+    def _start_all(self) -> None:
+        """Start every sink, pipeline and source; a method of its own so that `run`'s frame, which lives as long
+        as the service, holds none of them (a reload must be able to free what it replaces)."""
+        for sink_config in self.deployment.sinks:
+            self._start_sink(sink_config.id, sink_config.max_age())
+        for pipeline in self.pipelines:
+            self._start_pipeline(pipeline)
+        for device, source in zip(self.deployment.devices, self.sources, strict=True):
+            self._start_source(device.id, source)
 
     async def _start_ui(self) -> None:
         """The operator page (`service.ui_listen`); one that cannot start is logged, and the line runs without it."""
@@ -397,90 +405,95 @@ class Service:
         the old one finishes what it holds. Results wait in the outbox throughout (a removed sink's rows stay
         there). The `service` section (outbox, listen addresses, workers) takes effect at the next start."""
         async with self._reload_lock:
-            if self._tg is None:
-                raise RuntimeError("reload() needs a running service")
-            old = self.deployment
-            changed: dict[str, list[str]] = {"restarted": [], "started": [], "stopped": [], "kept": [], "shadowing": []}
-            if new.service != old.service:
-                log.warning("event=reload_service_section_changed effect=next_start")
-            # pipelines first (a new model is loaded before anything is stopped: a bad one leaves all running)
-            old_p = {p.id: p for p in old.pipelines}
-            new_p = {p.id: p for p in new.pipelines}
-            built: dict[str, Pipeline] = {}
-            candidates: dict[str, ModelRunner] = {}  # pipelines whose `model` alone changed: shadow, then swap
-            for pid, cfg in new_p.items():
-                was = old_p.get(pid)
-                if was == cfg:
-                    continue
-                if was is not None and was.model_copy(update={"model": cfg.model}) == cfg:
-                    if not was.model.same_model(cfg.model):
-                        candidates[pid] = await asyncio.to_thread(load_candidate, cfg.model)
-                    continue
-                built[pid] = self._build_pipeline(cfg, await asyncio.to_thread(self._runner, cfg))
-            # sinks
-            old_s = {s.id: s for s in old.sinks}
-            new_s = {s.id: s for s in new.sinks}
-            for sid, scfg in old_s.items():
-                if new_s.get(sid) != scfg:
-                    await self._cancel(self._sink_tasks.pop(sid, None))
-                    await close_quietly(self.sinks.pop(sid))
-                    changed["stopped" if sid not in new_s else "restarted"].append(f"sink:{sid}")
-            for sid, scfg in new_s.items():
-                if old_s.get(sid) != scfg:
-                    self.sinks[sid] = make_sink(scfg)
-                    self._start_sink(sid, scfg.max_age())
-                    if sid not in old_s:
-                        changed["started"].append(f"sink:{sid}")
-                else:
-                    changed["kept"].append(f"sink:{sid}")
-            # pipelines: swap in one step (no await between), so every sample goes to exactly one of them
-            retired = [p for p in self.pipelines if p.id not in new_p or p.id in built]
-            kept = [p for p in self.pipelines if p.id in new_p and p.id not in built]
-            self.pipelines = kept + [built[pid] for pid in new_p if pid in built]
-            self._outputs = {pid: list(cfg.outputs) for pid, cfg in new_p.items()}
-            self._routes.clear()
-            self.deployment = new.model_copy(update={"service": old.service})
-            for pid in built:
-                self.model_watch.note(pid, new_p[pid].model)
-                self._start_pipeline(built[pid])
-            for p in kept:
-                if p.id in candidates:
-                    self.model_watch.note(p.id, new_p[p.id].model)
-                    if self.model_watch.offer(p, new_p[p.id], candidates[p.id]):
-                        changed["shadowing"].append(f"pipeline:{p.id}")
-            changed["kept"] += [f"pipeline:{p.id}" for p in kept]
-            for p in retired:
-                await self._retire(p)
-                changed["restarted" if p.id in new_p else "stopped"].append(f"pipeline:{p.id}")
-            changed["started"] += [f"pipeline:{pid}" for pid in built if pid not in old_p]
-            # devices
-            old_d = {d.id: d for d in old.devices}
-            new_d = {d.id: d for d in new.devices}
-            sources = dict(zip((d.id for d in old.devices), self.sources, strict=True))
-            for did, dcfg in old_d.items():
-                if new_d.get(did) != dcfg:
-                    await self._cancel(self._source_tasks.pop(did, None))  # supervise closes the source
-                    sources.pop(did)
-                    changed["stopped" if did not in new_d else "restarted"].append(f"device:{did}")
-            for did, dcfg in new_d.items():
-                if old_d.get(did) != dcfg:
-                    sources[did] = make_source(dcfg)
-                    self._start_source(did, sources[did])
-                    if did not in old_d:
-                        changed["started"].append(f"device:{did}")
-                else:
-                    changed["kept"].append(f"device:{did}")
-            self.sources = [sources[d.id] for d in new.devices]
-            self.stats["reloads"] += 1
-            log.info(
-                "event=reloaded restarted=%s started=%s stopped=%s shadowing=%s kept=%d",
-                ",".join(changed["restarted"]) or "-",
-                ",".join(changed["started"]) or "-",
-                ",".join(changed["stopped"]) or "-",
-                ",".join(changed["shadowing"]) or "-",
-                len(changed["kept"]),
-            )
-            return changed
+            changed = await self._reload(new)
+        heap.settle()  # the retired parts were frozen at start-up: unfrozen here, their cycles can be freed
+        return changed
+
+    async def _reload(self, new: Deployment) -> dict[str, list[str]]:
+        if self._tg is None:
+            raise RuntimeError("reload() needs a running service")
+        old = self.deployment
+        changed: dict[str, list[str]] = {"restarted": [], "started": [], "stopped": [], "kept": [], "shadowing": []}
+        if new.service != old.service:
+            log.warning("event=reload_service_section_changed effect=next_start")
+        # pipelines first (a new model is loaded before anything is stopped: a bad one leaves all running)
+        old_p = {p.id: p for p in old.pipelines}
+        new_p = {p.id: p for p in new.pipelines}
+        built: dict[str, Pipeline] = {}
+        candidates: dict[str, ModelRunner] = {}  # pipelines whose `model` alone changed: shadow, then swap
+        for pid, cfg in new_p.items():
+            was = old_p.get(pid)
+            if was == cfg:
+                continue
+            if was is not None and was.model_copy(update={"model": cfg.model}) == cfg:
+                if not was.model.same_model(cfg.model):
+                    candidates[pid] = await asyncio.to_thread(load_candidate, cfg.model)
+                continue
+            built[pid] = self._build_pipeline(cfg, await asyncio.to_thread(self._runner, cfg))
+        # sinks
+        old_s = {s.id: s for s in old.sinks}
+        new_s = {s.id: s for s in new.sinks}
+        for sid, scfg in old_s.items():
+            if new_s.get(sid) != scfg:
+                await self._cancel(self._sink_tasks.pop(sid, None))
+                await close_quietly(self.sinks.pop(sid))
+                changed["stopped" if sid not in new_s else "restarted"].append(f"sink:{sid}")
+        for sid, scfg in new_s.items():
+            if old_s.get(sid) != scfg:
+                self.sinks[sid] = make_sink(scfg)
+                self._start_sink(sid, scfg.max_age())
+                if sid not in old_s:
+                    changed["started"].append(f"sink:{sid}")
+            else:
+                changed["kept"].append(f"sink:{sid}")
+        # pipelines: swap in one step (no await between), so every sample goes to exactly one of them
+        retired = [p for p in self.pipelines if p.id not in new_p or p.id in built]
+        kept = [p for p in self.pipelines if p.id in new_p and p.id not in built]
+        self.pipelines = kept + [built[pid] for pid in new_p if pid in built]
+        self._outputs = {pid: list(cfg.outputs) for pid, cfg in new_p.items()}
+        self._routes.clear()
+        self.deployment = new.model_copy(update={"service": old.service})
+        for pid in built:
+            self.model_watch.note(pid, new_p[pid].model)
+            self._start_pipeline(built[pid])
+        for p in kept:
+            if p.id in candidates:
+                self.model_watch.note(p.id, new_p[p.id].model)
+                if self.model_watch.offer(p, new_p[p.id], candidates[p.id]):
+                    changed["shadowing"].append(f"pipeline:{p.id}")
+        changed["kept"] += [f"pipeline:{p.id}" for p in kept]
+        for p in retired:
+            await self._retire(p)
+            changed["restarted" if p.id in new_p else "stopped"].append(f"pipeline:{p.id}")
+        changed["started"] += [f"pipeline:{pid}" for pid in built if pid not in old_p]
+        # devices
+        old_d = {d.id: d for d in old.devices}
+        new_d = {d.id: d for d in new.devices}
+        sources = dict(zip((d.id for d in old.devices), self.sources, strict=True))
+        for did, dcfg in old_d.items():
+            if new_d.get(did) != dcfg:
+                await self._cancel(self._source_tasks.pop(did, None))  # supervise closes the source
+                sources.pop(did)
+                changed["stopped" if did not in new_d else "restarted"].append(f"device:{did}")
+        for did, dcfg in new_d.items():
+            if old_d.get(did) != dcfg:
+                sources[did] = make_source(dcfg)
+                self._start_source(did, sources[did])
+                if did not in old_d:
+                    changed["started"].append(f"device:{did}")
+            else:
+                changed["kept"].append(f"device:{did}")
+        self.sources = [sources[d.id] for d in new.devices]
+        self.stats["reloads"] += 1
+        log.info(
+            "event=reloaded restarted=%s started=%s stopped=%s shadowing=%s kept=%d",
+            ",".join(changed["restarted"]) or "-",
+            ",".join(changed["started"]) or "-",
+            ",".join(changed["stopped"]) or "-",
+            ",".join(changed["shadowing"]) or "-",
+            len(changed["kept"]),
+        )
+        return changed
 
     async def _retire(self, pipeline: Pipeline, timeout_s: float = 10.0) -> None:
         """Let a replaced pipeline store the results of what it already took, then stop it."""

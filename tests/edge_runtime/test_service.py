@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import itertools
 import json
 import os
@@ -15,6 +16,7 @@ import socket
 import subprocess
 import threading
 import time
+import weakref
 from collections.abc import AsyncIterator, Iterator
 from functools import partial
 from pathlib import Path
@@ -319,7 +321,8 @@ async def test_reload_under_load_keeps_unchanged_parts_running_and_seq_whole(
     """SIGHUP's path (`reload_file`) while the gateway streams: an invalid file is refused and nothing changes;
     a valid one that adds a sink and changes the pipeline's batching restarts the pipeline and starts the
     sink, while the gateway source and the plant sink keep their one connection; the plant sees every `seq`
-    once, in order, across both reloads."""
+    once, in order, across both reloads. Start-up's objects are frozen out of full collections (`heap`) while it
+    runs, and the retired pipeline, frozen with them, is freed after the reload."""
     import yaml
 
     base = deployment(mosquitto.port, plant.port, tmp_path / "outbox.sqlite")
@@ -335,14 +338,16 @@ async def test_reload_under_load_keeps_unchanged_parts_running_and_seq_whole(
     ):
         runner = asyncio.create_task(service.run(stop))
         await service.started.wait()
+        assert gc.get_freeze_count() > 0
         async with gateway(mosquitto.port):
             await until(lambda: drain(got, received) >= 10, what="results before the reloads")
-            source, plant_sink, old_pipeline = service.sources[0], service.sinks["plant"], service.pipelines[0]
+            source, plant_sink = service.sources[0], service.sinks["plant"]
+            old_pipeline = weakref.ref(service.pipelines[0])
 
             site.write_text(site.read_text().replace("max_batch: 16", "max_batch: many"))
             assert not await service.reload_file(site)
             assert "event=reload_rejected" in caplog.text and "max_batch" in caplog.text
-            assert service.pipelines == [old_pipeline]
+            assert service.pipelines == [old_pipeline()]
 
             raw = base.model_dump(mode="json", exclude_unset=True)
             raw["pipelines"][0]["batching"]["max_batch"] = 8
@@ -353,9 +358,12 @@ async def test_reload_under_load_keeps_unchanged_parts_running_and_seq_whole(
             n = drain(got, received)
             await until(lambda: drain(got, received) >= n + 20, what="results after the reload")
             await until(lambda: drain(got_audit, audit) >= 5, what="the new sink delivering")
+            gc.collect()
+            assert old_pipeline() is None, "something still holds the retired pipeline"
         stop.set()
         await runner
-    assert service.pipelines[0] is not old_pipeline and service.pipelines[0].max_batch == 8
+    assert gc.get_freeze_count() == 0, "a stopped service left the heap frozen"
+    assert service.pipelines[0].max_batch == 8
     assert service.sources[0] is source and source.stats["connects"] == 1, "unchanged source kept its session"
     assert service.sinks["plant"] is plant_sink and plant_sink.stats["connects"] == 1, "unchanged sink kept"
     seqs = [r["seq"] for r in received]
