@@ -27,6 +27,9 @@ Behaviour on a bad day, by design:
 - a poll that outlasts its period (a slow device, a busy gateway) is followed at once by the next, counted in
   `overruns`: the tags stay at most about one poll old, but such a device is polled back to back, so when
   `overruns` keeps growing raise `poll_interval_ms` (or split the tags into slower `poll_groups`);
+- a request answered more than two poll periods after its previous answer (the device, the network or this
+  machine stalled; or the first answer after an outage) is counted in `late_reads` and logged once per burst as
+  `event=modbus_data_late ... gap_ms=... period_ms=...`: its tags' data was that old;
 - a lost TCP connection or serial port ends `ModbusSource.stream` (and `batches`) with `AdapterError`;
   `adapters.supervise.supervise` reopens it with back-off and jitter;
 - a write outside the sink's `writable` allow-list is refused at validation and again at run time.

@@ -28,7 +28,7 @@ from adapters.modbus.client import (
 )
 from adapters.modbus.config import ModbusDeviceConfig, ModbusRtuConfig, ModbusTcpConfig
 from adapters.modbus.plan import BIT_TABLES, PlannedRead, plan_device
-from adapters.supervise import Backoff, DecodeGuard
+from adapters.supervise import Backoff, BurstLog, DecodeGuard
 
 __all__ = ["ModbusSource", "next_poll"]
 
@@ -65,6 +65,10 @@ def next_poll(due: float, interval_s: float, now: float) -> tuple[float, bool]:
     return (now, True) if now > nxt else (nxt, False)
 
 
+def _key(read: PlannedRead) -> tuple[int, str, int]:
+    return read.device_id, read.request.table, read.request.start
+
+
 @dataclass(slots=True)
 class _SlaveState:
     backoff: Backoff
@@ -76,7 +80,9 @@ class ModbusSource:
     """Polls a Modbus TCP device or RTU line and yields one `Reading` per tag and poll (a `BatchSource`: the
     service takes the readings of each response as one list).
 
-    Stats: ``reads``, ``readings``, ``modbus_exceptions``, ``timeouts``, ``skipped_dead``, ``overruns``.
+    Stats: ``reads``, ``readings``, ``modbus_exceptions``, ``timeouts``, ``skipped_dead``, ``overruns``,
+    ``late_reads`` (a request answered more than two of its poll periods after its previous answer: its tags' data
+    was that old; a stalled device, network or machine, or the first answer after an outage).
     """
 
     def __init__(self, config: ModbusDeviceConfig, *, coalesce: bool = True) -> None:
@@ -93,6 +99,9 @@ class ModbusSource:
             "modbus_undecodable", self.stats, "malformed", checked_by_decoder=True, device=self.name
         )
         self._errors: tuple[type[Exception], type[Exception]] | None = None
+        # when each request was last answered, for `late_reads`: data older than two poll periods
+        self._answered_ns: dict[tuple[int, str, int], int] = {}
+        self._late = BurstLog("modbus_data_late", self.stats, "late_reads")
 
     @property
     def requests_per_cycle(self) -> int:
@@ -140,8 +149,16 @@ class ModbusSource:
             if delay > 0:
                 await asyncio.sleep(delay)
             group = self._groups[i]
+            late_ns = int(2e9 * group.interval_s)
             for read in group.reads:
-                yield await self._poll(read)
+                key = _key(read)
+                before = self._answered_ns.get(key)
+                batch = await self._poll(read)
+                after = self._answered_ns.get(key)
+                if before is not None and after is not None and after - before > late_ns:
+                    self._late(gap_ms=round((after - before) / 1e6), period_ms=round(group.interval_s * 1e3),
+                               device=self.name, table=read.request.table, start=read.request.start)  # fmt: skip
+                yield batch
             at, overran = next_poll(at, group.interval_s, loop.time())
             self.stats["overruns"] += overran
             heapq.heappush(due, (at, i))
@@ -190,7 +207,8 @@ class ModbusSource:
             slave.failing = False
             slave.backoff.reset()
             log.info("event=modbus_slave_back device=%s slave=%d", self.name, read.device_id)
-        key = (read.device_id, req.table, req.start)
+        key = _key(read)
+        self._answered_ns[key] = t_ns
         if response.isError():
             self.stats["modbus_exceptions"] += 1
             if key not in self._failing:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import struct
+import time
 from typing import Any
 
 import numpy as np
@@ -232,6 +234,37 @@ async def test_batches_are_the_stream_s_readings_one_list_per_request() -> None:
     assert [r.stream for r in flat] == ["m.a", "m.b", "m.c"]
     assert {r.stream: r.value.item() for g in groups for r in g} == pytest.approx(machine.values)
     assert {r.stream: r.value.item() for r in flat} == pytest.approx(machine.values)
+
+
+async def test_a_stall_longer_than_two_poll_periods_is_counted_and_logged_as_late(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """`late_reads`: a request answered more than two poll periods after its previous answer. The stall here is
+    the whole process blocking (the source, and the simulated device that shares its event loop), as a machine
+    that freezes would."""
+    cfg = tcp(poll_interval_ms=50, tags=[{"name": "a", "address": 0}])
+    async with serve_simulated(cfg) as machine:
+        source = ModbusSource(cfg.model_copy(update={"port": machine.port}))
+        await source.open()
+        try:
+            batches = source.batches()
+            for _ in range(3):
+                await anext(batches)
+            first = source.stats["late_reads"]
+            time.sleep(0.5)  # noqa: ASYNC251 (the fault injected: the event loop freezes 500 ms, ten poll periods)
+            await anext(batches)
+            await anext(batches)
+            await batches.aclose()
+            late = source.stats["late_reads"]
+            assert late >= first + 1
+            time.sleep(0.5)  # noqa: ASYNC251 (as above)
+            await source.read_all()  # one-shot reads are not paced: never late
+            assert source.stats["late_reads"] == late
+        finally:
+            await source.close()
+    assert "event=modbus_data_late" in caplog.text and "period_ms=50" in caplog.text
+    gaps = [int(g) for g in re.findall(r"gap_ms=(\d+)", caplog.text)]
+    assert max(gaps) >= 500
 
 
 # ------------------------------------------------------------------------------------------------ RTU
