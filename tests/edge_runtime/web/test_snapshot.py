@@ -100,6 +100,12 @@ def test_a_result_whose_frame_is_gone_shows_no_frame_rather_than_another(view: L
     assert rice["frame"] == "" and len(rice["grains"]) == 1
 
 
+def test_a_device_shows_its_error_counters_and_not_its_throughput(view: LiveView) -> None:
+    stats = {"readings": 500, "reads": 10, "late_reads": 2, "overruns": 1, "timeouts": 3, "reconnects": 0}
+    device = view._device("plc", "modbus-tcp", ["plc"], stats, {}, 0)
+    assert device["errors"] == {"late_reads": 2, "overruns": 1, "timeouts": 3, "reconnects": 0}
+
+
 def test_devices_show_their_last_reading_and_tags_their_trend(view: LiveView) -> None:
     snap = view.render(view.gather({}))  # before the service has built its sources, every device is listed
     assert snap["devices"] == [{"id": "chute", "kind": "camera", "state": "waiting", "age_s": None, "errors": {}}]
