@@ -1,11 +1,13 @@
 """`/metrics` (Prometheus) and `/healthz` on `service.metrics_listen`, as plain functions of the service.
 
-`render(service)` and `health(service)` are what the HTTP responder serves; any other page (an operator UI) may
-call them too. Metrics go through `prometheus_client`: one `CollectorRegistry` per service (two services in one
-process, as in tests, never mix), so names, HELP/TYPE lines and label escaping follow the exposition format, and a
-hostile unit or topic cannot forge lines. Counters are the components' own `Stats`, read at scrape time; nothing
-is sampled on the hot path for them. Latency is a histogram (cumulative buckets add up across gateways, unlike
-quantiles); process metrics (RSS, CPU, open files) and `edge_runtime_build_info` come with it.
+`render_off_loop(service)` (`render` outside a coroutine) and `health(service)` are what the HTTP responder serves;
+any other page (an operator UI) may call them too. Metrics go through `prometheus_client` (per scrape, plus one
+registry per service for the process metrics: two services in one process, as in tests, never mix), so names,
+HELP/TYPE lines and label escaping follow the exposition format, and a hostile unit or topic cannot forge lines.
+Counters are the components' own `Stats`, copied at scrape time on the event loop (`gather`) and formatted in a
+worker thread (`exposition`); nothing is sampled on the hot path for them. Latency is a histogram (cumulative
+buckets add up across gateways, unlike quantiles); process metrics (RSS, CPU, open files) and
+`edge_runtime_build_info` come with it.
 
 Health (the same rule drives the systemd watchdog): a pipeline makes progress when it has no input waiting, or
 when it finished a batch (results stored in the outbox) within `service.progress_timeout_s` of its inputs
@@ -26,17 +28,31 @@ from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING
 
+import numpy as np
+import numpy.typing as npt
 from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from adapters.base import Reading
 from adapters.supervise import Backoff
 from edge_runtime.pipeline import LATENCY_BUCKETS_S
 
 if TYPE_CHECKING:
     from edge_runtime.service import Service
 
-__all__ = ["CONTENT_TYPE", "Health", "MetricsServer", "health", "make_registry", "render"]
+__all__ = [
+    "CONTENT_TYPE",
+    "Health",
+    "MetricsServer",
+    "Scrape",
+    "exposition",
+    "gather",
+    "health",
+    "make_registry",
+    "render",
+    "render_off_loop",
+]
 
 log = logging.getLogger("edge_runtime.metrics")
 
@@ -56,38 +72,74 @@ def _name(text: str) -> str:
     return "".join(c if c.isalnum() or c == "_" else "_" for c in text)
 
 
-class _ServiceCollector(Collector):
-    """Reads the service's counters, queues and latest readings at scrape time."""
+@dataclass(frozen=True, slots=True)
+class _Pipeline:
+    id: str
+    queue: int
+    stalled_s: float
+    latency_cumulative: npt.NDArray[np.int64]  # per LATENCY_BUCKETS_S bucket, then +Inf
+    latency_sum_s: float
+    layer_gauges: list[tuple[str, dict[str, str], float]]  # metric, labels, level
 
-    def __init__(self, service: Service) -> None:
-        self.service = service
+
+@dataclass(frozen=True, slots=True)
+class Scrape:
+    """What one scrape reports, gathered on the event loop (which writes all of it) in copies, so the text can be
+    formatted in a worker thread: formatting is most of a scrape (3.5 ms at 500 tags, 31 ms at 5,000 on the
+    reference machine) and on the loop it would delay every poll and frame by as much."""
+
+    counters: list[tuple[str, str, str, float]]  # metric, label name ("" for none), label value, value
+    pipelines: list[_Pipeline]
+    latest: list[tuple[str, Reading]]
+    pending_rows: int
+    healthy: bool
+
+
+def gather(service: Service) -> Scrape:
+    """The service's counters, queues and latest readings, copied (on the event loop)."""
+    svc = service
+    counters: list[tuple[str, str, str, float]] = []
+    for p in svc.pipelines:
+        counters += [(f"pipeline_{k}", "pipeline", p.id, v) for k, v in p.stats.items()]
+        # the task's own counts: malformed inputs it refused, rice grains judged without the size prior, ...
+        counters += [(f"pipeline_task_{k}", "pipeline", p.id, v) for k, v in getattr(p.task, "stats", {}).items()]
+    for s in svc.sources:
+        counters += [(f"source_{k}", "source", s.name, v) for k, v in s.stats.items()]
+    for name, sink in svc.sinks.items():
+        counters += [(f"sink_{k}", "sink", name, v) for k, v in sink.stats.items()]
+    counters += [(k, "", "", v) for k, v in svc.stats.items()]
+    counters.append(("outbox_dropped_rows", "", "", svc.outbox.dropped))
+    now = time.monotonic()
+    pipelines = [
+        _Pipeline(
+            p.id,
+            len(p.queue),
+            p.stalled_s(now),
+            p.latency_counts.cumsum(),
+            p.latency_sum_s,
+            [(metric, dict(labels), level) for metric, labels, level in p.compensator.gauges()],
+        )
+        for p in svc.pipelines
+    ]
+    return Scrape(counters, pipelines, list(svc.latest.items()), svc.outbox.pending_rows, health(svc).ok)
+
+
+_COUNTER_DOCS = {"outbox_dropped_rows": "Outbox rows dropped when full (drop_oldest)."}
+
+
+class _ScrapeCollector(Collector):
+    def __init__(self, scrape: Scrape) -> None:
+        self.scrape = scrape
 
     def collect(self) -> Iterator[Metric]:
-        svc = self.service
         counters: dict[str, CounterMetricFamily] = {}
-
-        def counter(metric: str, label: str, value: float, labels: list[str] | None = None, doc: str = "") -> None:
+        for metric, label, labelled, value in sorted(self.scrape.counters):
             name = f"{_P}_{_name(metric)}"
             fam = counters.get(name)
             if fam is None:
-                fam = counters[name] = CounterMetricFamily(name, doc or f"Count of {metric}.", labels=labels or [])
-            fam.add_metric([label] if labels else [], value)
-
-        for p in svc.pipelines:
-            for key, value in sorted(p.stats.items()):
-                counter(f"pipeline_{key}", p.id, value, ["pipeline"])
-            # the task's own counts: malformed inputs it refused, rice grains judged without the size prior, ...
-            for key, value in sorted(getattr(p.task, "stats", {}).items()):
-                counter(f"pipeline_task_{key}", p.id, value, ["pipeline"])
-        for s in svc.sources:
-            for key, value in sorted(s.stats.items()):
-                counter(f"source_{key}", s.name, value, ["source"])
-        for name, sink in svc.sinks.items():
-            for key, value in sorted(sink.stats.items()):
-                counter(f"sink_{key}", name, value, ["sink"])
-        for key, value in sorted(svc.stats.items()):
-            counter(key, "", value, doc=f"Count of {key} (service).")
-        counter("outbox_dropped_rows", "", svc.outbox.dropped, doc="Outbox rows dropped when full (drop_oldest).")
+                doc = _COUNTER_DOCS.get(metric) or (f"Count of {metric}." if label else f"Count of {metric} (service).")
+                fam = counters[name] = CounterMetricFamily(name, doc, labels=[label] if label else [])
+            fam.add_metric([labelled] if label else [], value)
         yield from counters.values()
 
         queue = GaugeMetricFamily(f"{_P}_pipeline_queue_length", "Inputs waiting in the pipeline.", labels=["pipeline"])
@@ -97,57 +149,69 @@ class _ServiceCollector(Collector):
         latency = HistogramMetricFamily(
             f"{_P}_pipeline_latency_seconds", "Input arrival to result stored.", labels=["pipeline"]
         )
-        now = time.monotonic()
-        for p in svc.pipelines:
-            queue.add_metric([p.id], len(p.queue))
-            stalled.add_metric([p.id], p.stalled_s(now))
-            cumulative = p.latency_counts.cumsum()
+        for p in self.scrape.pipelines:
+            queue.add_metric([p.id], p.queue)
+            stalled.add_metric([p.id], p.stalled_s)
+            cumulative = p.latency_cumulative
             buckets = [(f"{b:g}", float(c)) for b, c in zip(LATENCY_BUCKETS_S, cumulative[:-1], strict=True)]
             buckets.append(("+Inf", float(cumulative[-1])))
             latency.add_metric([p.id], buckets, p.latency_sum_s)
         yield from (queue, stalled, latency)
 
         layer_gauges: dict[str, GaugeMetricFamily] = {}  # compensation layers' own gauges (lens health)
-        for p in svc.pipelines:
-            for metric, labels, level in p.compensator.gauges():
+        for p in self.scrape.pipelines:
+            for metric, labels, level in p.layer_gauges:
                 keys = ["pipeline", *sorted(labels)]
                 name = f"{_P}_{_name(metric)}"
-                fam = layer_gauges.get(name)
-                if fam is None:
-                    fam = layer_gauges[name] = GaugeMetricFamily(name, f"{metric} (compensation layer).", labels=keys)
-                fam.add_metric([p.id, *(labels[k] for k in sorted(labels))], level)
+                gauge = layer_gauges.get(name)
+                if gauge is None:
+                    gauge = layer_gauges[name] = GaugeMetricFamily(name, f"{metric} (compensation layer).", labels=keys)
+                gauge.add_metric([p.id, *(labels[k] for k in sorted(labels))], level)
         yield from layer_gauges.values()
 
         reading = GaugeMetricFamily(
             f"{_P}_reading", "Latest scalar value per stream.", labels=["stream", "unit", "quality"]
         )
-        for stream, r in sorted(svc.latest.items()):
+        for stream, r in sorted(self.scrape.latest, key=lambda item: item[0]):
             try:
                 scalar = float(r.value)
             except (TypeError, ValueError):  # strings and other non-numeric tags have no gauge
                 continue
             reading.add_metric([stream, r.unit, r.quality], scalar)
         yield reading
-        yield GaugeMetricFamily(f"{_P}_outbox_pending_rows", "Rows waiting for a sink.", value=svc.outbox.pending_rows)
-        ok = health(svc).ok
-        yield GaugeMetricFamily(f"{_P}_healthy", "1 when every pipeline makes progress.", value=1.0 if ok else 0.0)
+        pending = self.scrape.pending_rows
+        yield GaugeMetricFamily(f"{_P}_outbox_pending_rows", "Rows waiting for a sink.", value=pending)
+        ok = 1.0 if self.scrape.healthy else 0.0
+        yield GaugeMetricFamily(f"{_P}_healthy", "1 when every pipeline makes progress.", value=ok)
         build = GaugeMetricFamily(f"{_P}_build_info", "Version of the runtime.", labels=["version", "python"])
         build.add_metric([_package_version(), platform.python_version()], 1.0)
         yield build
 
 
 def make_registry(service: Service) -> CollectorRegistry:
-    """The service's own registry: its collector plus process and platform metrics."""
+    """The process and platform metrics (RSS, CPU, open files: read from /proc, safe in any thread); the service's
+    own come from a `Scrape` gathered at each scrape."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_ServiceCollector(service))
     ProcessCollector(registry=registry)
     PlatformCollector(registry=registry)
     return registry
 
 
+def exposition(scrape: Scrape, registry: CollectorRegistry) -> bytes:
+    """The Prometheus text of a gathered scrape followed by `registry`'s metrics (in any thread)."""
+    own = CollectorRegistry(auto_describe=False)
+    own.register(_ScrapeCollector(scrape))
+    return generate_latest(own) + generate_latest(registry)
+
+
 def render(service: Service) -> str:
-    """The Prometheus text exposition of the service."""
-    return generate_latest(service.registry).decode()
+    """The Prometheus text exposition of the service, formatted in the calling thread."""
+    return exposition(gather(service), service.registry).decode()
+
+
+async def render_off_loop(service: Service) -> bytes:
+    """`render` for a coroutine: gathered on the event loop, formatted in a worker thread."""
+    return await asyncio.to_thread(exposition, gather(service), service.registry)
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,7 +293,7 @@ class MetricsServer:
                 status, body = ("200 OK" if h.ok else "503 Service Unavailable"), (h.reason + "\n").encode()
                 ctype = "text/plain; charset=utf-8"
             elif path in ("/metrics", "/"):
-                status, body, ctype = "200 OK", render(self.service).encode(), CONTENT_TYPE
+                status, body, ctype = "200 OK", await render_off_loop(self.service), CONTENT_TYPE
             else:
                 status, body, ctype = "404 Not Found", b"/metrics or /healthz\n", "text/plain; charset=utf-8"
             writer.write(

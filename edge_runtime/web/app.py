@@ -161,9 +161,10 @@ class UiServer:
         return web.FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-store"})
 
     async def _metrics(self, request: web.Request) -> web.Response:
-        from edge_runtime.metrics import render
+        from edge_runtime.metrics import render_off_loop
 
-        return web.Response(text=render(self.service), content_type="text/plain", charset="utf-8")
+        body = await render_off_loop(self.service)
+        return web.Response(body=body, content_type="text/plain", charset="utf-8")
 
     async def _snapshot(self, request: web.Request) -> web.Response:
         data = await self._render()
