@@ -24,7 +24,7 @@ def _exported() -> set[str]:
     code increments (`stats["key"] +=` anywhere in the runtime and the adapters)."""
     metrics_py = (repo_root() / "edge_runtime" / "metrics.py").read_text()
     fixed = {f"edge_runtime_{m}" for m in re.findall(r'\{_P\}_([a-z_]+)"', metrics_py)}
-    fixed |= {f"edge_runtime_{m}_total" for m in re.findall(r'counter\("([a-z_]+)"', metrics_py)}
+    fixed |= {f"edge_runtime_{m}_total" for m in re.findall(r'counters\.append\(\("([a-z_]+)"', metrics_py)}
     histograms = {f"edge_runtime_{m}" for m in re.findall(r'HistogramMetricFamily\(\s*f"\{_P\}_([a-z_]+)"', metrics_py)}
     fixed |= {f"{h}_{part}" for h in histograms for part in ("bucket", "sum", "count")}
     keys: set[str] = set()
