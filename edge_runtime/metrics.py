@@ -1,13 +1,13 @@
 """`/metrics` (Prometheus) and `/healthz` on `service.metrics_listen`, as plain functions of the service.
 
-`render_off_loop(service)` (`render` outside a coroutine) and `health(service)` are what the HTTP responder serves;
-any other page (an operator UI) may call them too. Metrics go through `prometheus_client` (per scrape, plus one
-registry per service for the process metrics: two services in one process, as in tests, never mix), so names,
-HELP/TYPE lines and label escaping follow the exposition format, and a hostile unit or topic cannot forge lines.
-Counters are the components' own `Stats`, copied at scrape time on the event loop (`gather`) and formatted in a
-worker thread (`exposition`); nothing is sampled on the hot path for them. Latency is a histogram (cumulative
-buckets add up across gateways, unlike quantiles); process metrics (RSS, CPU, open files) and
-`edge_runtime_build_info` come with it.
+`render_off_loop(service)` (a coroutine; `render` is the same for plain code) and `health(service)` are what the
+HTTP responder serves; any other page (an operator UI) may call them too. Metrics go through `prometheus_client`
+(per scrape, plus one registry per service for the process metrics: two services in one process, as in tests,
+never mix), so names, HELP/TYPE lines and label escaping follow the exposition format, and a hostile unit or topic
+cannot forge lines. Counters are the components' own `Stats`, copied at scrape time on the event loop (`gather`)
+and formatted in a worker thread (`exposition`); nothing is sampled on the hot path for them. Latency is a
+histogram (cumulative buckets add up across gateways, unlike quantiles); process metrics (RSS, CPU, open files)
+and `edge_runtime_build_info` come with it.
 
 Health (the same rule drives the systemd watchdog): a pipeline makes progress when it has no input waiting, or
 when it finished a batch (results stored in the outbox) within `service.progress_timeout_s` of its inputs
@@ -84,8 +84,8 @@ class _Pipeline:
 
 @dataclass(frozen=True, slots=True)
 class Scrape:
-    """What one scrape reports, gathered on the event loop (which writes all of it) in copies, so the text can be
-    formatted in a worker thread: formatting is most of a scrape (3.5 ms at 500 tags, 31 ms at 5,000 on the
+    """What one scrape reports, gathered on the event loop in copies, so the text can be formatted in a worker
+    thread: formatting is most of a scrape (3.5 ms at 500 tags, 31 ms at 5,000 on the
     reference machine) and on the loop it would delay every poll and frame by as much."""
 
     counters: list[tuple[str, str, str, float]]  # metric, label name ("" for none), label value, value
@@ -96,18 +96,21 @@ class Scrape:
 
 
 def gather(service: Service) -> Scrape:
-    """The service's counters, queues and latest readings, copied (on the event loop)."""
+    """The service's counters, queues and latest readings, copied (on the event loop). Each dict is copied by one
+    `list(d.items())`, which no other thread can interrupt: inference workers, a camera's capture thread and
+    paho's network thread count into some of these `Stats` too."""
     svc = service
     counters: list[tuple[str, str, str, float]] = []
     for p in svc.pipelines:
-        counters += [(f"pipeline_{k}", "pipeline", p.id, v) for k, v in p.stats.items()]
+        counters += [(f"pipeline_{k}", "pipeline", p.id, v) for k, v in list(p.stats.items())]
         # the task's own counts: malformed inputs it refused, rice grains judged without the size prior, ...
-        counters += [(f"pipeline_task_{k}", "pipeline", p.id, v) for k, v in getattr(p.task, "stats", {}).items()]
+        task_stats = list(getattr(p.task, "stats", {}).items())
+        counters += [(f"pipeline_task_{k}", "pipeline", p.id, v) for k, v in task_stats]
     for s in svc.sources:
-        counters += [(f"source_{k}", "source", s.name, v) for k, v in s.stats.items()]
-    for name, sink in svc.sinks.items():
-        counters += [(f"sink_{k}", "sink", name, v) for k, v in sink.stats.items()]
-    counters += [(k, "", "", v) for k, v in svc.stats.items()]
+        counters += [(f"source_{k}", "source", s.name, v) for k, v in list(s.stats.items())]
+    for name, sink in list(svc.sinks.items()):
+        counters += [(f"sink_{k}", "sink", name, v) for k, v in list(sink.stats.items())]
+    counters += [(k, "", "", v) for k, v in list(svc.stats.items())]
     counters.append(("outbox_dropped_rows", "", "", svc.outbox.dropped))
     now = time.monotonic()
     pipelines = [

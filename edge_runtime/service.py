@@ -285,6 +285,7 @@ class Service:
         await self.outbox.open(sinks=list(self.sinks))
         notifier = _Notifier()
         metrics: MetricsServer | None = None
+        settled = False
         try:
             if self.deployment.service.metrics_listen:
                 metrics = self.metrics = MetricsServer(self.deployment.service.metrics_listen, self)
@@ -297,7 +298,8 @@ class Service:
                 watchdog = tg.create_task(notifier.watchdog(lambda: health(self)), name="watchdog")
                 watch_s = self.deployment.service.model_watch_s
                 model_watch = tg.create_task(self.model_watch.run(watch_s, self._watched)) if watch_s else None
-                heap.settle()
+                heap.settle(hold=True)
+                settled = True
                 notifier.send("READY=1")
                 self.started.set()
                 log.info(
@@ -319,6 +321,8 @@ class Service:
                     await asyncio.gather(*(cancel_and_wait(t) for t in [*tasks, model_watch] if t is not None))
                     self._tg = None
         finally:
+            if settled:
+                heap.release()
             await self._close_all()
             if metrics is not None:
                 await metrics.stop()
@@ -327,7 +331,6 @@ class Service:
                 self.ui = None
             await self.outbox.close()
             self._executor.shutdown(wait=False, cancel_futures=True)
-            heap.release()
             log.info("event=service_stopped pending_results=%d", self.outbox.pending_rows)
 
     def _start_all(self) -> None:
@@ -404,13 +407,17 @@ class Service:
         A changed pipeline is replaced without a gap: the new one takes the inputs from the moment it exists,
         the old one finishes what it holds. Results wait in the outbox throughout (a removed sink's rows stay
         there). The `service` section (outbox, listen addresses, workers) takes effect at the next start."""
-        async with self._reload_lock:
-            changed = await self._reload(new)
-        heap.settle()  # the retired parts were frozen at start-up: unfrozen here, their cycles can be freed
-        return changed
+        if self._tg is None:
+            raise RuntimeError("reload() needs a running service")
+        try:
+            async with self._reload_lock:
+                return await self._reload(new)
+        finally:  # also after a reload that failed part-way: what it retired was frozen at start-up
+            if self._tg is not None:  # still running (holding the freeze)
+                heap.settle()
 
     async def _reload(self, new: Deployment) -> dict[str, list[str]]:
-        if self._tg is None:
+        if self._tg is None:  # stopped while this reload waited for the lock
             raise RuntimeError("reload() needs a running service")
         old = self.deployment
         changed: dict[str, list[str]] = {"restarted": [], "started": [], "stopped": [], "kept": [], "shadowing": []}

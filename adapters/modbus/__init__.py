@@ -29,7 +29,8 @@ Behaviour on a bad day, by design:
   `overruns` keeps growing raise `poll_interval_ms` (or split the tags into slower `poll_groups`);
 - a request answered more than two poll periods after its previous answer (the device, the network or this
   machine stalled; or the first answer after an outage) is counted in `late_reads` and logged once per burst as
-  `event=modbus_data_late ... gap_ms=... period_ms=...`: its tags' data was that old;
+  `event=modbus_data_late ... gap_ms=... period_ms=...`: the tags' values were that old when it came. An exception
+  response counts as an answer (its tags are bad, and counted in `modbus_exceptions`);
 - a lost TCP connection or serial port ends `ModbusSource.stream` (and `batches`) with `AdapterError`;
   `adapters.supervise.supervise` reopens it with back-off and jitter;
 - a write outside the sink's `writable` allow-list is refused at validation and again at run time.

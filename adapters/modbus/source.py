@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import heapq
 import logging
+import time
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Any
@@ -81,8 +82,8 @@ class ModbusSource:
     service takes the readings of each response as one list).
 
     Stats: ``reads``, ``readings``, ``modbus_exceptions``, ``timeouts``, ``skipped_dead``, ``overruns``,
-    ``late_reads`` (a request answered more than two of its poll periods after its previous answer: its tags' data
-    was that old; a stalled device, network or machine, or the first answer after an outage).
+    ``late_reads`` (a request answered, with data or an exception response, more than two of its poll periods after
+    its previous answer: a stalled device, network or machine, or the first answer after an outage).
     """
 
     def __init__(self, config: ModbusDeviceConfig, *, coalesce: bool = True) -> None:
@@ -99,7 +100,7 @@ class ModbusSource:
             "modbus_undecodable", self.stats, "malformed", checked_by_decoder=True, device=self.name
         )
         self._errors: tuple[type[Exception], type[Exception]] | None = None
-        # when each request was last answered, for `late_reads`: data older than two poll periods
+        # when each request was last answered (monotonic ns), for `late_reads`: data older than two poll periods
         self._answered_ns: dict[tuple[int, str, int], int] = {}
         self._late = BurstLog("modbus_data_late", self.stats, "late_reads")
 
@@ -208,7 +209,7 @@ class ModbusSource:
             slave.backoff.reset()
             log.info("event=modbus_slave_back device=%s slave=%d", self.name, read.device_id)
         key = _key(read)
-        self._answered_ns[key] = t_ns
+        self._answered_ns[key] = time.monotonic_ns()  # not t_ns: a clock step (NTP at boot) is not late data
         if response.isError():
             self.stats["modbus_exceptions"] += 1
             if key not in self._failing:

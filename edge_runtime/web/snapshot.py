@@ -46,7 +46,7 @@ STRIP = 24  # recent weld decisions
 RATE_SPAN_S = 5.0  # inputs/s and results/s are averaged over this many seconds
 FRAME_WIDTH = 480  # px of the JPEG sent to the page
 SPECTRUM_BINS = 256
-_ERRORS = re.compile(r"error|fail|malformed|invalid|overrun|late_|drop|reconnect|timeout|lost|rejected")
+_ERRORS = re.compile(r"error|fail|malformed|invalid|overrun|(?:^|_)late_|drop|reconnect|timeout|lost|rejected")
 FRESH_S = 10.0  # a device with a sample in the last FRESH_S seconds is shown as receiving
 
 

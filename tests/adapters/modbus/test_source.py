@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from adapters.base import AdapterError, Reading, ScalarGroup
 from adapters.loopback import free_port
+from adapters.modbus import source as modbus_source
 from adapters.modbus.codec import NUMERIC_DTYPES, ORDERS, register_count
 from adapters.modbus.config import ModbusTcpConfig
 from adapters.modbus.simulator import SimulatedMachine, serve_simulated
@@ -251,6 +252,7 @@ async def test_a_stall_longer_than_two_poll_periods_is_counted_and_logged_as_lat
             for _ in range(3):
                 await anext(batches)
             first = source.stats["late_reads"]
+            source._late.interval_s = 0.0  # every late read logged, should a busy machine have made one already
             time.sleep(0.5)  # noqa: ASYNC251 (the fault injected: the event loop freezes 500 ms, ten poll periods)
             await anext(batches)
             await anext(batches)
@@ -265,6 +267,26 @@ async def test_a_stall_longer_than_two_poll_periods_is_counted_and_logged_as_lat
     assert "event=modbus_data_late" in caplog.text and "period_ms=50" in caplog.text
     gaps = [int(g) for g in re.findall(r"gap_ms=(\d+)", caplog.text)]
     assert max(gaps) >= 500
+
+
+async def test_a_clock_step_is_not_late_data(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Readings carry wall-clock time stamps, which NTP may step at boot; lateness is timed on the monotonic
+    clock, so a step of a minute counts nothing."""
+    cfg = tcp(poll_interval_ms=200, tags=[{"name": "a", "address": 0}])
+    async with serve_simulated(cfg) as machine:
+        source = ModbusSource(cfg.model_copy(update={"port": machine.port}))
+        await source.open()
+        try:
+            batches = source.batches()
+            before = [await anext(batches) for _ in range(2)]
+            step = 60 * 10**9
+            monkeypatch.setattr(modbus_source, "now_ns", lambda: time.time_ns() + step)
+            after = [await anext(batches) for _ in range(3)]
+            await batches.aclose()
+        finally:
+            await source.close()
+    assert after[0][0].t_ns - before[-1][0].t_ns >= step  # the readings' clock did step
+    assert source.stats["late_reads"] == 0
 
 
 # ------------------------------------------------------------------------------------------------ RTU
