@@ -75,6 +75,9 @@ async def test_without_the_token_401_with_it_200(tmp_path: Path) -> None:
                         assert r.status == 200, path
                     async with http.get(ui.url + path, params={"token": "s3cret"}) as r:
                         assert r.status == 200, path
+                        if path == "metrics":  # the same exposition as the metrics port, formatted off the loop
+                            assert r.content_type == "text/plain" and r.charset == "utf-8"
+                            assert "edge_runtime_build_info{" in await r.text()
                 async with http.get(ui.url + "static/app.js") as r:  # the package's script holds no data
                     assert r.status == 200
                     assert "EventSource" in await r.text()
