@@ -202,7 +202,8 @@ def _counters(metrics_port: int, *names: str) -> list[float]:
 
 def service_ingest(config: ModbusTcpConfig, poll_ms: int, seconds: float, workdir: Path) -> dict[str, float]:
     """`edge-runtime run` with this device alone, as a plant runs it (operator page and metrics on): CPU of the
-    service process per 1k readings its own metrics counted, over `seconds` once it polls."""
+    service process per 1k readings its own metrics counted, and its late reads (data older than two poll periods),
+    over `seconds` once it polls."""
     metrics = free_port()
     device = {**config.model_dump(mode="json", exclude_defaults=True), "host": "127.0.0.1", "port": config.port}
     device["poll_interval_ms"] = poll_ms
@@ -330,6 +331,8 @@ def main() -> None:
             [r["cpu_s_per_1k_tags"] for r in service],
             higher_is_better=False,
         ),
+        # requests answered more than two poll periods after their previous answer (the service's own counter)
+        figure("modbus.service.10ms.late_reads", "reads", [r["late_reads"] for r in service], higher_is_better=False),
     ]
     figures += [figure(f"modbus.write_back.{k}", "ms", [latency[k]], higher_is_better=False) for k in ("p50", "p99")]
     write_result(
