@@ -11,6 +11,9 @@
     python benchmarks/bench_rice_line.py [--quick] [--json PATH] [--variant fp32|fast|int8|pair_int8]
         [--work-scale 2] [--recording FILE]
 
+Without `--variant` the line runs the manifest's default variant (`pair_int8` since 1.3.1), as a deployment that
+names none does; the figures name the variant either way.
+
 `--work-scale 2` runs the task's `work_scale: 2` (grains found at half resolution); its figures are named
 `rice_line.<variant>.work_scale2.*`.
 
@@ -36,7 +39,8 @@ from adapters.loopback import free_port
 from adapters.modbus.config import ModbusTcpConfig
 from adapters.modbus.simulator import SimulatedMachine
 from edge_runtime.config import Deployment
-from edge_runtime.inference import load_model
+from edge_runtime.inference import load_model, read_manifest
+from edge_runtime.paths import models_dir
 from edge_runtime.service import Service
 from edge_runtime.tasks.rice_sorter import RiceSorterConfig, RiceSorterTask
 from edge_runtime.tools.bench_recording import add_recording_option, recorded_inputs
@@ -208,7 +212,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--json", type=Path)
-    parser.add_argument("--variant", default="fp32", help="fp32 (default) or a variant of the manifest")
+    parser.add_argument(
+        "--variant", help="a variant of the manifest (fp32, fast, int8, pair_int8); default: the manifest's default, "
+        "what a deployment without `variant` runs"
+    )  # fmt: skip
     parser.add_argument("--work-scale", type=int, default=1, choices=[1, 2], help="the task's work_scale")
     add_recording_option(parser)
     args = parser.parse_args()
@@ -224,13 +231,14 @@ def main() -> None:
     else:
         sim = ChuteSimulator(ChuteSimulatorConfig(seed=1, **DENSITY))
         frames = [Frame("chute.image", 0, sim.next_frame()[0]) for _ in range(min(n_frames, 40))]
-    task = chute_task(args.variant, args.work_scale)
+    variant = read_manifest(models_dir() / "rice_sorter").variant_or_default(args.variant)
+    task = chute_task(variant, args.work_scale)
     task.process(frames[:1])  # warm-up at the frame's size
     rates = [max_feed_rate(task, frames, 1.0 if args.quick else 5.0) for _ in range(2 if args.quick else 3)]
     max_fps = statistics.median(r[0] for r in rates)
-    half = asyncio.run(line_latency(max_fps / 2, seconds, args.variant, n_frames, recorded, args.work_scale))
+    half = asyncio.run(line_latency(max_fps / 2, seconds, variant, n_frames, recorded, args.work_scale))
     lat = half.pop("latencies_ms") or [float("nan")]
-    v = args.variant + (".work_scale2" if args.work_scale == 2 else "")
+    v = variant + (".work_scale2" if args.work_scale == 2 else "")
     figures = [
         figure(f"rice_line.{v}.max_feed.frames_per_s", "frames/s", [r[0] for r in rates]),
         figure(f"rice_line.{v}.max_feed.grains_per_s", "grains/s", [r[1] for r in rates]),

@@ -102,7 +102,11 @@ def test_quick_suite_smoke_writes_a_valid_report(tmp_path: Path) -> None:
     run = report.benchmarks["bench_modbus"]
     assert run.status == "ok" and run.result is not None
     names = {f.name for f in run.result.figures}
-    assert {"modbus.read_all.tags_per_s", "modbus.ingest.20ms.cpu_s_per_1k_tags"} <= names
+    assert {
+        "modbus.read_all.tags_per_s",
+        "modbus.ingest.20ms.cpu_s_per_1k_tags",
+        "modbus.service.10ms.late_reads",
+    } <= names
     assert all(f.repeats >= 1 and f.min <= f.median <= f.max for f in run.result.figures)
     assert "1/1 bench_modbus" in progress.getvalue() and "left" in progress.getvalue()
     assert "| modbus.read_all.tags_per_s |" in out.with_suffix(".md").read_text()
