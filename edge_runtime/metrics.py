@@ -85,8 +85,8 @@ class _Pipeline:
 @dataclass(frozen=True, slots=True)
 class Scrape:
     """What one scrape reports, gathered on the event loop in copies, so the text can be formatted in a worker
-    thread: formatting is most of a scrape (3.5 ms at 500 tags, 31 ms at 5,000 on the
-    reference machine) and on the loop it would delay every poll and frame by as much."""
+    thread: formatting is most of a scrape (3.5 ms at 500 tags, 31 ms at 5,000 on the reference machine), and on
+    the loop it would delay every poll and frame by as much."""
 
     counters: list[tuple[str, str, str, float]]  # metric, label name ("" for none), label value, value
     pipelines: list[_Pipeline]
