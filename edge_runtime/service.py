@@ -122,7 +122,7 @@ class Service:
         self._pipeline_tasks: dict[int, asyncio.Task[Any]] = {}  # by id(pipeline): old and new share a name
         self._reload_lock = asyncio.Lock()
         self.model_watch = ModelWatch(lambda cfg, runner: make_task(cfg.task, runner), self._swapped)
-        self.registry = make_registry(self)  # this service's metrics only (edge_runtime.metrics.render)
+        self.registry = make_registry(self)  # process/platform metrics; the service's own: metrics.gather per scrape
         self.metrics: MetricsServer | None = None
 
     def load(self) -> None:
