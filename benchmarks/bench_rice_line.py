@@ -6,7 +6,9 @@
 2. The service then runs a camera at half that rate into the rice pipeline, with the ejector coils written to a
    simulated PLC on Modbus TCP. The camera replays 120 (quick: 8) pre-rendered chute frames from a folder (JPEG
    decoding stands in for a real camera's; rendering the chute live costs more than the sorter itself). Latency is
-   capture time (the camera's `t_ns`) to the stored result, p50/p99, plus the coil write latency.
+   capture time (the camera's `t_ns`) to the stored result (`capture_to_decision`), and for the frames with an
+   ejection, capture to the PLC's acknowledgement of the ejector coils (`capture_to_eject`: the stored result
+   taken from the outbox by the Modbus sink and written), p50/p99, plus the coil write latency alone.
 
     python benchmarks/bench_rice_line.py [--quick] [--json PATH] [--variant fp32|fast|int8|pair_int8]
         [--work-scale 2] [--recording FILE]
@@ -174,12 +176,15 @@ async def line_latency(
             (frames / "truth.csv").unlink()
         service = Service(deployment(fps, port, Path(tmp) / "o.sqlite", variant, frames, work_scale))
         service.result_observers.append(observe)
+        service.load()  # builds the sinks, so the ejector's deliveries can be timed
+        ejected = _time_ejections(service.sinks["ejectors"])
         stop = asyncio.Event()
         runner = asyncio.create_task(service.run(stop))
         await service.started.wait()
         await asyncio.sleep(2.0)  # warm-up: first frames, first connection
         await decided(latencies, 1, runner)
         latencies.clear()
+        ejected.clear()
         decisions.update(eject=0, keep=0)
         t0 = time.monotonic()
         await asyncio.sleep(seconds)
@@ -202,10 +207,27 @@ async def line_latency(
         "frames_dropped": int(dropped),
         "capture_to_decision_ms_p50": round(float(np.percentile(lat, 50)), 2),
         "capture_to_decision_ms_p99": round(float(np.percentile(lat, 99)), 2),
+        "frames_ejected_and_written": len(ejected),
         "coil_write_ms": write,
         "ejector_sink": sink_stats,
         "latencies_ms": latencies,
+        "eject_latencies_ms": ejected,
     }
+
+
+def _time_ejections(sink: Any) -> list[float]:
+    """Capture to the PLC's acknowledgement of the ejector coils, per frame with an ejection: the sink's `deliver`
+    returns once the coils' write is acknowledged (the pulse's end is written later, in the background)."""
+    times: list[float] = []
+    deliver = sink.deliver
+
+    async def timed(result: Result) -> None:
+        await deliver(result)
+        if result.detail.get("eject_channels"):
+            times.append((time.time_ns() - result.t_ns) / 1e6)
+
+    sink.deliver = timed
+    return times
 
 
 def main() -> None:
@@ -238,6 +260,7 @@ def main() -> None:
     max_fps = statistics.median(r[0] for r in rates)
     half = asyncio.run(line_latency(max_fps / 2, seconds, variant, n_frames, recorded, args.work_scale))
     lat = half.pop("latencies_ms") or [float("nan")]
+    eject = half.pop("eject_latencies_ms") or [float("nan")]
     v = variant + (".work_scale2" if args.work_scale == 2 else "")
     figures = [
         figure(f"rice_line.{v}.max_feed.frames_per_s", "frames/s", [r[0] for r in rates]),
@@ -255,12 +278,27 @@ def main() -> None:
             [float(np.percentile(lat, 99))],
             higher_is_better=False,
         ),
+        figure(
+            f"rice_line.{v}.half_load.capture_to_eject_p50",
+            "ms",
+            [float(np.percentile(eject, 50))],
+            higher_is_better=False,
+        ),
+        figure(
+            f"rice_line.{v}.half_load.capture_to_eject_p99",
+            "ms",
+            [float(np.percentile(eject, 99))],
+            higher_is_better=False,
+        ),
     ]
     write_result(
         args.json,
         "bench_rice_line",
         figures,
-        histograms=[histogram(f"rice_line.{v}.capture_to_decision", "ms", lat)],
+        histograms=[
+            histogram(f"rice_line.{v}.capture_to_decision", "ms", lat),
+            histogram(f"rice_line.{v}.capture_to_eject", "ms", eject),
+        ],
         details={
             "half_rate": half,
             "frame": "recorded" if recorded else "640x480 chute, about 48 grains per frame",
