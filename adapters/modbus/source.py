@@ -103,6 +103,9 @@ class ModbusSource:
         # when each request was last answered (monotonic ns), for `late_reads`: data older than two poll periods
         self._answered_ns: dict[tuple[int, str, int], int] = {}
         self._late = BurstLog("modbus_data_late", self.stats, "late_reads")
+        # exported from the start at 0: Prometheus's increase() misses a counter's first step if the series is new
+        for key in ("late_reads", "overruns", "timeouts", "modbus_exceptions"):
+            self.stats[key] = 0
 
     @property
     def requests_per_cycle(self) -> int:

@@ -269,6 +269,18 @@ async def test_a_stall_longer_than_two_poll_periods_is_counted_and_logged_as_lat
     assert max(gaps) >= 500
 
 
+def test_error_counters_exist_at_zero_before_the_first_poll() -> None:
+    """Exported from the start, so a Prometheus `increase()` sees the first late read or overrun (a series that
+    appears with the value 1 has no step from 0)."""
+    stats = ModbusSource(tcp(tags=[{"name": "a", "address": 0}])).stats
+    assert {k: stats[k] for k in stats if k in ("late_reads", "overruns", "timeouts", "modbus_exceptions")} == {
+        "late_reads": 0,
+        "overruns": 0,
+        "timeouts": 0,
+        "modbus_exceptions": 0,
+    }
+
+
 async def test_a_clock_step_is_not_late_data(monkeypatch: pytest.MonkeyPatch) -> None:
     """Readings carry wall-clock time stamps, which NTP may step at boot; lateness is timed on the monotonic
     clock, so a step of a minute counts nothing."""
