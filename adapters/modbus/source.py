@@ -66,10 +66,6 @@ def next_poll(due: float, interval_s: float, now: float) -> tuple[float, bool]:
     return (now, True) if now > nxt else (nxt, False)
 
 
-def _key(read: PlannedRead) -> tuple[int, str, int]:
-    return read.device_id, read.request.table, read.request.start
-
-
 @dataclass(slots=True)
 class _SlaveState:
     backoff: Backoff
@@ -100,8 +96,9 @@ class ModbusSource:
             "modbus_undecodable", self.stats, "malformed", checked_by_decoder=True, device=self.name
         )
         self._errors: tuple[type[Exception], type[Exception]] | None = None
-        # when each request was last answered (monotonic ns), for `late_reads`: data older than two poll periods
-        self._answered_ns: dict[tuple[int, str, int], int] = {}
+        # when each planned read was last answered (monotonic ns, by id: the reads live as long as the source), for
+        # `late_reads`: data older than two poll periods
+        self._answered_ns: dict[int, int] = {}
         self._late = BurstLog("modbus_data_late", self.stats, "late_reads")
         # exported from the start at 0: Prometheus's increase() misses a counter's first step if the series is new
         for key in ("late_reads", "overruns", "timeouts", "modbus_exceptions"):
@@ -155,10 +152,9 @@ class ModbusSource:
             group = self._groups[i]
             late_ns = int(2e9 * group.interval_s)
             for read in group.reads:
-                key = _key(read)
-                before = self._answered_ns.get(key)
+                before = self._answered_ns.get(id(read))
                 batch = await self._poll(read)
-                after = self._answered_ns.get(key)
+                after = self._answered_ns.get(id(read))
                 if before is not None and after is not None and after - before > late_ns:
                     self._late(gap_ms=round((after - before) / 1e6), period_ms=round(group.interval_s * 1e3),
                                device=self.name, table=read.request.table, start=read.request.start)  # fmt: skip
@@ -211,8 +207,8 @@ class ModbusSource:
             slave.failing = False
             slave.backoff.reset()
             log.info("event=modbus_slave_back device=%s slave=%d", self.name, read.device_id)
-        key = _key(read)
-        self._answered_ns[key] = time.monotonic_ns()  # not t_ns: a clock step (NTP at boot) is not late data
+        self._answered_ns[id(read)] = time.monotonic_ns()  # not t_ns: a clock step (NTP at boot) is not late data
+        key = (read.device_id, req.table, req.start)
         if response.isError():
             self.stats["modbus_exceptions"] += 1
             if key not in self._failing:
