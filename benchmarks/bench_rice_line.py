@@ -266,39 +266,18 @@ def main() -> None:
         figure(f"rice_line.{v}.max_feed.frames_per_s", "frames/s", [r[0] for r in rates]),
         figure(f"rice_line.{v}.max_feed.grains_per_s", "grains/s", [r[1] for r in rates]),
         figure(f"rice_line.{v}.half_load.frames_per_s", "frames/s", [half["frames_per_s"]]),
-        figure(
-            f"rice_line.{v}.half_load.capture_to_decision_p50",
-            "ms",
-            [float(np.percentile(lat, 50))],
-            higher_is_better=False,
-        ),
-        figure(
-            f"rice_line.{v}.half_load.capture_to_decision_p99",
-            "ms",
-            [float(np.percentile(lat, 99))],
-            higher_is_better=False,
-        ),
-        figure(
-            f"rice_line.{v}.half_load.capture_to_eject_p50",
-            "ms",
-            [float(np.percentile(eject, 50))],
-            higher_is_better=False,
-        ),
-        figure(
-            f"rice_line.{v}.half_load.capture_to_eject_p99",
-            "ms",
-            [float(np.percentile(eject, 99))],
-            higher_is_better=False,
-        ),
+    ]
+    latencies = {"capture_to_decision": lat, "capture_to_eject": eject}
+    figures += [
+        figure(f"rice_line.{v}.half_load.{name}_p{q}", "ms", [float(np.percentile(ms, q))], higher_is_better=False)
+        for name, ms in latencies.items()
+        for q in (50, 99)
     ]
     write_result(
         args.json,
         "bench_rice_line",
         figures,
-        histograms=[
-            histogram(f"rice_line.{v}.capture_to_decision", "ms", lat),
-            histogram(f"rice_line.{v}.capture_to_eject", "ms", eject),
-        ],
+        histograms=[histogram(f"rice_line.{v}.{name}", "ms", ms) for name, ms in latencies.items()],
         details={
             "half_rate": half,
             "frame": "recorded" if recorded else "640x480 chute, about 48 grains per frame",
