@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import struct
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import numpy as np
@@ -194,17 +196,24 @@ async def test_stream_and_read_all_before_open_are_errors() -> None:
         await source.read_all()
 
 
-async def test_read_all_polls_every_request_once() -> None:
-    cfg = tcp(
-        poll_groups={"fast": 100}, tags=[{"name": "a", "address": 0}, {"name": "b", "address": 50, "group": "fast"}]
-    )
+@contextlib.asynccontextmanager
+async def opened(cfg: ModbusTcpConfig) -> AsyncIterator[tuple[SimulatedMachine, ModbusSource]]:
+    """A simulated device serving `cfg` and a source opened on it, closed on the way out."""
     async with serve_simulated(cfg) as machine:
         source = ModbusSource(cfg.model_copy(update={"port": machine.port}))
         await source.open()
         try:
-            readings = await source.read_all()
+            yield machine, source
         finally:
             await source.close()
+
+
+async def test_read_all_polls_every_request_once() -> None:
+    cfg = tcp(
+        poll_groups={"fast": 100}, tags=[{"name": "a", "address": 0}, {"name": "b", "address": 50, "group": "fast"}]
+    )
+    async with opened(cfg) as (machine, source):
+        readings = await source.read_all()
     assert {r.stream: r.value.item() for r in readings} == machine.values
     assert source.stats["reads"] == source.requests_per_cycle == 2  # two poll groups, one request each
 
@@ -218,18 +227,13 @@ async def test_batches_are_the_stream_s_readings_one_list_per_request() -> None:
             {"name": "c", "address": 400},  # far away: a request of its own
         ]
     )
-    async with serve_simulated(cfg) as machine:
-        source = ModbusSource(cfg.model_copy(update={"port": machine.port}))
-        await source.open()
-        try:
-            batches = source.batches()
-            groups = [await anext(batches) for _ in range(source.requests_per_cycle)]
-            await batches.aclose()
-            stream = source.stream()
-            flat = [await anext(stream) for _ in range(3)]
-            await stream.aclose()
-        finally:
-            await source.close()
+    async with opened(cfg) as (machine, source):
+        batches = source.batches()
+        groups = [await anext(batches) for _ in range(source.requests_per_cycle)]
+        await batches.aclose()
+        stream = source.stream()
+        flat = [await anext(stream) for _ in range(3)]
+        await stream.aclose()
     assert [[r.stream for r in g] for g in groups] == [["m.a", "m.b"], ["m.c"]]
     assert all(len({r.t_ns for r in g}) == 1 for g in groups)  # one response, one time stamp
     assert [r.stream for r in flat] == ["m.a", "m.b", "m.c"]
@@ -244,26 +248,21 @@ async def test_a_stall_longer_than_two_poll_periods_is_counted_and_logged_as_lat
     the whole process blocking (the source, and the simulated device that shares its event loop), as a machine
     that freezes would."""
     cfg = tcp(poll_interval_ms=50, tags=[{"name": "a", "address": 0}])
-    async with serve_simulated(cfg) as machine:
-        source = ModbusSource(cfg.model_copy(update={"port": machine.port}))
-        await source.open()
-        try:
-            batches = source.batches()
-            for _ in range(3):
-                await anext(batches)
-            first = source.stats["late_reads"]
-            source._late.interval_s = 0.0  # every late read logged, should a busy machine have made one already
-            time.sleep(0.5)  # noqa: ASYNC251 (the fault injected: the event loop freezes 500 ms, ten poll periods)
+    async with opened(cfg) as (_, source):
+        batches = source.batches()
+        for _ in range(3):
             await anext(batches)
-            await anext(batches)
-            await batches.aclose()
-            late = source.stats["late_reads"]
-            assert late >= first + 1
-            time.sleep(0.5)  # noqa: ASYNC251 (as above)
-            await source.read_all()  # one-shot reads are not paced: never late
-            assert source.stats["late_reads"] == late
-        finally:
-            await source.close()
+        first = source.stats["late_reads"]
+        source._late.interval_s = 0.0  # every late read logged, should a busy machine have made one already
+        time.sleep(0.5)  # noqa: ASYNC251 (the fault injected: the event loop freezes 500 ms, ten poll periods)
+        await anext(batches)
+        await anext(batches)
+        await batches.aclose()
+        late = source.stats["late_reads"]
+        assert late >= first + 1
+        time.sleep(0.5)  # noqa: ASYNC251 (as above)
+        await source.read_all()  # one-shot reads are not paced: never late
+        assert source.stats["late_reads"] == late
     assert "event=modbus_data_late" in caplog.text and "period_ms=50" in caplog.text
     gaps = [int(g) for g in re.findall(r"gap_ms=(\d+)", caplog.text)]
     assert max(gaps) >= 500
@@ -285,18 +284,13 @@ async def test_a_clock_step_is_not_late_data(monkeypatch: pytest.MonkeyPatch) ->
     """Readings carry wall-clock time stamps, which NTP may step at boot; lateness is timed on the monotonic
     clock, so a step of a minute counts nothing."""
     cfg = tcp(poll_interval_ms=200, tags=[{"name": "a", "address": 0}])
-    async with serve_simulated(cfg) as machine:
-        source = ModbusSource(cfg.model_copy(update={"port": machine.port}))
-        await source.open()
-        try:
-            batches = source.batches()
-            before = [await anext(batches) for _ in range(2)]
-            step = 60 * 10**9
-            monkeypatch.setattr(modbus_source, "now_ns", lambda: time.time_ns() + step)
-            after = [await anext(batches) for _ in range(3)]
-            await batches.aclose()
-        finally:
-            await source.close()
+    async with opened(cfg) as (_, source):
+        batches = source.batches()
+        before = [await anext(batches) for _ in range(2)]
+        step = 60 * 10**9
+        monkeypatch.setattr(modbus_source, "now_ns", lambda: time.time_ns() + step)
+        after = [await anext(batches) for _ in range(3)]
+        await batches.aclose()
     assert after[0][0].t_ns - before[-1][0].t_ns >= step  # the readings' clock did step
     assert source.stats["late_reads"] == 0
 
