@@ -19,6 +19,7 @@ from edge_runtime.inference import read_manifest
 from edge_runtime.paths import models_dir
 from edge_runtime.service import Service
 from tests import helpers
+from tests.edge_runtime.test_metrics import running
 from tests.edge_runtime.test_service import deployment, drain, gateway, subscriber
 from tests.helpers.mosquitto import Mosquitto
 
@@ -109,11 +110,8 @@ async def test_a_reload_with_another_model_shadows_it_first(
     site = tmp_path / "site.yaml"
     raw = base.model_dump(mode="json", exclude_unset=True)
     service = Service(base)
-    stop = asyncio.Event()
-    runner = asyncio.create_task(service.run(stop))
-    await service.started.wait()
-    pipeline = service.pipelines[0]
-    async with gateway(mosquitto.port):
+    async with running(service), gateway(mosquitto.port):
+        pipeline = service.pipelines[0]
         await until(lambda: pipeline.stats["inputs"] >= 5, what="results before the reload")
 
         raw["pipelines"][0]["model"]["name"] = str(tmp_path / "missing")
@@ -127,8 +125,6 @@ async def test_a_reload_with_another_model_shadows_it_first(
         assert service.pipelines == [pipeline], "the pipeline is kept, not rebuilt"
         assert pipeline.shadow is not None and "@3.0.0" in pipeline.shadow.ident
         await until(lambda: pipeline.stats["model_swaps"] == 1, what="the reloaded model swapped in")
-    stop.set()
-    await runner
     assert "@3.0.0" in pipeline.model_ident and "event=model_swapped" in caplog.text
     assert service.stats["reloads"] == 1 and service.stats["reloads_rejected"] == 1
 
@@ -143,13 +139,9 @@ async def test_a_reload_naming_the_default_variant_shadows_nothing(
     assert base.pipelines[0].model.variant is None and read_manifest(folder).default_variant == "fp32"
     raw = base.model_dump(mode="json", exclude_unset=True)
     service = Service(base)
-    stop = asyncio.Event()
-    runner = asyncio.create_task(service.run(stop))
-    await service.started.wait()
-    pipeline = service.pipelines[0]
-    raw["pipelines"][0]["model"]["variant"] = "fp32"
-    changed = await service.reload(Deployment.model_validate(raw))
-    assert changed["shadowing"] == [] and f"pipeline:{pipeline.id}" in changed["kept"]
-    assert service.pipelines == [pipeline] and pipeline.shadow is None
-    stop.set()
-    await runner
+    async with running(service):
+        pipeline = service.pipelines[0]
+        raw["pipelines"][0]["model"]["variant"] = "fp32"
+        changed = await service.reload(Deployment.model_validate(raw))
+        assert changed["shadowing"] == [] and f"pipeline:{pipeline.id}" in changed["kept"]
+        assert service.pipelines == [pipeline] and pipeline.shadow is None
