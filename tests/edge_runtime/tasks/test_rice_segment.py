@@ -12,6 +12,8 @@ input (top variety, declared variety below `min_confidence`) is identical.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import numpy.typing as npt
 import pytest
@@ -204,7 +206,7 @@ def test_half_resolution_keeps_the_minimum_area_in_frame_pixels() -> None:
 
 
 def test_half_resolution_crops_are_the_same_in_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
-    """More grains than one `cv2.remap` call takes are cut in chunks; every chunk samples its own grains' colour and
+    """More crop rows than one `cv2.remap` call takes are cut in chunks; every chunk samples its own rows' colour and
     label maps."""
     frame = chute_frames(1, seed=5)[0]
     params = rice_segment.SegmentParams(
@@ -215,3 +217,39 @@ def test_half_resolution_crops_are_the_same_in_chunks(monkeypatch: pytest.Monkey
     chunked = rice_segment.segment(frame, params)
     assert len(whole) > 14
     np.testing.assert_array_equal(chunked.crops, whole.crops)
+
+
+@pytest.mark.parametrize("work_scale", [1, 2])
+def test_crops_sample_only_the_rows_their_grain_can_reach(monkeypatch: pytest.MonkeyPatch, work_scale: int) -> None:
+    """Rows of a crop farther from the grain's axis than its rectangle reaches are not sampled: the crops are the
+    same as when every row is, on dense frames with touching grains (split pieces keep every row), big and small."""
+    sampled: list[int] = []
+    band = rice_segment._band_rows
+
+    def counted(*args: Any) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+        grain, row = band(*args)
+        sampled.append(len(row))
+        return grain, row
+
+    def every_row(*args: Any) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+        n, s = len(args[1]), args[4]
+        return np.repeat(np.arange(n, dtype=np.int64), s), np.tile(np.arange(s, dtype=np.int64), n)
+
+    n_grains = n_merged = 0
+    for scale, seed in ((SCALE, 3), (0.7, 4)):
+        sim = ChuteSimulator(ChuteSimulatorConfig(seed=seed, grains_per_s=3000 * SCALE / scale, grain_scale=scale,
+                                                  touching_share=0.3))  # fmt: skip
+        params = rice_segment.SegmentParams(
+            expected_area_px=7597.5 * scale**2, min_area_px=round(200 * scale**2), crop_size=48, work_scale=work_scale
+        )
+        for _ in range(4):
+            frame = sim.next_frame()[0]
+            monkeypatch.setattr(rice_segment, "_band_rows", counted)
+            banded = rice_segment.segment(frame, params)
+            monkeypatch.setattr(rice_segment, "_band_rows", every_row)
+            full = rice_segment.segment(frame, params)
+            np.testing.assert_array_equal(banded.crops, full.crops)
+            n_grains += len(full)
+            n_merged += int(full.merged.sum())
+    assert n_grains >= 8 * 40 and n_merged > 0
+    assert sum(sampled) < 0.6 * n_grains * 48  # most rows were skipped
