@@ -23,6 +23,11 @@ $(VENV)/.runtime: pyproject.toml | $(BIN)/python
 
 $(VENV)/.test: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@ $(VENV)/.runtime $(VENV)/.bench
+
+# the benchmark report's plots need matplotlib (the `bench` extra; the test extra has it too)
+$(VENV)/.bench: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[bench]'
 	touch $@ $(VENV)/.runtime
 
 system-deps:
@@ -54,7 +59,7 @@ unit: system-deps $(VENV)/.test
 
 test: lint typecheck unit
 
-bench: system-deps $(VENV)/.runtime
+bench: system-deps $(VENV)/.bench
 	$(BIN)/edge-runtime bench --json bench-results.json
 
 # Issue 11: the arm64 image proven under emulation (slow, never in `make test`) and the Node-RED peer comparison

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -108,6 +109,9 @@ def test_quick_suite_smoke_writes_a_valid_report(tmp_path: Path) -> None:
         "modbus.service.10ms.late_reads",
     } <= names
     assert all(f.repeats >= 1 and f.min <= f.median <= f.max for f in run.result.figures)
+    by_name = {f.name: f for f in run.result.figures}
+    for paced in ("modbus.ingest.10ms.cpu_s_per_1k_tags", "modbus.service.10ms.cpu_s_per_1k_tags"):
+        assert by_name[paced].ratio is not None  # beside bare pymodbus sending the same requests at the same pace
     assert "1/1 bench_modbus" in progress.getvalue() and "left" in progress.getvalue()
     assert "| modbus.read_all.tags_per_s |" in out.with_suffix(".md").read_text()
 
@@ -151,6 +155,46 @@ def test_quick_vibration_suite_measures_every_figure_beside_its_baseline(tmp_pat
         assert f.baseline is not None and f.ratio is not None and f.repeats >= 2 and f.value > 0, f.name
     names = {f.name for f in run.result.figures}
     assert {"vibration.e2e.windows_per_cpu_s", "vibration.task.batch32", "vibration.windowing.48k"} <= names
+
+
+# CI runs the whole quick suite once, split over these tests: the four suites above, whose tests also check their
+# baselines, and the rest in one run below
+SMOKED_ABOVE = ("bench_modbus", "bench_mqtt", "bench_outbox", "bench_pipeline")
+SMOKED_TOGETHER = ("bench_opcua", "bench_rice", "bench_rice_line", "bench_service", "bench_ui", "bench_weld")
+
+
+def test_quick_suite_smoke_runs_every_other_benchmark_to_a_valid_report(tmp_path: Path) -> None:
+    """The rest of the quick suite (rice, rice line, weld, OPC UA, start-up and memory, operator page; about 2 min):
+    each completes and writes finite figures with their spread, including the goals' headline figures; no speed is
+    asserted."""
+    out = tmp_path / "bench.json"
+    progress = io.StringIO()
+    assert run_bench(quick=True, json_path=out, only=list(SMOKED_TOGETHER), progress=progress) == 0, progress.getvalue()
+    report = BenchReport.model_validate(json.loads(out.read_text()))
+    names = set()
+    for bench in SMOKED_TOGETHER:
+        run = report.benchmarks[bench]
+        assert run.status == "ok" and run.result is not None and run.result.figures, (bench, run.error)
+        for f in run.result.figures:
+            assert math.isfinite(f.value) and f.repeats >= 1 and f.min <= f.median <= f.max, f.name
+            names.add(f.name)
+    assert {
+        "rice.e2e.pair_int8.work_scale2.grains_per_cpu_s",
+        "rice_line.pair_int8.half_load.capture_to_eject_p99",
+        "weld.e2e.int8.batch1.frames_per_s",
+        "opcua.notifications_per_s",
+        "service.startup.ready_s",
+        "service.rss.peak_mb",
+        "ui.results_per_s.page_open",
+    } <= names
+    e2e = next(f for f in report.benchmarks["bench_rice"].result.figures if f.name.startswith("rice.e2e."))  # type: ignore[union-attr]
+    assert e2e.baseline is not None and e2e.ratio is not None  # beside bare onnxruntime on the same crops
+    assert "bench_weld" in out.with_suffix(".md").read_text()
+
+
+def test_the_smoke_tests_run_every_benchmark() -> None:
+    """A new benchmark script must join one of the smoke runs, so CI keeps running the whole quick suite."""
+    assert {s.stem for s in select(None)} == set(SMOKED_ABOVE) | set(SMOKED_TOGETHER)
 
 
 def test_unknown_only_name_is_a_clear_error(capsys: pytest.CaptureFixture[str]) -> None:
