@@ -189,6 +189,8 @@ def test_quick_suite_smoke_runs_every_other_benchmark_to_a_valid_report(tmp_path
     } <= names
     e2e = next(f for f in report.benchmarks["bench_rice"].result.figures if f.name.startswith("rice.e2e."))  # type: ignore[union-attr]
     assert e2e.baseline is not None and e2e.ratio is not None  # beside bare onnxruntime on the same crops
+    for f in report.benchmarks["bench_rice_line"].result.figures:  # type: ignore[union-attr]
+        assert f.baseline is not None, f.name  # bare onnxruntime, the camera's rate, the task alone on one frame
     assert "bench_weld" in out.with_suffix(".md").read_text()
 
 
