@@ -366,7 +366,7 @@ def _crop(
     # still), float32 still holds any label a frame up to 8192x8192 can have
     label_type = np.uint8 if n_labels <= 2**8 else np.uint16 if n_labels <= 2**16 else np.float32
     grown = cv2.dilate(labels.astype(label_type, copy=False), np.ones((3, 3), np.uint8))
-    # only the crop rows that can hold the grain are sampled (a third to a half of them on chute frames); every
+    # only the crop rows that can hold the grain are sampled (30-50 % of them on chute frames); every
     # other row is masked out whatever it samples, so it stays zero without being read
     grain, row = _band_rows(geo, ids, n_orig, side, s, f_label)
     colour_x, colour_y = maps[:, grain * s + row]
@@ -377,6 +377,9 @@ def _crop(
         label_x += np.float32(0.5 * ratio - 0.5)
         label_y += np.float32(0.5 * ratio - 0.5)
     total = len(grain)
+    out = np.zeros((n, 3, s, s), dtype=np.uint8)
+    if total == 0:  # every object too thin to reach the middle of a crop row (a straw, a thread): blank crops
+        return out
     crops = np.empty((total, s, 4), dtype=np.uint8)
     owner = np.empty((total, s), dtype=label_type)
     for a in range(0, total, _MAX_MAP_ROWS):
@@ -391,11 +394,10 @@ def _crop(
     masked = cv2.copyTo(crops, mine, np.zeros((total, s, 4), dtype=np.uint8))
     planes = cv2.split(masked)
     # each sampled row goes to its place in every colour plane of (N, 3, S, S); one row copy per row and colour
-    out = np.zeros((n, 3, s, s), dtype=np.uint8)
     by_row = out.reshape(n * 3 * s, s)
-    first = grain * (3 * s) + row
+    dest = grain * (3 * s) + row  # the row's place in the first colour plane
     for c in range(3):
-        by_row[first + c * s] = planes[c]
+        by_row[dest + c * s] = planes[c]
     return out
 
 

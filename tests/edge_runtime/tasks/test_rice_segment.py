@@ -213,10 +213,16 @@ def test_half_resolution_crops_are_the_same_in_chunks(monkeypatch: pytest.Monkey
         expected_area_px=EXPECTED_AREA, min_area_px=round(200 * SCALE**2), crop_size=48, work_scale=2
     )
     whole = rice_segment.segment(frame, params)
-    monkeypatch.setattr(rice_segment, "_MAX_MAP_ROWS", 48 * 7)  # chunks of 7 grains
+    monkeypatch.setattr(rice_segment, "_MAX_MAP_ROWS", 48 * 7)  # chunks of 336 crop rows
     chunked = rice_segment.segment(frame, params)
     assert len(whole) > 14
     np.testing.assert_array_equal(chunked.crops, whole.crops)
+
+
+def every_row(*args: Any) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """`_band_rows` as if every grain reached every row of its crop: what the crops were cut from before the band."""
+    n, s = len(args[1]), args[4]
+    return np.repeat(np.arange(n, dtype=np.int64), s), np.tile(np.arange(s, dtype=np.int64), n)
 
 
 @pytest.mark.parametrize("work_scale", [1, 2])
@@ -230,10 +236,6 @@ def test_crops_sample_only_the_rows_their_grain_can_reach(monkeypatch: pytest.Mo
         grain, row = band(*args)
         sampled.append(len(row))
         return grain, row
-
-    def every_row(*args: Any) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
-        n, s = len(args[1]), args[4]
-        return np.repeat(np.arange(n, dtype=np.int64), s), np.tile(np.arange(s, dtype=np.int64), n)
 
     n_grains = n_merged = 0
     for scale, seed in ((SCALE, 3), (0.7, 4)):
@@ -253,3 +255,41 @@ def test_crops_sample_only_the_rows_their_grain_can_reach(monkeypatch: pytest.Mo
             n_merged += int(full.merged.sum())
     assert n_grains >= 8 * 40 and n_merged > 0
     assert sum(sampled) < 0.6 * n_grains * 48  # most rows were skipped
+
+
+@pytest.mark.parametrize("work_scale", [1, 2])
+def test_split_pieces_keep_every_row(monkeypatch: pytest.MonkeyPatch, work_scale: int) -> None:
+    """Three grains crossed in one blob: the cut at the necks leaves a piece with parts outside the contour its
+    rectangle is fitted to, so pieces are sampled on every row. Held to the band of their rectangle they lose them."""
+    import cv2
+
+    frame = np.zeros((240, 320, 3), dtype=np.uint8)
+    for centre, axes, angle in (((147, 112), (32, 11), 97), ((173, 109), (38, 7), 114), ((188, 90), (44, 11), 9)):
+        cv2.ellipse(frame, centre, axes, angle, 0, 360, (180, 170, 160), -1)
+    params = rice_segment.SegmentParams(
+        threshold=100, open_px=1, min_area_px=50, expected_area_px=900.0, crop_size=48, work_scale=work_scale
+    )
+    band = rice_segment._band_rows
+    kept = rice_segment.segment(frame, params)
+    monkeypatch.setattr(rice_segment, "_band_rows", every_row)
+    full = rice_segment.segment(frame, params)
+    assert len(full) >= 2  # split into pieces
+    np.testing.assert_array_equal(kept.crops, full.crops)
+
+    def pieces_banded_too(geo: Any, ids: Any, n_orig: int, *rest: Any) -> tuple[Any, Any]:
+        return band(geo, ids, 2**62, *rest)
+
+    monkeypatch.setattr(rice_segment, "_band_rows", pieces_banded_too)
+    assert not np.array_equal(rice_segment.segment(frame, params).crops, full.crops)  # the rule is needed here
+
+
+@pytest.mark.parametrize("work_scale", [1, 2])
+def test_an_object_thinner_than_a_crop_row_gets_a_blank_crop(monkeypatch: pytest.MonkeyPatch, work_scale: int) -> None:
+    """A straw alone in the frame: so long and thin that no crop row reaches it, as before the band (no error)."""
+    frame = np.zeros((480, 640, 3), dtype=np.uint8)
+    frame[200:203, 100:520] = 200
+    params = rice_segment.SegmentParams(crop_size=48, work_scale=work_scale)
+    grains = rice_segment.segment(frame, params)
+    assert len(grains) == 1 and int(grains.crops.max()) == 0
+    monkeypatch.setattr(rice_segment, "_band_rows", every_row)
+    np.testing.assert_array_equal(rice_segment.segment(frame, params).crops, grains.crops)
