@@ -259,11 +259,8 @@ def main() -> None:
             "service.startup.healthz_s", "s", [r["healthz_s"] for r in service], baseline=(bare, imports),
             higher_is_better=False,
         ),
-        figure(
-            "service.startup.all_results_s", "s", [r["all_results_s"] for r in service],
-            baseline=("imports + 3 models loaded in onnxruntime alone", [a["loaded_s"] for a in alone]),
-            higher_is_better=False,
-        ),
+        # no baseline: it waits for the simulated cameras' and gateways' first frames (the weld camera runs at 2 fps)
+        figure("service.startup.all_results_s", "s", [r["all_results_s"] for r in service], higher_is_better=False),
         figure(
             "service.rss.peak_mb", "MB", [r["peak_mb"] for r in service],
             baseline=("imports + 3 models in onnxruntime alone", [a["peak_mb"] for a in alone]),
