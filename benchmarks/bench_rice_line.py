@@ -33,6 +33,7 @@ import asyncio
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -75,15 +76,15 @@ def chute_task(variant: str, work_scale: int = 1) -> RiceSorterTask:
     )
 
 
-def max_feed_rate(
-    task: RiceSorterTask, frames: list[Frame], seconds: float, calls_ms: list[float] | None = None
+def per_frame_rate(
+    handle: Callable[[int], int], seconds: float, calls_ms: list[float] | None = None
 ) -> tuple[float, float]:
-    """Frames and grains per second, one frame per task call, over at least one call; each call's time in ms is
-    appended to `calls_ms` (the latency figures' baseline: the task alone, no service)."""
+    """Frames and grains per second of `handle(n)` (the n-th frame's work; it returns the frame's grains), over at
+    least one frame; each frame's time in ms is appended to `calls_ms` when given."""
     n, grains, t0 = 0, 0, time.perf_counter()
     while n == 0 or time.perf_counter() - t0 < seconds:
         t = time.perf_counter()
-        grains += len(task.process([frames[n % len(frames)]])[0].detail["grains"])
+        grains += handle(n)
         if calls_ms is not None:
             calls_ms.append((time.perf_counter() - t) * 1e3)
         n += 1
@@ -91,20 +92,27 @@ def max_feed_rate(
     return n / elapsed, grains / elapsed
 
 
+def max_feed_rate(
+    task: RiceSorterTask, frames: list[Frame], seconds: float, calls_ms: list[float] | None = None
+) -> tuple[float, float]:
+    """Frames and grains per second, one frame per task call; each call's time goes to `calls_ms` (the latency
+    figures' baseline: the task alone, no service)."""
+    return per_frame_rate(lambda n: len(task.process([frames[n % len(frames)]])[0].detail["grains"]), seconds, calls_ms)
+
+
 def bare_feed_rate(task: RiceSorterTask, crops: list[npt.NDArray[np.uint8]], seconds: float) -> tuple[float, float]:
     """The max feed's baseline: onnxruntime alone on each frame's crops (cut beforehand by the same segmentation), in
     the task's calls of `crops_per_call`; frames and grains per second."""
     session, step = task.runner.session, task.config.crops_per_call
     names = [o.name for o in task.runner.manifest.outputs]
-    n, grains, t0 = 0, 0, time.perf_counter()
-    while n == 0 or time.perf_counter() - t0 < seconds:
+
+    def frame(n: int) -> int:
         x = crops[n % len(crops)]
         for a in range(0, len(x), step):
             session.run(names, {task.input_name: x[a : a + step]})
-        grains += len(x)
-        n += 1
-    elapsed = time.perf_counter() - t0
-    return n / elapsed, grains / elapsed
+        return len(x)
+
+    return per_frame_rate(frame, seconds)
 
 
 def deployment(fps: float, plc_port: int, outbox: Path, variant: str, frames: Path, work_scale: int = 1) -> Deployment:
