@@ -338,6 +338,13 @@ def _crop(
 
     s = params.crop_size
     side = np.maximum(geo[:, 7], 2.0) * params.crop_margin
+    # only the crop rows that can hold the grain are sampled (30-50 % of them on chute frames); every
+    # other row is masked out whatever it samples, so it stays zero without being read
+    grain, row = _band_rows(geo, ids, n_orig, side, s, params.work_scale)
+    total = len(grain)
+    out = np.zeros((len(ids), 3, s, s), dtype=np.uint8)
+    if total == 0:  # every object too thin to reach the middle of a crop row (a straw, a thread): blank crops
+        return out
     # the median as np.median takes it (the mean of the two middle values), at a tenth of its cost on 50 values
     ordered = np.sort(side)
     median = 0.5 * (ordered[(len(side) - 1) // 2] + ordered[len(side) // 2])
@@ -366,9 +373,6 @@ def _crop(
     # still), float32 still holds any label a frame up to 8192x8192 can have
     label_type = np.uint8 if n_labels <= 2**8 else np.uint16 if n_labels <= 2**16 else np.float32
     grown = cv2.dilate(labels.astype(label_type, copy=False), np.ones((3, 3), np.uint8))
-    # only the crop rows that can hold the grain are sampled (30-50 % of them on chute frames); every
-    # other row is masked out whatever it samples, so it stays zero without being read
-    grain, row = _band_rows(geo, ids, n_orig, side, s, f_label)
     colour_x, colour_y = maps[:, grain * s + row]
     label_x, label_y = colour_x, colour_y
     if f_label != f_colour:  # the label image's maps are the colour maps moved to its scale
@@ -376,10 +380,6 @@ def _crop(
         label_x, label_y = colour_x * np.float32(ratio), colour_y * np.float32(ratio)
         label_x += np.float32(0.5 * ratio - 0.5)
         label_y += np.float32(0.5 * ratio - 0.5)
-    total = len(grain)
-    out = np.zeros((n, 3, s, s), dtype=np.uint8)
-    if total == 0:  # every object too thin to reach the middle of a crop row (a straw, a thread): blank crops
-        return out
     crops = np.empty((total, s, 4), dtype=np.uint8)
     owner = np.empty((total, s), dtype=label_type)
     for a in range(0, total, _MAX_MAP_ROWS):
