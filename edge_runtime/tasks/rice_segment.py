@@ -142,8 +142,9 @@ def _split_blob(
 def _label(mask: npt.NDArray[np.uint8]) -> tuple[int, npt.NDArray[np.uint16] | npt.NDArray[np.int32], Any]:
     """Number of labels, the label image and each label's pixel count (8-connected blobs, raster order).
 
-    uint16 labels counted with one histogram take 0.75x the CPU of OpenCV's labelling with statistics, whose
-    per-pixel bounding-box updates cost more than the labelling itself; the boxes come from the contours instead.
+    uint16 labels counted by numpy over the blob pixels only (a chute frame is mostly plate) take 0.55-0.6x the CPU of
+    OpenCV's labelling with statistics, whose per-pixel bounding-box updates cost more than the labelling itself;
+    the boxes come from the contours instead.
     Grana's block-based scan gives the same labels as the default (Spaghetti) at 40 % of its CPU time with
     statistics (OpenCV 5.0, 640x480 chute frames). A frame of more than 65,535 blobs takes int32 labels.
     """
@@ -154,8 +155,9 @@ def _label(mask: npt.NDArray[np.uint8]) -> tuple[int, npt.NDArray[np.uint16] | n
     except cv2.error:  # too many blobs for uint16
         n, labels, stats, _ = cv2.connectedComponentsWithStatsWithAlgorithm(mask, 8, cv2.CV_32S, cv2.CCL_GRANA)
         return int(n), np.asarray(labels, dtype=np.int32), np.asarray(stats[:, cv2.CC_STAT_AREA], dtype=np.int64)
-    # float32 bin counts are exact up to 2**24 pixels per blob
-    counts = cv2.calcHist([labels], [0], None, [n], [0, n]).ravel()
+    # the plate's count (label 0) by difference: counting only the blob pixels costs half of a histogram of all
+    counts = np.bincount(labels[mask != 0], minlength=n)
+    counts[0] = labels.size - counts[1:].sum()
     return int(n), np.asarray(labels, dtype=np.uint16), counts.astype(np.int64)
 
 
@@ -207,12 +209,21 @@ def segment(frame_bgr: npt.NDArray[np.uint8], params: SegmentParams) -> Grains:
     # runs are compressed to their ends: the hull, the area and the first point are unchanged, and `minAreaRect`
     # takes half the time on half the points
     contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-    firsts = np.array([c[0, 0] for c in contours], dtype=np.int64).reshape(-1, 2)
-    contour_of: dict[int, Any] = dict(zip(labels[firsts[:, 1], firsts[:, 0]].tolist(), contours, strict=True))
-    # x, y, w, h, area per label; a blob's box is its outer contour's (the extreme pixels lie on that contour)
+    # every contour's points in one array: first points and boxes for all blobs in a few numpy calls
+    counts = np.fromiter(map(len, contours), dtype=np.int64, count=len(contours))
+    starts = np.cumsum(counts) - counts
+    points = np.concatenate(contours).reshape(-1, 2)
+    contour_label = labels[points[starts, 1], points[starts, 0]].astype(np.int64)
+    contour_of: dict[int, Any] = dict(zip(contour_label.tolist(), contours, strict=True))
+    # x, y, w, h, area per label; a blob's box is its outer contour's (the extreme pixels lie on that contour),
+    # as `cv2.boundingRect` gives it: the extremes, sides counted in pixels
+    low = np.minimum.reduceat(points, starts, axis=0)
+    high = np.maximum.reduceat(points, starts, axis=0)
     stats = np.zeros((n, 5), dtype=np.int32)
     stats[:, 4] = area
-    stats[ids, :4] = [cv2.boundingRect(contour_of[i]) for i in ids]
+    boxed = keep[contour_label]
+    stats[contour_label[boxed], :2] = low[boxed]
+    stats[contour_label[boxed], 2:4] = high[boxed] - low[boxed] + 1
     merged_ids: set[int] = set()
     next_label = n
     pieces: dict[int, tuple[int, int, int, int, int]] = {}
@@ -283,16 +294,15 @@ def _geometry(
     out = np.zeros((len(ids), 10), dtype=np.float64)
     original = ids < n_orig
     out[original, :5] = stats[ids[original], :5]
-    contours = []
-    for row, label in enumerate(ids.tolist()):
-        if label < n_orig:
-            contours.append(contour_of[label])
-            continue
+    # the frame's contours by label; a split piece's label (n_orig and up) has none: traced below
+    contours: list[Any] = list(map(contour_of.get, ids.tolist()))
+    for row in np.flatnonzero(~original).tolist():
+        label = int(ids[row])
         x, y, w, h, area = pieces[label]
         out[row, :5] = (x, y, w, h, area)
         blob = (labels[y : y + h, x : x + w] == label).astype(np.uint8)
         found, _ = cv2.findContours(blob, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE, offset=(x, y))
-        contours.append(max(found, key=cv2.contourArea))
+        contours[row] = max(found, key=cv2.contourArea)
     # cx, cy, w, h, angle (deg) of each minimum-area rectangle, gathered into one array at the end
     rects = np.array(
         [(cx, cy, w, h, angle) for (cx, cy), (w, h), angle in map(cv2.minAreaRect, contours)], dtype=np.float64
@@ -307,13 +317,31 @@ def _geometry(
 
 
 @functools.cache
-def _unit_grid(s: int) -> npt.NDArray[np.float32]:
-    """(3, s*s) rows u (along the long axis: columns), v (across: rows) and 1, for pixel centres of an s x s crop
-    on the unit square centred at 0; a grain's sampling map is one 2x3 affine matrix times this grid."""
-    t = (np.arange(s, dtype=np.float32) + 0.5) / s - 0.5
-    grid = np.stack([np.tile(t, s), np.repeat(t, s), np.ones(s * s, dtype=np.float32)])
-    grid.setflags(write=False)  # shared by every call (cached)
-    return grid
+def _centres(s: int) -> npt.NDArray[np.float32]:
+    """Pixel centres of an s-pixel crop side on the unit interval centred at 0 (cached, shared: read-only)."""
+    t = ((np.arange(s, dtype=np.float32) + 0.5) / s - 0.5).astype(np.float32)
+    t.setflags(write=False)
+    return t
+
+
+def _row_maps(
+    rows: npt.NDArray[np.float32], grain: npt.NDArray[np.int64], row: npt.NDArray[np.int64], s: int
+) -> npt.NDArray[np.float32]:
+    """x and y sampling maps (2, rows, s) of the given crop rows, from each grain's (2, 3) affine matrix.
+
+    A crop row's map is the matrix applied to the pixel centres u (across the row) at one v: an outer product
+    plus a constant per row, built for the sampled rows only. The sums are done in the order a matrix product
+    over (u, v, 1) takes them, so the maps are bit for bit those of the full (rows x grid) product, at half
+    the CPU of that product and its row selection.
+    """
+    t = _centres(s)
+    # the u term is one row per grain, gathered for each of its crop rows (`np.take`: half the CPU of indexing)
+    maps: npt.NDArray[np.float32] = np.take(rows[:, :, 0, None] * t, grain, axis=1)
+    v_term = np.take(rows[:, :, 1], grain, axis=1)
+    v_term *= t[row]
+    maps += v_term[:, :, None]
+    maps += np.take(rows[:, :, 2], grain, axis=1)[:, :, None]
+    return maps
 
 
 def _crop(
@@ -330,9 +358,9 @@ def _crop(
     The frame is first halved (`cv2.pyrDown`) while the median crop would shrink by more than 2x, so the bilinear
     sampling does not alias grain texture. The colour is sampled from a BGRA copy: OpenCV's bilinear remap has a
     vectorised path for four channels, which costs 0.6x of the three-channel one on 48 chute grains (same values).
-    The colour maps of every grain come from one float32 product of their affine matrices with a unit grid (0.7x
-    the CPU of building them by broadcasting); the label image's, at another scale, are those maps rescaled. Only
-    the rows a grain can reach are sampled (`_band_rows`): 0.94x the CPU of the whole rice task on chute frames.
+    Only the rows a grain can reach are sampled (`_band_rows`: 0.94x the CPU of the whole rice task on chute
+    frames), and only their maps are built (`_row_maps`); the label image's maps, at another scale, are those
+    maps rescaled.
     """
     import cv2
 
@@ -360,26 +388,25 @@ def _crop(
     # the frame's resolution samples at (frame + 0.5) / f - 0.5
     f_colour, f_label = 2**levels, params.work_scale
     cos, sin = np.cos(geo[:, 9]) * side, np.sin(geo[:, 9]) * side
-    rows = np.concatenate(
-        [np.stack([cos, -sin, geo[:, 5]], axis=1), np.stack([sin, cos, geo[:, 6]], axis=1)]
-    )  # (2n, 3): every x row, then every y row, in frame pixels
+    rows = np.empty((2, n, 3))  # every grain's x row, then every grain's y row, in frame pixels
+    rows[0, :, 0], rows[0, :, 1], rows[0, :, 2] = cos, -sin, geo[:, 5]
+    rows[1, :, 0], rows[1, :, 1], rows[1, :, 2] = sin, cos, geo[:, 6]
     if f_colour > 1:
         rows /= f_colour
-        rows[:, 2] += 0.5 / f_colour - 0.5
-    # einsum, not `@`: numpy's BLAS would run this small product on every core, spinning the idle threads
-    maps = np.einsum("ij,jk->ik", rows.astype(np.float32), _unit_grid(s)).reshape(2, n * s, s)
+        rows[:, :, 2] += 0.5 / f_colour - 0.5
+    colour = _row_maps(rows.astype(np.float32), grain, row, s)
     # a grain's own label, grown by one working pixel so the dim rim the threshold cut off stays in its crop; the
     # narrowest type that holds every label (uint16 dilates in half the time of float32, uint8 samples faster
     # still), float32 still holds any label a frame up to 8192x8192 can have
     label_type = np.uint8 if n_labels <= 2**8 else np.uint16 if n_labels <= 2**16 else np.float32
     grown = cv2.dilate(labels.astype(label_type, copy=False), np.ones((3, 3), np.uint8))
-    colour_x, colour_y = maps[:, grain * s + row]
-    label_x, label_y = colour_x, colour_y
+    label = colour
     if f_label != f_colour:  # the label image's maps are the colour maps moved to its scale
         ratio = f_colour / f_label
-        label_x, label_y = colour_x * np.float32(ratio), colour_y * np.float32(ratio)
-        label_x += np.float32(0.5 * ratio - 0.5)
-        label_y += np.float32(0.5 * ratio - 0.5)
+        label = colour * np.float32(ratio)
+        label += np.float32(0.5 * ratio - 0.5)
+    colour_x, colour_y = colour
+    label_x, label_y = label
     crops = np.empty((total, s, 4), dtype=np.uint8)
     owner = np.empty((total, s), dtype=label_type)
     for a in range(0, total, _MAX_MAP_ROWS):
@@ -393,11 +420,13 @@ def _crop(
     mine = (owner == ids[grain, None].astype(label_type)).view(np.uint8)
     masked = cv2.copyTo(crops, mine, np.zeros((total, s, 4), dtype=np.uint8))
     planes = cv2.split(masked)
-    # each sampled row goes to its place in every colour plane of (N, 3, S, S); one row copy per row and colour
-    by_row = out.reshape(n * 3 * s, s)
+    # each sampled row goes to its place in every colour plane of (N, 3, S, S); rows seen as single s-byte items,
+    # so one `np.put` per colour moves them (half the CPU of assigning to indexed rows)
+    row_item = np.dtype((np.void, s))
+    by_row = out.reshape(n * 3 * s, s).view(row_item).ravel()
     dest = grain * (3 * s) + row  # the row's place in the first colour plane
     for c in range(3):
-        by_row[dest + c * s] = planes[c]
+        np.put(by_row, dest + c * s, planes[c].view(row_item).ravel())
     return out
 
 

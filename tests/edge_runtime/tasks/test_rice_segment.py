@@ -293,3 +293,29 @@ def test_an_object_thinner_than_a_crop_row_gets_a_blank_crop(monkeypatch: pytest
     assert len(grains) == 1 and int(grains.crops.max()) == 0
     monkeypatch.setattr(rice_segment, "_band_rows", every_row)
     np.testing.assert_array_equal(rice_segment.segment(frame, params).crops, grains.crops)
+
+
+def test_row_maps_are_the_affine_maps_of_the_sampled_rows() -> None:
+    """Each sampled crop row's map is its grain's 2x3 matrix applied to (u, v, 1) at the pixel centres, summed in that
+    order in float32: the same numbers as the full product over every row, bit for bit."""
+    rng = np.random.default_rng(5)
+    n, s = 7, 12
+    rows = np.concatenate([rng.normal(0, 40, (2, n, 2)), rng.uniform(0, 600, (2, n, 1))], axis=2).astype(np.float32)
+    grain = np.array([0, 0, 3, 3, 3, 6, 2], dtype=np.int64)
+    row = np.array([0, 11, 4, 5, 6, 7, 2], dtype=np.int64)
+    maps = rice_segment._row_maps(rows, grain, row, s)
+    t = (np.arange(s, dtype=np.float32) + 0.5) / s - 0.5
+    for k, (g, r) in enumerate(zip(grain, row, strict=True)):
+        for axis in (0, 1):
+            a, b, c = rows[axis, g]
+            np.testing.assert_array_equal(maps[axis, k], (a * t + b * t[r]) + c)
+
+
+def test_label_counts_every_pixel_of_every_blob_and_the_plate() -> None:
+    """Pixel counts per label, the plate (label 0) included, as a histogram of the whole label image gives them."""
+    rng = np.random.default_rng(2)
+    mask = np.where(rng.random((90, 130)) < 0.3, 255, 0).astype(np.uint8)
+    n, labels, area = rice_segment._label(mask)
+    assert n > 100
+    np.testing.assert_array_equal(area, np.bincount(labels.ravel(), minlength=n))
+    assert area.sum() == mask.size
