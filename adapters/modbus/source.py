@@ -126,6 +126,9 @@ class ModbusSource:
         self._consecutive_timeouts = 0
 
     async def close(self) -> None:
+        self._drop_connection()
+
+    def _drop_connection(self) -> None:
         if self._client is not None:
             self._client.close()
             self._client = None
@@ -197,6 +200,12 @@ class ModbusSource:
             # pymodbus bounds the request itself (one timeout, retries=0: client.py; every await of its execute is
             # timed in 3.16); no outer guard, whose timer per request cost ~5 % of the source's CPU (docs/bench.md)
             response = await method(req.start, count=req.count, device_id=read.device_id)
+        except asyncio.CancelledError:
+            # stopped mid-request: the answer may still come, and pymodbus would log it as one without a request
+            # (a warning that reads like a fault at every stop); half-way through a request the connection is of
+            # no further use, so it goes now, before the answer can arrive
+            self._drop_connection()
+            raise
         except connection_lost as exc:
             raise AdapterError(f"{self.name}: connection lost: {exc}") from exc
         except (no_response, TimeoutError) as exc:

@@ -181,6 +181,50 @@ async def test_a_device_that_accepts_but_never_answers_times_out_and_is_reported
     assert [[(r.stream, r.quality) for r in b] for b in batches] == [[("m.a", "bad")]] * 2
 
 
+async def test_a_stop_mid_request_drops_the_connection_before_the_answer_comes(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The service stops a source by cancelling it. A request in flight then still has its answer on the way, which
+    pymodbus would log as "received pdu without a corresponding request" at every stop: the source drops the
+    connection at once instead, so the answer never reaches pymodbus."""
+    asked, answer, client_gone = asyncio.Event(), asyncio.Event(), asyncio.Event()
+
+    async def slow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        request = await reader.readexactly(12)  # MBAP header (7 bytes), function, start, count
+        asked.set()
+        await answer.wait()
+        count = struct.unpack(">H", request[10:12])[0]
+        body = bytes([request[7], 2 * count]) + bytes(2 * count)
+        writer.write(request[0:4] + struct.pack(">H", len(body) + 1) + request[6:7] + body)
+        with contextlib.suppress(ConnectionError):
+            await writer.drain()
+            if not await reader.read(1):
+                client_gone.set()
+        writer.close()
+
+    server = await asyncio.start_server(slow, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    source = ModbusSource(tcp(port=port, timeout_s=30.0, tags=[{"name": "a", "address": 0}]))
+    try:
+        await source.open()
+        batches = source.batches()
+        polling = asyncio.ensure_future(anext(batches))
+        async with asyncio.timeout(30):  # hang guards only
+            await asyncio.wait([asyncio.ensure_future(asked.wait()), polling], return_when=asyncio.FIRST_COMPLETED)
+            assert asked.is_set() and not polling.done()
+            polling.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await polling
+            answer.set()  # the answer leaves the device after the stop
+            await client_gone.wait()
+        await asyncio.sleep(0)  # one more turn of the loop for any late callback
+    finally:
+        await source.close()
+        server.close()
+        await server.wait_closed()
+    assert "without a corresponding request" not in caplog.text
+
+
 async def test_open_fails_cleanly_without_a_server() -> None:
     source = ModbusSource(tcp(port=free_port(), timeout_s=0.2, tags=[{"name": "a", "address": 0}]))
     with pytest.raises(AdapterError):
