@@ -143,7 +143,7 @@ class ModbusSource:
         """The readings of one planned request at a time (they share one timestamp; a `ScalarGroup`), paced by the
         poll plan."""
         if self._client is None:
-            raise AdapterError(f"{self.name}: polled before open()")
+            raise AdapterError(f"{self.name}: polled before open() (or after close, or a request cancelled)")
         loop = asyncio.get_running_loop()
         due = [(loop.time(), i) for i in range(len(self._groups))]
         heapq.heapify(due)
@@ -169,7 +169,7 @@ class ModbusSource:
     async def read_all(self) -> list[Reading]:
         """Poll every request of every group once, now (one-shot reads and benchmarks; `stream` paces itself)."""
         if self._client is None:
-            raise AdapterError(f"{self.name}: read_all() before open()")
+            raise AdapterError(f"{self.name}: read_all() before open() (or after close, or a request cancelled)")
         out: list[Reading] = []
         for group in self._groups:
             for read in group.reads:

@@ -142,9 +142,8 @@ def _split_blob(
 def _label(mask: npt.NDArray[np.uint8]) -> tuple[int, npt.NDArray[np.uint16] | npt.NDArray[np.int32], Any]:
     """Number of labels, the label image and each label's pixel count (8-connected blobs, raster order).
 
-    uint16 labels counted by numpy over the blob pixels only (a chute frame is mostly plate) take 0.55-0.6x the CPU of
-    OpenCV's labelling with statistics, whose per-pixel bounding-box updates cost more than the labelling itself;
-    the boxes come from the contours instead.
+    uint16 labels counted with one histogram take 0.75x the CPU of OpenCV's labelling with statistics, whose
+    per-pixel bounding-box updates cost more than the labelling itself; the boxes come from the contours instead.
     Grana's block-based scan gives the same labels as the default (Spaghetti) at 40 % of its CPU time with
     statistics (OpenCV 5.0, 640x480 chute frames). A frame of more than 65,535 blobs takes int32 labels.
     """
@@ -155,9 +154,9 @@ def _label(mask: npt.NDArray[np.uint8]) -> tuple[int, npt.NDArray[np.uint16] | n
     except cv2.error:  # too many blobs for uint16
         n, labels, stats, _ = cv2.connectedComponentsWithStatsWithAlgorithm(mask, 8, cv2.CV_32S, cv2.CCL_GRANA)
         return int(n), np.asarray(labels, dtype=np.int32), np.asarray(stats[:, cv2.CC_STAT_AREA], dtype=np.int64)
-    # the plate's count (label 0) by difference: counting only the blob pixels costs half of a histogram of all
-    counts = np.bincount(labels[mask != 0], minlength=n)
-    counts[0] = labels.size - counts[1:].sum()
+    # float32 bin counts are exact up to 2**24 pixels per blob (numpy's bincount over the blob pixels alone: the
+    # same CPU at work_scale 2, 1.5x at 1)
+    counts = cv2.calcHist([labels], [0], None, [n], [0, n]).ravel()
     return int(n), np.asarray(labels, dtype=np.uint16), counts.astype(np.int64)
 
 
@@ -224,6 +223,13 @@ def segment(frame_bgr: npt.NDArray[np.uint8], params: SegmentParams) -> Grains:
     boxed = keep[contour_label]
     stats[contour_label[boxed], :2] = low[boxed]
     stats[contour_label[boxed], 2:4] = high[boxed] - low[boxed] + 1
+    # a blob lying in another's hole (a grain inside a curled straw) has no outer contour in that pass: traced alone
+    traced = np.zeros(n, dtype=bool)
+    traced[contour_label] = True
+    for label in np.flatnonzero(keep & ~traced).tolist():
+        found, _ = cv2.findContours((labels == label).view(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        contour_of[label] = max(found, key=cv2.contourArea)
+        stats[label, :4] = cv2.boundingRect(contour_of[label])
     merged_ids: set[int] = set()
     next_label = n
     pieces: dict[int, tuple[int, int, int, int, int]] = {}

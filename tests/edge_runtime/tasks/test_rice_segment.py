@@ -319,3 +319,24 @@ def test_label_counts_every_pixel_of_every_blob_and_the_plate() -> None:
     assert n > 100
     np.testing.assert_array_equal(area, np.bincount(labels.ravel(), minlength=n))
     assert area.sum() == mask.size
+
+
+@pytest.mark.parametrize("work_scale", [1, 2])
+def test_a_grain_lying_inside_a_ring_is_found_with_its_own_box(work_scale: int) -> None:
+    """A grain inside a closed ring (a curled straw) has no outer contour of its own in the frame's one contour pass;
+    it is traced alone, not lost, and the frame's other objects are cut as usual."""
+    import cv2
+
+    frame = np.zeros((480, 640, 3), dtype=np.uint8)
+    cv2.circle(frame, (320, 240), 110, (190, 200, 210), 14)
+    cv2.ellipse(frame, (320, 240), (40, 15), 30, 0, 360, (180, 200, 210), -1)
+    cv2.ellipse(frame, (560, 80), (40, 15), 0, 0, 360, (180, 200, 210), -1)  # a grain outside, for comparison
+    grains = rice_segment.segment(frame, rice_segment.SegmentParams(work_scale=work_scale))
+    lengths = grains.length_px
+    found = sorted((round(float(x)), round(float(y))) for x, y in grains.centers)
+    assert found == [(320, 240), (320, 240), (560, 80)]  # the ring shares its centre
+    inner = int(np.flatnonzero((lengths < 100) & (grains.centers[:, 0] < 400))[0])
+    assert 78 <= lengths[inner] <= 83  # the ellipse's 80 px, not the ring's 234
+    x, y, w, h = grains.boxes[inner]
+    assert x >= 280 and x + w <= 360 and y >= 210 and y + h <= 270  # its own box, not the ring's
+    assert grains.crops[inner].any()
