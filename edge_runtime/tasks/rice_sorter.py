@@ -23,6 +23,7 @@ import numpy.typing as npt
 from pydantic import Field
 
 from adapters.base import EdgeRuntimeError, Frame, Result, Stats
+from adapters.supervise import BurstLog
 from edge_runtime.inference import ModelRunner
 from edge_runtime.tasks.base import InvalidInputs, TaskConfigBase
 from edge_runtime.tasks.rice_segment import Grains, SegmentParams, segment
@@ -154,6 +155,8 @@ class RiceSorterTask:
         median_log_length = math.log(float(pre["median_length_px"][config.declared_variety]))
         self.scale_check = None if prior is None else ScaleCheck(median_log_length)
         self._invalid = InvalidInputs(self.stats, "invalid_frames", runner.ident)
+        self._failed = BurstLog("rice_segment_failed", self.stats, "segment_errors")
+        self.stats["segment_errors"] = 0  # exported at 0 from the start: an alert sees its first step
 
     def classify(self, crops: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
         """Variety probabilities (N, n_labels) for a crop batch, in model calls of `crops_per_call` crops; an empty
@@ -212,7 +215,9 @@ class RiceSorterTask:
         return off_type, broken, eject
 
     def process(self, items: Sequence[Frame]) -> list[Result]:
-        """One result per frame, in order; an unreadable frame gives `decision: invalid`, never an error."""
+        """One result per frame, in order; an unreadable frame gives `decision: invalid`, never an error. So does a
+        frame the segmentation fails on (counted in `segment_errors`, logged with the error once per burst): the
+        other frames of the batch keep their decisions rather than the whole batch failing."""
         if not items:
             return []
         found: list[Grains | None] = []
@@ -223,7 +228,11 @@ class RiceSorterTask:
                 found.append(None)
                 n_bad += 1
                 continue
-            found.append(segment(img, self.params))
+            try:
+                found.append(segment(img, self.params))
+            except Exception as exc:  # a frame that triggers a segmentation bug costs that frame only
+                found.append(None)
+                self._failed(model=self.runner.ident, stream=frame.stream, t_ns=frame.t_ns, error=repr(exc))
         self._invalid.record(n_bad, len(items))
         crops = [g.crops for g in found if g is not None and len(g)]
         s = self.params.crop_size

@@ -267,6 +267,32 @@ def test_malformed_frame_is_invalid_not_an_error(runner: ModelRunner) -> None:
     assert task.stats["invalid_frames"] == 1
 
 
+def test_a_frame_the_segmentation_fails_on_is_invalid_and_the_batch_goes_on(
+    runner: ModelRunner, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A segmentation bug triggered by one frame costs that frame (`invalid`, counted, logged with the error), not
+    the batch: the other frames get the decisions they get alone."""
+    from adapters.camera.simulator import ChuteSimulator, ChuteSimulatorConfig
+    from edge_runtime.tasks import rice_sorter
+
+    sim = ChuteSimulator(ChuteSimulatorConfig(seed=4, grains_per_s=1250, fps=25))
+    frames = [Frame("chute", k, sim.next_frame()[0]) for k in range(4)]
+    alone = [wire(make_task(runner, "Basmati").process([f]))[0] for f in frames]
+    def fails_on_the_third(img: U8, params: SegmentParams) -> object:
+        if img is frames[2].image:
+            raise ValueError("a frame this code cannot cut")
+        return segment(img, params)
+
+    monkeypatch.setattr(rice_sorter, "segment", fails_on_the_third)
+    task = make_task(runner, "Basmati")
+    batch = wire(task.process(frames))
+    assert [r["decision"] for r in batch][2] == "invalid"
+    assert [batch[k] for k in (0, 1, 3)] == [alone[k] for k in (0, 1, 3)]
+    assert alone[2]["n_grains"] > 0 and batch[2]["n_grains"] == 0
+    assert task.stats["segment_errors"] == 1
+    assert "rice_segment_failed" in caplog.text and "a frame this code cannot cut" in caplog.text
+
+
 def test_config_rejects_unknown_variety_and_options(runner: ModelRunner) -> None:
     with pytest.raises(ValidationError):
         RiceSorterConfig.model_validate({"kind": "rice_sorter", "declared_variety": "Arborio", "speed": 1})
