@@ -278,6 +278,7 @@ def test_a_frame_the_segmentation_fails_on_is_invalid_and_the_batch_goes_on(
     sim = ChuteSimulator(ChuteSimulatorConfig(seed=4, grains_per_s=1250, fps=25))
     frames = [Frame("chute", k, sim.next_frame()[0]) for k in range(4)]
     alone = [wire(make_task(runner, "Basmati").process([f]))[0] for f in frames]
+
     def fails_on_the_third(img: U8, params: SegmentParams) -> object:
         if img is frames[2].image:
             raise ValueError("a frame this code cannot cut")
