@@ -388,6 +388,49 @@ def build_cache(
     return (torch.zeros(len(out[0]), 1), *out)
 
 
+def init_blocks(net: WeldDet, path: Path) -> None:
+    """Load blocks 5-14 from `pretrain_neu.py`'s file; any missing, extra or reshaped tensor stops the run."""
+    saved = torch.load(path, weights_only=True)
+    first = net.freeze_upto
+    want = {str(i) for i in range(first, len(net.blocks))}
+    if saved.get("frozen_upto") != first or set(saved["blocks"]) != want:
+        raise SystemExit(
+            f"{path}: blocks {sorted(saved['blocks'], key=int)} (frozen_upto {saved.get('frozen_upto')}) "
+            f"do not match this run's trained blocks {sorted(want, key=int)} (frozen_upto {first})"
+        )
+    for i in sorted(want, key=int):
+        net.blocks[int(i)].load_state_dict(saved["blocks"][i], strict=True)  # also refuses a shape mismatch
+    print(f"blocks {first}-{len(net.blocks) - 1} initialised from {path}", flush=True)
+
+
+def replay_cache_rng(
+    cache: tuple[torch.Tensor, ...],
+    views: int,
+    imgs: np.ndarray,
+    boxes: list[np.ndarray],
+    rng: np.random.Generator,
+    centres: np.ndarray,
+) -> None:
+    """Advance `rng` as `build_cache` did when it wrote `cache` (the augmentations only, no network), so a run
+    reading the cache draws the same batches as the run that wrote it. Stops if the replayed targets differ."""
+    t0 = time.time()
+    k = 0
+    for v in range(views):
+        for i in range(0, len(imgs), 32):
+            idx = np.arange(i, min(i + 32, len(imgs)))
+            _, c, b, t, f = make_batch(idx, imgs, boxes, None if v == 0 else rng, centres)
+            n = len(idx)
+            same = all(torch.equal(x, y[k : k + n]) for x, y in zip((c, b, t, f), cache[1:5], strict=True))
+            if not same:
+                raise SystemExit(f"--replay-cache-rng: view {v}, images {i}-{i + n - 1} differ from the cache")
+            k += n
+    if k != len(cache[0]):
+        raise SystemExit(f"--replay-cache-rng: replayed {k} views, the cache holds {len(cache[0])}")
+    print(
+        f"replayed the cache's augmentation draws ({k} views, targets identical), {time.time() - t0:.0f}s", flush=True
+    )
+
+
 def read_split(data: Path, split_file: Path) -> dict[str, Any]:
     with (data / "sources.csv").open() as fh:
         src = {r["image"]: r["source"] for r in csv.DictReader(fh)}
@@ -428,6 +471,8 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         net.set_freeze(freeze)
     else:
         net = WeldDet(ch=args.ch, freeze_upto=freeze)
+    if args.init_blocks:
+        init_blocks(net, Path(args.init_blocks))
     net = net.to(memory_format=torch.channels_last)  # depthwise convolutions train several times faster on CPU
     n_params = sum(p.numel() for p in net.parameters())
     print(f"params={n_params}", flush=True)
@@ -457,6 +502,8 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         if cache_file is not None and cache_file.exists():  # same views, targets and features: skip the caching
             cache = tuple(torch.load(cache_file))
             print(f"cache read from {cache_file}", flush=True)
+            if args.replay_cache_rng:
+                replay_cache_rng(cache, args.cache_views, tr_imgs, tr_boxes, rng, centres_np)
         else:
             cache = build_cache(net, args.cache_views, tr_imgs, tr_boxes, rng, centres_np, freeze)
             if cache_file is not None:
@@ -667,6 +714,12 @@ def main() -> None:
         "--cache-upto", type=int, default=0, help="with --cache-views: cache blocks[:n] only and train the rest (0: 15)"
     )
     ap.add_argument("--cache-file", default="", help="with --cache-views: read the cache here, or write it here")
+    ap.add_argument(
+        "--replay-cache-rng",
+        action="store_true",
+        help="with a --cache-file read from file: replay its augmentation draws (batches as in the run that wrote it)",
+    )
+    ap.add_argument("--init-blocks", default="", help="blocks after the frozen ones from pretrain_neu.py's file")
     ap.add_argument("--input", type=int, default=INPUT, help="input side in pixels (multiple of 32)")
     ap.add_argument("--fit-tune", action="store_true", help="also fit the tuning sources (no tuning then)")
     ap.add_argument("--version", default="2.0.0")
