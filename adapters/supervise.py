@@ -29,6 +29,7 @@ __all__ = [
     "DecodeGuard",
     "InsaneSampleError",
     "OutageLog",
+    "abort_quietly",
     "cancel_and_wait",
     "check_sample",
     "close_quietly",
@@ -275,6 +276,18 @@ async def cancel_and_wait(task: asyncio.Task[Any], *, retry_s: float = 0.1, limi
         task.cancel()
         await asyncio.wait({task}, timeout=retry_s)
     return True
+
+
+def abort_quietly(component: object) -> None:
+    """Have a source drop its connections at once, if it can (an optional, synchronous `abort()`), before its task is
+    cancelled: an answer already on its way then never reaches the protocol library. Never raises."""
+    abort = getattr(component, "abort", None)
+    if abort is None:
+        return
+    try:
+        abort()
+    except Exception as exc:
+        log.debug("event=abort_failed component=%s error=%r", getattr(component, "name", component), exc)
 
 
 async def close_quietly(component: _Closable, timeout_s: float = 5.0) -> None:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from adapters.base import EdgeRuntimeError, Reading, Result, Sample, ScalarGroup, Sink, Source, Stats, stream_names
 from adapters.registry import make_sink, make_source
-from adapters.supervise import Backoff, OutageLog, cancel_and_wait, close_quietly, supervise
+from adapters.supervise import Backoff, OutageLog, abort_quietly, cancel_and_wait, close_quietly, supervise
 from edge_runtime import heap
 from edge_runtime.compensation import Compensator, build_layers
 from edge_runtime.config import Deployment, PipelineConfig, validate_file
@@ -266,6 +266,8 @@ class Service:
     async def _drain(self, source_tasks: list[asyncio.Task[Any]], timeout_s: float) -> None:
         """Graceful stop: stop the inputs, then give pipelines and sinks up to `timeout_s` to finish what is in
         flight. What does not make it stays in the outbox for the next start (nothing is lost either way)."""
+        for source in self.sources:  # connections dropped first: an answer on its way is not read mid-stop
+            abort_quietly(source)
         await asyncio.gather(*(cancel_and_wait(task) for task in source_tasks))
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
@@ -479,6 +481,7 @@ class Service:
         sources = dict(zip((d.id for d in old.devices), self.sources, strict=True))
         for did, dcfg in old_d.items():
             if new_d.get(did) != dcfg:
+                abort_quietly(sources[did])
                 await self._cancel(self._source_tasks.pop(did, None))  # supervise closes the source
                 sources.pop(did)
                 changed["stopped" if did not in new_d else "restarted"].append(f"device:{did}")

@@ -126,9 +126,12 @@ class ModbusSource:
         self._consecutive_timeouts = 0
 
     async def close(self) -> None:
-        self._drop_connection()
+        self.abort()
 
-    def _drop_connection(self) -> None:
+    def abort(self) -> None:
+        """Drop the connection now, without waiting for anything: the service calls it before it cancels the
+        source's task at a stop, so an answer already on its way is never read (pymodbus would log it as an answer
+        without a request). `close` does the same."""
         if self._client is not None:
             self._client.close()
             self._client = None
@@ -204,7 +207,7 @@ class ModbusSource:
             # stopped mid-request: the answer may still come, and pymodbus would log it as one without a request
             # (a warning that reads like a fault at every stop); half-way through a request the connection is of
             # no further use, so it goes now, before the answer can arrive
-            self._drop_connection()
+            self.abort()
             raise
         except connection_lost as exc:
             raise AdapterError(f"{self.name}: connection lost: {exc}") from exc

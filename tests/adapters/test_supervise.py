@@ -12,7 +12,15 @@ import numpy as np
 import pytest
 
 from adapters.base import BatchSource, Frame, Reading, Sample, Stats
-from adapters.supervise import Backoff, DecodeGuard, InsaneSampleError, cancel_and_wait, check_sample, supervise
+from adapters.supervise import (
+    Backoff,
+    DecodeGuard,
+    InsaneSampleError,
+    abort_quietly,
+    cancel_and_wait,
+    check_sample,
+    supervise,
+)
 from tests.helpers import until
 
 
@@ -154,3 +162,26 @@ async def test_supervise_hands_a_batch_source_s_groups_over_whole(batched: bool)
         assert groups == source.groups and singles == []
     else:
         assert singles == [r for g in source.groups for r in g] and groups == []
+
+
+def test_abort_quietly_aborts_what_can_and_never_raises() -> None:
+    """The service aborts every source before a stop: a source with `abort()` drops its connection, one without is
+    left to its close, and a failing abort does not stop the others from being stopped."""
+    calls: list[str] = []
+
+    class Aborts:
+        name = "plc"
+
+        def abort(self) -> None:
+            calls.append(self.name)
+
+    class Fails:
+        name = "broken"
+
+        def abort(self) -> None:
+            raise OSError("already gone")
+
+    abort_quietly(Aborts())
+    abort_quietly(Fails())
+    abort_quietly(object())  # no abort(): nothing to do
+    assert calls == ["plc"]

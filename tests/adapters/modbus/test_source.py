@@ -225,6 +225,49 @@ async def test_a_stop_mid_request_drops_the_connection_before_the_answer_comes(
     assert "without a corresponding request" not in caplog.text
 
 
+async def test_an_abort_before_the_stop_leaves_an_answer_already_sent_unread(caplog: pytest.LogCaptureFixture) -> None:
+    """The service calls `abort()` on every source before it cancels their tasks. An answer already in the socket
+    when the stop comes is then never read; a cancel alone lets pymodbus read it while its request is being
+    cancelled, and log it as an answer without a request. The device here answers and, in the same step, the test
+    stops the source, as a stop arriving just after the answer left the device would."""
+    client_gone = asyncio.Event()
+    source: ModbusSource | None = None
+    polling: asyncio.Future[Any] | None = None
+
+    async def answer_then_stop(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        request = await reader.readexactly(12)
+        count = struct.unpack(">H", request[10:12])[0]
+        body = bytes([request[7], 2 * count]) + bytes(2 * count)
+        writer.write(request[0:4] + struct.pack(">H", len(body) + 1) + request[6:7] + body)  # in the client's socket
+        assert source is not None and polling is not None
+        source.abort()  # no await in between: the client has not read the answer
+        polling.cancel()
+        try:
+            gone = not await reader.read(1)
+        except ConnectionError:  # reset: the client closed with the answer unread
+            gone = True
+        if gone:
+            client_gone.set()
+        writer.close()
+
+    server = await asyncio.start_server(answer_then_stop, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    source = ModbusSource(tcp(port=port, timeout_s=30.0, tags=[{"name": "a", "address": 0}]))
+    try:
+        await source.open()
+        polling = asyncio.ensure_future(anext(source.batches()))
+        async with asyncio.timeout(30):  # a hang guard only
+            with pytest.raises(asyncio.CancelledError):
+                await polling
+            await client_gone.wait()
+        await asyncio.sleep(0)  # one more turn of the loop for any late callback
+    finally:
+        await source.close()
+        server.close()
+        await server.wait_closed()
+    assert "without a corresponding request" not in caplog.text
+
+
 async def test_open_fails_cleanly_without_a_server() -> None:
     source = ModbusSource(tcp(port=free_port(), timeout_s=0.2, tags=[{"name": "a", "address": 0}]))
     with pytest.raises(AdapterError):
