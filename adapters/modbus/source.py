@@ -197,6 +197,8 @@ class ModbusSource:
             self.stats["skipped_dead"] += 1
             return self._bad(read, now_ns())
         req = read.request
+        if self._client is None:  # aborted (a stop) between two requests
+            raise AdapterError(f"{self.name}: connection dropped by abort()")
         method = getattr(self._client, READ_METHOD[req.table])
         self.stats["reads"] += 1
         try:

@@ -295,6 +295,21 @@ async def opened(cfg: ModbusTcpConfig) -> AsyncIterator[tuple[SimulatedMachine, 
             await source.close()
 
 
+async def test_polling_after_an_abort_fails_with_a_clear_error() -> None:
+    """A stop aborts the connection before it cancels the polling; should the poll go on to its next request all the
+    same, it fails naming the abort (the supervisor then closes the source), not with an error from inside pymodbus."""
+    cfg = tcp(tags=[{"name": "a", "address": 0}, {"name": "c", "address": 400}])  # two requests a cycle
+    async with opened(cfg) as (_, source):
+        batches = source.batches()
+        first = await anext(batches)
+        source.abort()
+        with pytest.raises(AdapterError, match="dropped by abort"):
+            await anext(batches)
+        with pytest.raises(AdapterError, match="after close"):
+            await source.read_all()
+    assert [r.stream for r in first] == ["m.a"]
+
+
 async def test_read_all_polls_every_request_once() -> None:
     cfg = tcp(
         poll_groups={"fast": 100}, tags=[{"name": "a", "address": 0}, {"name": "b", "address": 50, "group": "fast"}]
