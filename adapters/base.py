@@ -337,6 +337,10 @@ class Source(Protocol):
                 while True:
                     yield Reading("oven1.temp", now_ns(), np.float32(await self._read()))
             async def close(self) -> None: ...
+
+    A source may also offer a synchronous `abort()` (not part of the protocol's required methods): the service
+    calls it at a stop, before it cancels the source's task, to drop connections at once (the Modbus source does:
+    an answer already in the socket is then never read). It must not await anything.
     """
 
     name: str

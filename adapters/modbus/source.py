@@ -131,7 +131,7 @@ class ModbusSource:
     def abort(self) -> None:
         """Drop the connection now, without waiting for anything: the service calls it before it cancels the
         source's task at a stop, so an answer already on its way is never read (pymodbus would log it as an answer
-        without a request). `close` does the same."""
+        without a request). A poll that comes after it waits for that cancel. `close` does the same."""
         if self._client is not None:
             self._client.close()
             self._client = None
@@ -191,14 +191,16 @@ class ModbusSource:
     async def _poll(self, read: PlannedRead) -> ScalarGroup:
         assert self._errors is not None
         connection_lost, no_response = self._errors
+        if self._client is None:
+            # aborted: a stop, whose cancel follows at once. Polling on would fail and be reported as an outage
+            # (a reconnect counted, a warning logged) at every stop that lands between two requests of a cycle
+            await asyncio.get_running_loop().create_future()
         slave = self._slaves[read.device_id]
         loop = asyncio.get_running_loop()
         if slave.dead_until > loop.time():
             self.stats["skipped_dead"] += 1
             return self._bad(read, now_ns())
         req = read.request
-        if self._client is None:  # aborted (a stop) between two requests
-            raise AdapterError(f"{self.name}: connection dropped by abort()")
         method = getattr(self._client, READ_METHOD[req.table])
         self.stats["reads"] += 1
         try:

@@ -232,7 +232,8 @@ class RiceSorterTask:
                 found.append(segment(img, self.params))
             except Exception as exc:  # a frame that triggers a segmentation bug costs that frame only
                 found.append(None)
-                self._failed(model=self.runner.ident, stream=frame.stream, t_ns=frame.t_ns, error=repr(exc))
+                self._failed(model=self.runner.ident, stream=frame.stream, t_ns=frame.t_ns, error=repr(exc)[:200])
+                log.debug("event=rice_segment_failed stream=%s t_ns=%d", frame.stream, frame.t_ns, exc_info=True)
         self._invalid.record(n_bad, len(items))
         crops = [g.crops for g in found if g is not None and len(g)]
         s = self.params.crop_size

@@ -315,6 +315,51 @@ async def test_write_back_resumes_after_the_plc_restarts(tmp_path: Path) -> None
         await plc.stop()
 
 
+def readings_past(service: Service, n: int) -> bool:
+    return bool(service.stats["samples"] >= n)
+
+
+async def test_stops_while_polling_a_plc_report_no_failure(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A stop lands wherever the Modbus source is in its cycle (three requests at a 10 ms poll here): between two
+    requests, with an answer on its way, in the pause. None of them is an outage: no reconnect counted, no
+    `source_failed`, no answer logged by pymodbus as one without a request."""
+    from adapters.loopback import free_port
+    from adapters.modbus.config import ModbusTcpConfig
+    from adapters.modbus.simulator import SimulatedMachine
+
+    port = free_port()
+    device = {
+        "kind": "modbus-tcp",
+        "id": "plc",
+        "port": port,
+        "poll_interval_ms": 10,
+        "tags": [{"name": f"t{a}", "address": a} for a in (0, 400, 800)],  # one request each
+    }
+    plc = SimulatedMachine(ModbusTcpConfig.model_validate(device), vary=True)
+    await plc.start(port)
+    try:
+        for run in range(5):
+            service = Service(
+                Deployment.model_validate(
+                    {
+                        "service": {"metrics_listen": None, "outbox": {"path": str(tmp_path / f"o{run}.sqlite")}},
+                        "devices": [device],
+                    }
+                )
+            )
+            stop = asyncio.Event()
+            runner = asyncio.create_task(service.run(stop))
+            await service.started.wait()
+            await until(partial(readings_past, service, 30 + 7 * run), what="readings")  # stops at varied points
+            stop.set()
+            await runner
+            assert service.sources[0].stats["reconnects"] == 0
+    finally:
+        await plc.stop()
+    assert "source_failed" not in caplog.text
+    assert "without a corresponding request" not in caplog.text
+
+
 async def test_reload_under_load_keeps_unchanged_parts_running_and_seq_whole(
     mosquitto: Mosquitto, plant: Mosquitto, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

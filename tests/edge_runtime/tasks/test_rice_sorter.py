@@ -271,26 +271,30 @@ def test_a_frame_the_segmentation_fails_on_is_invalid_and_the_batch_goes_on(
     runner: ModelRunner, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A segmentation bug triggered by one frame costs that frame (`invalid`, counted, logged with the error), not
-    the batch: the other frames get the decisions they get alone."""
+    the batch: the other frames get the decisions they get without the failure, size prior on."""
     from adapters.camera.simulator import ChuteSimulator, ChuteSimulatorConfig
     from edge_runtime.tasks import rice_sorter
 
     sim = ChuteSimulator(ChuteSimulatorConfig(seed=4, grains_per_s=1250, fps=25))
-    frames = [Frame("chute", k, sim.next_frame()[0]) for k in range(4)]
-    alone = [wire(make_task(runner, "Basmati").process([f]))[0] for f in frames]
+    frames = [Frame("chute", k, sim.next_frame()[0]) for k in range(12)]
+    warm, batch = frames[:8], frames[8:]
+    reference, failing = (make_task(runner, "Basmati", scale_px_per_dataset_px=0.35) for _ in range(2))
+    for task in (reference, failing):
+        for a in range(0, len(warm), 4):
+            task.process(warm[a : a + 4])
+    assert reference.scale_check is not None and reference.scale_check.ok  # the weighed path runs below
+    expected = wire(reference.process(batch))
 
     def fails_on_the_third(img: U8, params: SegmentParams) -> object:
-        if img is frames[2].image:
+        if img is batch[2].image:
             raise ValueError("a frame this code cannot cut")
         return segment(img, params)
 
     monkeypatch.setattr(rice_sorter, "segment", fails_on_the_third)
-    task = make_task(runner, "Basmati")
-    batch = wire(task.process(frames))
-    assert [r["decision"] for r in batch][2] == "invalid"
-    assert [batch[k] for k in (0, 1, 3)] == [alone[k] for k in (0, 1, 3)]
-    assert alone[2]["n_grains"] > 0 and batch[2]["n_grains"] == 0
-    assert task.stats["segment_errors"] == 1
+    got = wire(failing.process(batch))
+    assert got[2]["decision"] == "invalid" and got[2]["n_grains"] == 0 < expected[2]["n_grains"]
+    assert [got[k] for k in (0, 1, 3)] == [expected[k] for k in (0, 1, 3)]
+    assert failing.stats["segment_errors"] == 1 and reference.stats["segment_errors"] == 0
     assert "rice_segment_failed" in caplog.text and "a frame this code cannot cut" in caplog.text
 
 
