@@ -7,7 +7,7 @@ import contextlib
 import re
 import struct
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import numpy as np
@@ -150,6 +150,37 @@ async def test_reconnects_after_the_server_restarts() -> None:
     assert source.stats["reconnects"] >= 1
 
 
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+@contextlib.asynccontextmanager
+async def raw_device(handler: Handler) -> AsyncIterator[int]:
+    """A TCP device on loopback whose every byte the test writes (`handler`), for what a real server will not do on
+    cue: stay silent, or answer at a chosen moment. Yields its port."""
+    server = await asyncio.start_server(handler, "127.0.0.1", 0)
+    try:
+        yield server.sockets[0].getsockname()[1]
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+def zeros_answer(request: bytes) -> bytes:
+    """The Modbus TCP answer, all registers 0, to a read request (its 12 bytes: MBAP header, function, start,
+    count)."""
+    count = struct.unpack(">H", request[10:12])[0]
+    body = bytes([request[7], 2 * count]) + bytes(2 * count)
+    return request[0:4] + struct.pack(">H", len(body) + 1) + request[6:7] + body
+
+
+async def client_closed(reader: asyncio.StreamReader) -> bool:
+    """Whether the client closed its end: the end of the stream, or a reset (it closed with data unread)."""
+    try:
+        return not await reader.read(1)
+    except ConnectionError:
+        return True
+
+
 async def test_a_device_that_accepts_but_never_answers_times_out_and_is_reported() -> None:
     """The source relies on pymodbus's own request timeout (no outer guard): a silent device costs one timeout
     per request, its tags turn bad, and after three in a row the source raises for the supervisor to reconnect."""
@@ -161,21 +192,18 @@ async def test_a_device_that_accepts_but_never_answers_times_out_and_is_reported
             received += len(chunk)
         writer.close()
 
-    server = await asyncio.start_server(swallow, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    source = ModbusSource(tcp(port=port, timeout_s=0.2, tags=[{"name": "a", "address": 0}]))
     batches: list[ScalarGroup] = []
-    try:
-        await source.open()
-        # a hang guard only (pytest-timeout would take 120 s): the three timeouts take 0.6 s
-        async with asyncio.timeout(30):
-            with pytest.raises(AdapterError, match="not answering, 3 requests in a row"):
-                async for batch in source.batches():
-                    batches.append(batch)
-    finally:
-        await source.close()
-        server.close()
-        await server.wait_closed()
+    async with raw_device(swallow) as port:
+        source = ModbusSource(tcp(port=port, timeout_s=0.2, tags=[{"name": "a", "address": 0}]))
+        try:
+            await source.open()
+            # a hang guard only (pytest-timeout would take 120 s): the three timeouts take 0.6 s
+            async with asyncio.timeout(30):
+                with pytest.raises(AdapterError, match="not answering, 3 requests in a row"):
+                    async for batch in source.batches():
+                        batches.append(batch)
+        finally:
+            await source.close()
     assert received > 0  # the requests reached the device
     assert source.stats["timeouts"] == 3
     assert [[(r.stream, r.quality) for r in b] for b in batches] == [[("m.a", "bad")]] * 2
@@ -190,38 +218,32 @@ async def test_a_stop_mid_request_drops_the_connection_before_the_answer_comes(
     asked, answer, client_gone = asyncio.Event(), asyncio.Event(), asyncio.Event()
 
     async def slow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        request = await reader.readexactly(12)  # MBAP header (7 bytes), function, start, count
+        request = await reader.readexactly(12)
         asked.set()
         await answer.wait()
-        count = struct.unpack(">H", request[10:12])[0]
-        body = bytes([request[7], 2 * count]) + bytes(2 * count)
-        writer.write(request[0:4] + struct.pack(">H", len(body) + 1) + request[6:7] + body)
+        writer.write(zeros_answer(request))
         with contextlib.suppress(ConnectionError):
             await writer.drain()
-            if not await reader.read(1):
-                client_gone.set()
+        if await client_closed(reader):
+            client_gone.set()
         writer.close()
 
-    server = await asyncio.start_server(slow, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    source = ModbusSource(tcp(port=port, timeout_s=30.0, tags=[{"name": "a", "address": 0}]))
-    try:
-        await source.open()
-        batches = source.batches()
-        polling = asyncio.ensure_future(anext(batches))
-        async with asyncio.timeout(30):  # hang guards only
-            await asyncio.wait([asyncio.ensure_future(asked.wait()), polling], return_when=asyncio.FIRST_COMPLETED)
-            assert asked.is_set() and not polling.done()
-            polling.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await polling
-            answer.set()  # the answer leaves the device after the stop
-            await client_gone.wait()
-        await asyncio.sleep(0)  # one more turn of the loop for any late callback
-    finally:
-        await source.close()
-        server.close()
-        await server.wait_closed()
+    async with raw_device(slow) as port:
+        source = ModbusSource(tcp(port=port, timeout_s=30.0, tags=[{"name": "a", "address": 0}]))
+        try:
+            await source.open()
+            polling = asyncio.ensure_future(anext(source.batches()))
+            async with asyncio.timeout(30):  # hang guards only
+                await asyncio.wait([asyncio.ensure_future(asked.wait()), polling], return_when=asyncio.FIRST_COMPLETED)
+                assert asked.is_set() and not polling.done()
+                polling.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await polling
+                answer.set()  # the answer leaves the device after the stop
+                await client_gone.wait()
+            await asyncio.sleep(0)  # one more turn of the loop for any late callback
+        finally:
+            await source.close()
     assert "without a corresponding request" not in caplog.text
 
 
@@ -236,35 +258,26 @@ async def test_an_abort_before_the_stop_leaves_an_answer_already_sent_unread(cap
 
     async def answer_then_stop(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         request = await reader.readexactly(12)
-        count = struct.unpack(">H", request[10:12])[0]
-        body = bytes([request[7], 2 * count]) + bytes(2 * count)
-        writer.write(request[0:4] + struct.pack(">H", len(body) + 1) + request[6:7] + body)  # in the client's socket
+        writer.write(zeros_answer(request))  # in the client's socket
         assert source is not None and polling is not None
         source.abort()  # no await in between: the client has not read the answer
         polling.cancel()
-        try:
-            gone = not await reader.read(1)
-        except ConnectionError:  # reset: the client closed with the answer unread
-            gone = True
-        if gone:
+        if await client_closed(reader):
             client_gone.set()
         writer.close()
 
-    server = await asyncio.start_server(answer_then_stop, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    source = ModbusSource(tcp(port=port, timeout_s=30.0, tags=[{"name": "a", "address": 0}]))
-    try:
-        await source.open()
-        polling = asyncio.ensure_future(anext(source.batches()))
-        async with asyncio.timeout(30):  # a hang guard only
-            with pytest.raises(asyncio.CancelledError):
-                await polling
-            await client_gone.wait()
-        await asyncio.sleep(0)  # one more turn of the loop for any late callback
-    finally:
-        await source.close()
-        server.close()
-        await server.wait_closed()
+    async with raw_device(answer_then_stop) as port:
+        source = ModbusSource(tcp(port=port, timeout_s=30.0, tags=[{"name": "a", "address": 0}]))
+        try:
+            await source.open()
+            polling = asyncio.ensure_future(anext(source.batches()))
+            async with asyncio.timeout(30):  # a hang guard only
+                with pytest.raises(asyncio.CancelledError):
+                    await polling
+                await client_gone.wait()
+            await asyncio.sleep(0)  # one more turn of the loop for any late callback
+        finally:
+            await source.close()
     assert "without a corresponding request" not in caplog.text
 
 
