@@ -91,6 +91,18 @@ class Grains:
         )
 
 
+def _outer_contour(labels: npt.NDArray[Any], label: int, x: int = 0, y: int = 0, w: int = 0, h: int = 0) -> Any:
+    """One label's outer contour, traced alone inside its box (x, y, w, h; the whole label image when w is 0), in
+    the label image's coordinates: for the blobs the frame's one contour pass does not give."""
+    import cv2
+
+    if w == 0:
+        h, w = labels.shape[:2]
+    blob = (labels[y : y + h, x : x + w] == label).view(np.uint8)
+    found, _ = cv2.findContours(blob, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE, offset=(x, y))
+    return max(found, key=cv2.contourArea)
+
+
 def _solidity(contour: npt.NDArray[np.int32]) -> float:
     """Area over convex-hull area of one blob: a single grain is convex, touching grains leave notches."""
     import cv2
@@ -227,8 +239,7 @@ def segment(frame_bgr: npt.NDArray[np.uint8], params: SegmentParams) -> Grains:
     traced = np.zeros(n, dtype=bool)
     traced[contour_label] = True
     for label in np.flatnonzero(keep & ~traced).tolist():
-        found, _ = cv2.findContours((labels == label).view(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-        contour_of[label] = max(found, key=cv2.contourArea)
+        contour_of[label] = _outer_contour(labels, label)
         stats[label, :4] = cv2.boundingRect(contour_of[label])
     merged_ids: set[int] = set()
     next_label = n
@@ -306,9 +317,7 @@ def _geometry(
         label = int(ids[row])
         x, y, w, h, area = pieces[label]
         out[row, :5] = (x, y, w, h, area)
-        blob = (labels[y : y + h, x : x + w] == label).astype(np.uint8)
-        found, _ = cv2.findContours(blob, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE, offset=(x, y))
-        contours[row] = max(found, key=cv2.contourArea)
+        contours[row] = _outer_contour(labels, label, x, y, w, h)
     # cx, cy, w, h, angle (deg) of each minimum-area rectangle, gathered into one array at the end
     rects = np.array(
         [(cx, cy, w, h, angle) for (cx, cy), (w, h), angle in map(cv2.minAreaRect, contours)], dtype=np.float64
