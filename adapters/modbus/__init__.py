@@ -31,6 +31,13 @@ Behaviour on a bad day, by design:
   machine stalled; or the first answer after an outage) is counted in `late_reads` and logged once per burst as
   `event=modbus_data_late ... gap_ms=... period_ms=...`: the tags' values were that old when it came. An exception
   response counts as an answer (its tags are bad, and counted in `modbus_exceptions`);
+- a request without an answer within ``timeout_s`` gives bad readings for its tags, counts in ``timeouts`` and is
+  logged once per burst as ``event=modbus_timeout device=... slave=... table=... start=...`` (TCP; a silent
+  RS-485 slave is ``modbus_slave_silent``); three in a row on TCP end the connection (below);
+- an answer that arrives after its request timed out (or carries another request's transaction or slave id) is
+  ignored by pymodbus, and shows as one warning per burst, ``event=modbus_stray_answer kind=answer_after_timeout|
+  other_transaction|other_device``. pymodbus's own lines for both (``No response received ...``, ``ERROR: received
+  pdu without a corresponding request``), which name no device, are kept at debug level;
 - a lost TCP connection or serial port ends `ModbusSource.stream` (and `batches`) with `AdapterError`;
   `adapters.supervise.supervise` reopens it with back-off and jitter;
 - a write outside the sink's `writable` allow-list is refused at validation and again at run time.

@@ -7,12 +7,14 @@ Reconnecting is the supervisor's job (with jittered back-off), never the library
 from __future__ import annotations
 
 import asyncio
+import logging
 from functools import cache
 from typing import Any
 
 import numpy as np
 
 from adapters.base import AdapterError
+from adapters.supervise import BurstLog
 
 __all__ = [
     "FUNCTION_CODE",
@@ -24,6 +26,8 @@ __all__ = [
     "tcp_client",
 ]
 
+log = logging.getLogger(__name__)
+
 READ_METHOD = {
     "coil": "read_coils",
     "discrete": "read_discrete_inputs",
@@ -33,8 +37,50 @@ READ_METHOD = {
 FUNCTION_CODE = {"coil": 1, "discrete": 2, "holding": 3, "input": 4}
 
 
+_REWORDED = {  # pymodbus's wording -> what happened (no kind: the caller reports it with its device)
+    "received pdu without a corresponding request": "answer_after_timeout",
+    "request ask for transaction_id": "other_transaction",
+    "request ask for id=": "other_device",
+    "No response received after": "",
+}
+
+
+class _PymodbusLines(logging.Filter):
+    """pymodbus logs every request timeout as an error with a frame dump, and an answer it has no request for
+    (mostly one that came after its request timed out) as a warning worded "ERROR: ...", and their repeats as a
+    bare "Repeating....". None names the device, and at 3 a.m. each reads like a new fault. A timeout is counted and
+    logged once per burst by its source (`event=modbus_timeout device=...`) or raised to the sink's caller; a stray
+    answer becomes one warning per burst, `event=modbus_stray_answer kind=...`. pymodbus's text stays at debug."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stray = BurstLog("modbus_stray_answer")
+        self._last: str | None = None
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        if text == "Repeating....":  # pymodbus's note that its last line came again
+            kind = self._last
+        else:
+            kind = next((k for marker, k in _REWORDED.items() if marker in text), None)
+            self._last = kind
+        if kind is None:
+            return True
+        if kind:
+            self.stray(kind=kind)
+        log.debug("event=modbus_pymodbus_line kind=%s text=%r", kind or "timeout", text)
+        return False
+
+
+@cache
+def _reword_pymodbus_lines() -> None:
+    logging.getLogger("pymodbus.logging").addFilter(_PymodbusLines())
+
+
 def tcp_client(host: str, port: int, timeout_s: float) -> Any:
     from pymodbus.client import AsyncModbusTcpClient
+
+    _reword_pymodbus_lines()
 
     # retries=0 and no automatic reconnect: one request costs at most one timeout, and reconnecting is the
     # supervisor's job (with jittered back-off), not the library's
@@ -44,6 +90,7 @@ def tcp_client(host: str, port: int, timeout_s: float) -> Any:
 def serial_client(port: str, baudrate: int, parity: str, stopbits: int, timeout_s: float) -> Any:
     from pymodbus.client import AsyncModbusSerialClient
 
+    _reword_pymodbus_lines()
     return AsyncModbusSerialClient(
         port,
         baudrate=baudrate,

@@ -100,6 +100,7 @@ class ModbusSource:
         # `late_reads`: data older than two poll periods
         self._answered_ns: dict[int, int] = {}
         self._late = BurstLog("modbus_data_late", self.stats, "late_reads")
+        self._timeout_log = BurstLog("modbus_timeout")  # counted in stats["timeouts"] by _on_timeout
         # exported from the start at 0: Prometheus's increase() misses a counter's first step if the series is new
         for key in ("late_reads", "overruns", "timeouts", "modbus_exceptions"):
             self.stats[key] = 0
@@ -259,6 +260,13 @@ class ModbusSource:
         self.stats["timeouts"] += 1
         if isinstance(self.config, ModbusTcpConfig):
             self._consecutive_timeouts += 1
+            self._timeout_log(
+                device=self.name,
+                slave=read.device_id,
+                table=read.request.table,
+                start=read.request.start,
+                timeout_s=self.config.timeout_s,
+            )
             wait = f"no answer from slave {read.device_id} within {self.config.timeout_s} s"
             if not getattr(self._client, "connected", False):
                 raise AdapterError(f"{self.name}: connection closed during a request ({wait}): {exc}") from exc

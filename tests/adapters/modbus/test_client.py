@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+from typing import Any
+
 import numpy as np
 import pytest
 from hypothesis import given
@@ -10,7 +13,13 @@ from pymodbus.exceptions import ModbusIOException
 from pymodbus.pdu.bit_message import ReadCoilsResponse, ReadDiscreteInputsResponse
 from pymodbus.pdu.register_message import ReadHoldingRegistersResponse, ReadInputRegistersResponse
 
-from adapters.modbus.client import _array_responses, decode_registers_as_arrays, tcp_client
+from adapters.modbus.client import (
+    _array_responses,
+    _PymodbusLines,
+    _reword_pymodbus_lines,
+    decode_registers_as_arrays,
+    tcp_client,
+)
 
 HOLDING, INPUT, COILS, DISCRETE = _array_responses()
 
@@ -67,3 +76,32 @@ async def test_client_decodes_reads_with_the_array_responses() -> None:
     table = client.ctx.framer.decoder.pdu_table
     assert {code: table[code][1] for code in (1, 2, 3, 4)} == {1: COILS, 2: DISCRETE, 3: HOLDING, 4: INPUT}
     assert tcp_client("127.0.0.1", 1, 1.0).ctx.framer.decoder.pdu_table[3][1] is ReadHoldingRegistersResponse
+
+
+def test_pymodbus_timeout_and_stray_answer_lines_are_reworded(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """pymodbus's own logger, driven as pymodbus drives it: its timeout error and its "ERROR: ..." lines on stray
+    answers, and the "Repeating...." that follows a repeat, leave pymodbus's logger at debug only (the source names
+    the device of a timeout itself); the stray answers give one `modbus_stray_answer` warning per burst; pymodbus's
+    other lines pass as they are."""
+    from pymodbus.logging import Log as pymodbus_log
+
+    Log: Any = pymodbus_log  # untyped
+    _reword_pymodbus_lines()  # installed by every client the source, the sink and the probe open
+    logger = logging.getLogger("pymodbus.logging")
+    assert any(isinstance(f, _PymodbusLines) for f in logger.filters)
+    monkeypatch.setattr(logger, "filters", [_PymodbusLines()])  # a fresh burst, whatever ran before
+    caplog.set_level("DEBUG", logger="adapters")
+    Log.warning("an unrelated line")  # also resets pymodbus's own repeat detection
+    Log.error("No response received after 0 retries, continue with next request")
+    Log.warning("ERROR: received pdu without a corresponding request, IGNORING")
+    Log.warning("ERROR: received pdu without a corresponding request, IGNORING")  # pymodbus: "Repeating...."
+    Log.error("ERROR: request ask for transaction_id={} but got id={}, Skipping.", 7, 6)
+    Log.warning("another unrelated line")
+    pymodbus = [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "pymodbus.logging"]
+    assert pymodbus == [("WARNING", "an unrelated line"), ("WARNING", "another unrelated line")]
+    ours = [(r.levelname, r.getMessage().split(" count=")[0]) for r in caplog.records if r.name.startswith("adapters")]
+    assert [o for o in ours if o[0] == "WARNING"] == [("WARNING", "event=modbus_stray_answer")]  # one burst
+    kinds = [m.split()[1] for level, m in ours if level == "DEBUG"]
+    assert kinds == ["kind=timeout", "kind=answer_after_timeout", "kind=answer_after_timeout", "kind=other_transaction"]

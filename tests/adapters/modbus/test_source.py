@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import re
 import struct
 import time
@@ -207,6 +208,44 @@ async def test_a_device_that_accepts_but_never_answers_times_out_and_is_reported
     assert received > 0  # the requests reached the device
     assert source.stats["timeouts"] == 3
     assert [[(r.stream, r.quality) for r in b] for b in batches] == [[("m.a", "bad")]] * 2
+
+
+async def test_a_timeout_and_its_late_answer_are_logged_by_the_product_not_as_pymodbus_errors(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A slow device answers after the source gave up on the request. The timeout is the source's warning, naming
+    the device; the late answer, which pymodbus ignores (its transaction is over), is `modbus_stray_answer` instead
+    of pymodbus's "ERROR: ..." lines; the next request's answer is read as usual."""
+    caplog.set_level("DEBUG", logger="adapters")
+    timed_out = asyncio.Event()
+
+    async def late_once(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        request = await reader.readexactly(12)
+        await timed_out.wait()
+        writer.write(zeros_answer(request))  # the first answer, after its timeout
+        while request := await reader.read(12):
+            writer.write(zeros_answer(request))
+        writer.close()
+
+    batches: list[ScalarGroup] = []
+    async with raw_device(late_once) as port:
+        source = ModbusSource(tcp(port=port, timeout_s=0.2, tags=[{"name": "a", "address": 0}]))
+        try:
+            await source.open()
+            async with asyncio.timeout(30):  # a hang guard only
+                async for batch in source.batches():
+                    batches.append(batch)
+                    timed_out.set()
+                    if [r.quality for r in batch] == ["good"]:
+                        break
+        finally:
+            await source.close()
+    assert [[r.quality for r in b] for b in batches] == [["bad"], ["good"]]
+    assert source.stats["timeouts"] == 1
+    assert [r.getMessage() for r in caplog.records if r.name == "pymodbus.logging" and r.levelno >= logging.INFO] == []
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any(w.startswith("event=modbus_timeout ") and "device=m " in w and "slave=1" in w for w in warnings)
+    assert "event=modbus_pymodbus_line kind=answer_after_timeout" in caplog.text  # its warning: once per burst
 
 
 async def test_a_stop_mid_request_drops_the_connection_before_the_answer_comes(
