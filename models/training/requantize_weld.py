@@ -85,30 +85,47 @@ def fit_names(data: Path, split: Path) -> list[str]:
     return [n for n in sorted(src) if src[n] in train and src[n] not in tune]
 
 
-def load(path: Path, resize: str) -> npt.NDArray[np.uint8]:
+def input_side(fp32: Path) -> int:
+    """The model's input side in pixels (`x` is uint8 [batch, side, side, 3])."""
+    import onnx
+
+    dims = onnx.load(str(fp32), load_external_data=False).graph.input[0].type.tensor_type.shape.dim
+    return int(dims[1].dim_value) or INPUT
+
+
+def load(path: Path, resize: str, side: int = INPUT, cache: int = CACHE) -> npt.NDArray[np.uint8]:
     img = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if img is None:
         raise SystemExit(f"{path}: cannot decode image")
     if resize == "train":
-        img = cv2.resize(img, (CACHE, CACHE), interpolation=cv2.INTER_AREA)
-        return np.asarray(cv2.resize(img, (INPUT, INPUT), interpolation=cv2.INTER_AREA), dtype=np.uint8)
+        img = cv2.resize(img, (cache, cache), interpolation=cv2.INTER_AREA)
+        return np.asarray(cv2.resize(img, (side, side), interpolation=cv2.INTER_AREA), dtype=np.uint8)
     if resize == "runtime":
-        return np.asarray(cv2.resize(img, (INPUT, INPUT), interpolation=cv2.INTER_LINEAR), dtype=np.uint8)
+        return np.asarray(cv2.resize(img, (side, side), interpolation=cv2.INTER_LINEAR), dtype=np.uint8)
     raise ValueError(f"resize {resize!r}: 'train' or 'runtime'")
 
 
-def calibration_images(data: Path, names: list[str], recipe: Recipe) -> npt.NDArray[np.uint8]:
+def calibration_images(
+    data: Path, names: list[str], recipe: Recipe, side: int = INPUT, cache: int = CACHE
+) -> npt.NDArray[np.uint8]:
     """The recipe's calibration batch; with 96 images, the same subset as train_weld_det.py's export."""
     if recipe.n_images is None or recipe.n_images >= len(names):
         idx = np.arange(len(names))
     else:
         idx = np.random.default_rng(SEED + 1).choice(len(names), size=recipe.n_images, replace=False)
-    return np.stack([load(data / "images" / names[i], recipe.resize) for i in idx])
+    return np.stack([load(data / "images" / names[i], recipe.resize, side, cache) for i in idx])
 
 
-def build(fp32: Path, int8: Path, recipe: Recipe, data: Path = DATA, split: Path = MODEL_DIR / "split.json") -> str:
-    """Write the int8 file for `recipe`; returns its sha256."""
-    cal = calibration_images(data, fit_names(data, split), recipe)
+def build(
+    fp32: Path,
+    int8: Path,
+    recipe: Recipe,
+    data: Path = DATA,
+    split: Path = MODEL_DIR / "split.json",
+    cache: int = CACHE,
+) -> str:
+    """Write the int8 file for `recipe` (calibrated at the model's own input side); returns its sha256."""
+    cal = calibration_images(data, fit_names(data, split), recipe, input_side(fp32), cache)
     return quantize_int8(
         fp32,
         int8,
@@ -126,10 +143,13 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=DATA)
     ap.add_argument("--split", type=Path, default=MODEL_DIR / "split.json")
     ap.add_argument("--recipe", choices=("2.1.1", "2.1.0"), default="2.1.1", help="2.1.0: the previous int8 file")
+    ap.add_argument(
+        "--image-cache", type=int, default=CACHE, help="the training run's --image-cache (2.x up to 2.3: 384)"
+    )
     args = ap.parse_args()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     recipe = RECIPE if args.recipe == "2.1.1" else RECIPE_2_1_0
-    sha = build(args.fp32, args.out, recipe, args.data, args.split)
+    sha = build(args.fp32, args.out, recipe, args.data, args.split, args.image_cache)
     print(f"{args.out}: sha256 {sha}, {args.out.stat().st_size / 1e6:.2f} MB")
 
 

@@ -721,11 +721,18 @@ def main() -> None:
     )
     ap.add_argument("--init-blocks", default="", help="blocks after the frozen ones from pretrain_neu.py's file")
     ap.add_argument("--input", type=int, default=INPUT, help="input side in pixels (multiple of 32)")
+    ap.add_argument(
+        "--image-cache",
+        type=int,
+        default=tw.CACHE,
+        help="side the photographs are held at before the views are cut (384; 640 keeps their full detail)",
+    )
     ap.add_argument("--fit-tune", action="store_true", help="also fit the tuning sources (no tuning then)")
     ap.add_argument("--version", default="2.0.0")
     ap.add_argument("--skip-val", action="store_true", help="stop after tuning: no validation figures")
     args = ap.parse_args()
     configure(args.input)
+    tw.CACHE = args.image_cache  # read by load_images and augment at call time
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     data = Path(args.data)
@@ -790,6 +797,7 @@ def main() -> None:
             "params": res["n_params"],
             "train_wall_s": res["train_s"],
             "torch_threads": args.threads,
+            "image_cache": tw.CACHE,
             "augmentation": "train_weld.augment: zoom 0.75-1.6x crop/pad, flips, transposes, grey, colour cast, "
             "brightness/contrast, fog blend, blur, noise",
         },
