@@ -114,13 +114,15 @@ class ModbusSource:
         cfg = self.config
         self._errors = exceptions()
         if isinstance(cfg, ModbusTcpConfig):
-            self._client = tcp_client(cfg.host, cfg.port, cfg.timeout_s)
-            decode_registers_as_arrays(self._client)
-            await connect(self._client, f"{cfg.host}:{cfg.port}", cfg.timeout_s + 5.0)
+            client, what = tcp_client(cfg.host, cfg.port, cfg.timeout_s), f"{cfg.host}:{cfg.port}"
         else:
-            self._client = serial_client(cfg.serial_port, cfg.baudrate, cfg.parity, cfg.stopbits, cfg.timeout_s)
-            decode_registers_as_arrays(self._client)
-            await connect(self._client, cfg.serial_port, cfg.timeout_s + 5.0)
+            client = serial_client(cfg.serial_port, cfg.baudrate, cfg.parity, cfg.stopbits, cfg.timeout_s)
+            what = cfg.serial_port
+        decode_registers_as_arrays(client)
+        self._client = client
+        await connect(client, what, cfg.timeout_s + 5.0)
+        if self._client is not client:  # aborted while connecting: the connection came up after the close
+            client.close()
         backoff_s = cfg.dead_backoff_s if isinstance(cfg, ModbusRtuConfig) else 1.0
         backoff_max = cfg.dead_backoff_max_s if isinstance(cfg, ModbusRtuConfig) else 30.0
         self._slaves = {dev: _SlaveState(Backoff(backoff_s, backoff_max)) for dev, _, _ in cfg.slaves()}

@@ -320,6 +320,29 @@ async def test_an_abort_before_the_stop_leaves_an_answer_already_sent_unread(cap
     assert "without a corresponding request" not in caplog.text
 
 
+async def test_an_abort_while_connecting_closes_the_connection_that_comes_up() -> None:
+    """A stop (or a device reload) can abort a source that is still connecting. The connection then comes up after
+    the close; the source closes it at once rather than leave the socket to the garbage collector."""
+    client_gone = asyncio.Event()
+
+    async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if await client_closed(reader):
+            client_gone.set()
+        writer.close()
+
+    async with raw_device(accept) as port:
+        source = ModbusSource(tcp(port=port, timeout_s=1.0, tags=[{"name": "a", "address": 0}]))
+        opening = asyncio.ensure_future(source.open())
+        await asyncio.sleep(0)  # the connect has started
+        assert not opening.done()
+        source.abort()
+        async with asyncio.timeout(30):  # hang guards only
+            await opening
+            await client_gone.wait()
+        with pytest.raises(AdapterError, match="after close"):
+            await source.read_all()
+
+
 async def test_open_fails_cleanly_without_a_server() -> None:
     source = ModbusSource(tcp(port=free_port(), timeout_s=0.2, tags=[{"name": "a", "address": 0}]))
     with pytest.raises(AdapterError):
