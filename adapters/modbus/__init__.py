@@ -34,10 +34,13 @@ Behaviour on a bad day, by design:
 - a request without an answer within ``timeout_s`` gives bad readings for its tags, counts in ``timeouts`` and is
   logged once per burst as ``event=modbus_timeout device=... slave=... table=... start=...`` (TCP; a silent
   RS-485 slave is ``modbus_slave_silent``); three in a row on TCP end the connection (below);
-- an answer that arrives after its request timed out (or carries another request's transaction or slave id) is
-  ignored by pymodbus, and shows as one warning per burst, ``event=modbus_stray_answer kind=answer_after_timeout|
-  other_transaction|other_device``. pymodbus's own lines for both (``No response received ...``, ``ERROR: received
-  pdu without a corresponding request``), which name no device, are kept at debug level;
+- an answer pymodbus has no request for is ignored by it, and shows as one warning per burst and device,
+  ``event=modbus_stray_answer device=... kind=...``: ``answer_after_timeout`` (it came after its request timed
+  out, between two requests) or ``other_transaction`` (the same, while the next request waited: ``expected`` and
+  ``got`` transaction ids) are a device slower than ``timeout_s``; ``other_device`` (``expected=1 got=255``) is a
+  device or gateway answering with another unit id than the profile's ``device_id``, not a timing problem.
+  pymodbus's own lines for these (``No response received ...``, ``ERROR: received pdu without a corresponding
+  request``, ...), which name no device, go to debug level;
 - a lost TCP connection or serial port ends `ModbusSource.stream` (and `batches`) with `AdapterError`;
   `adapters.supervise.supervise` reopens it with back-off and jitter;
 - a write outside the sink's `writable` allow-list is refused at validation and again at run time.

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
+from contextvars import ContextVar
 from functools import cache
 from typing import Any
 
@@ -43,32 +45,46 @@ _REWORDED = {  # pymodbus's wording -> what happened (no kind: the caller report
     "request ask for id=": "other_device",
     "No response received after": "",
 }
+_IDS = re.compile(r"id=(\d+) but got id=(\d+)")
+# the client's name for pymodbus's lines: set around the connect, so the connection's callbacks (where pymodbus
+# logs) run with it; a copy of the connecting task's context is what the transport's reader keeps
+_DEVICE: ContextVar[str] = ContextVar("modbus_device", default="")
 
 
 class _PymodbusLines(logging.Filter):
     """pymodbus logs every request timeout as an error with a frame dump, and an answer it has no request for
-    (mostly one that came after its request timed out) as a warning worded "ERROR: ...", and their repeats as a
-    bare "Repeating....". None names the device, and at 3 a.m. each reads like a new fault. A timeout is counted and
-    logged once per burst by its source (`event=modbus_timeout device=...`) or raised to the sink's caller; a stray
-    answer becomes one warning per burst, `event=modbus_stray_answer kind=...`. pymodbus's text stays at debug."""
+    (one that came after its request timed out, another request's, another slave's) as a warning worded
+    "ERROR: ...", and a repeat as a bare "Repeating....". None names the device, and at 3 a.m. each reads like a new
+    fault. A timeout is counted and logged once per burst by its source (`event=modbus_timeout device=...`) or
+    raised to the sink's caller; a stray answer becomes one warning per burst and device, `event=modbus_stray_answer
+    device=... kind=...`. pymodbus's text goes to debug: on its own logger when that is at debug (pymodbus's own
+    troubleshooting switch), else on this module's."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.stray = BurstLog("modbus_stray_answer")
+        self.stray: dict[str, BurstLog] = {}
         self._last: str | None = None
 
     def filter(self, record: logging.LogRecord) -> bool:
         text = record.getMessage()
-        if text == "Repeating....":  # pymodbus's note that its last line came again
+        if text == "Repeating....":  # pymodbus's note that its last line came again (the third is not logged)
             kind = self._last
         else:
             kind = next((k for marker, k in _REWORDED.items() if marker in text), None)
             self._last = kind
         if kind is None:
             return True
+        device = _DEVICE.get() or "unknown"
         if kind:
-            self.stray(kind=kind)
-        log.debug("event=modbus_pymodbus_line kind=%s text=%r", kind or "timeout", text)
+            burst = self.stray.setdefault(device, BurstLog("modbus_stray_answer"))
+            if ids := _IDS.search(text):  # the slave or transaction the answer was for: a wrong unit id shows here
+                burst(device=device, kind=kind, expected=ids[1], got=ids[2])
+            else:
+                burst(device=device, kind=kind)
+        if logging.getLogger(record.name).isEnabledFor(logging.DEBUG):
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            return True
+        log.debug("event=modbus_pymodbus_line device=%s kind=%s text=%r", device, kind or "timeout", text)
         return False
 
 
@@ -103,12 +119,16 @@ def serial_client(port: str, baudrate: int, parity: str, stopbits: int, timeout_
     )
 
 
-async def connect(client: Any, what: str, timeout_s: float) -> None:
-    """Connect or raise `AdapterError` naming `what` (host:port or serial path)."""
+async def connect(client: Any, what: str, timeout_s: float, name: str = "") -> None:
+    """Connect or raise `AdapterError` naming `what` (host:port or serial path); pymodbus's lines about this
+    connection name `name` (the device or sink; default `what`)."""
+    token = _DEVICE.set(name or what)
     try:
         ok = await asyncio.wait_for(client.connect(), timeout_s)
     except (TimeoutError, OSError) as exc:
         raise AdapterError(f"cannot connect to {what}: {exc!r}") from exc
+    finally:
+        _DEVICE.reset(token)
     if not ok:
         raise AdapterError(f"cannot connect to {what}")
 

@@ -65,12 +65,12 @@ class ModbusWriteSink:
         conn = self.config.connection
         if isinstance(conn, TcpConnection):
             self._client = tcp_client(conn.host, conn.port, self.config.timeout_s)
-            await connect(self._client, f"{conn.host}:{conn.port}", self.config.timeout_s + 5.0)
+            await connect(self._client, f"{conn.host}:{conn.port}", self.config.timeout_s + 5.0, self.name)
         else:
             self._client = serial_client(
                 conn.serial_port, conn.baudrate, conn.parity, conn.stopbits, self.config.timeout_s
             )
-            await connect(self._client, conn.serial_port, self.config.timeout_s + 5.0)
+            await connect(self._client, conn.serial_port, self.config.timeout_s + 5.0, self.name)
 
     async def close(self) -> None:
         if self._releases:  # never leave a valve open: finish pending pulse ends first

@@ -88,6 +88,7 @@ class ModbusSource:
         self.stats = Stats()
         self._groups = plan_device(config, coalesce=coalesce)
         self._client: Any = None
+        self._connecting = False
         self._slaves: dict[int, _SlaveState] = {}
         self._failing: set[tuple[int, str, int]] = set()
         self._consecutive_timeouts = 0
@@ -119,10 +120,19 @@ class ModbusSource:
             client = serial_client(cfg.serial_port, cfg.baudrate, cfg.parity, cfg.stopbits, cfg.timeout_s)
             what = cfg.serial_port
         decode_registers_as_arrays(client)
-        self._client = client
-        await connect(client, what, cfg.timeout_s + 5.0)
-        if self._client is not client:  # aborted while connecting: the connection came up after the close
+        self._client, self._connecting = client, True
+        try:
+            await connect(client, what, cfg.timeout_s + 5.0, self.name)
+        except BaseException:
+            client.close()  # a failure or a cancel half-way leaves nothing open
+            raise
+        finally:
+            self._connecting = False
+        if self._client is not client:
+            # aborted while connecting (a stop, whose cancel follows at once): abort() left the connect alone, as
+            # pymodbus ignores a close before its connection is up, so the connection goes now
             client.close()
+            await asyncio.get_running_loop().create_future()
         backoff_s = cfg.dead_backoff_s if isinstance(cfg, ModbusRtuConfig) else 1.0
         backoff_max = cfg.dead_backoff_max_s if isinstance(cfg, ModbusRtuConfig) else 30.0
         self._slaves = {dev: _SlaveState(Backoff(backoff_s, backoff_max)) for dev, _, _ in cfg.slaves()}
@@ -134,9 +144,10 @@ class ModbusSource:
     def abort(self) -> None:
         """Drop the connection now, without waiting for anything: the service calls it before it cancels the
         source's task at a stop, so an answer already on its way is never read (pymodbus would log it as an answer
-        without a request). A poll that comes after it waits for that cancel. `close` does the same."""
+        without a request). A poll, or a connect, that comes after it waits for that cancel. `close` does the same."""
         if self._client is not None:
-            self._client.close()
+            if not self._connecting:  # open() closes a client that is still connecting, once it is up
+                self._client.close()
             self._client = None
 
     async def stream(self) -> AsyncGenerator[Reading, None]:

@@ -1,4 +1,5 @@
-"""The source's array responses decode every payload as pymodbus's own responses do, and refuse what they refuse."""
+"""The array responses decode every payload as pymodbus's own responses do and refuse what they refuse; pymodbus's log
+lines on timeouts and stray answers become the product's, naming the device."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from pymodbus.pdu.bit_message import ReadCoilsResponse, ReadDiscreteInputsRespon
 from pymodbus.pdu.register_message import ReadHoldingRegistersResponse, ReadInputRegistersResponse
 
 from adapters.modbus.client import (
+    _DEVICE,
     _array_responses,
     _PymodbusLines,
     _reword_pymodbus_lines,
@@ -83,8 +85,8 @@ def test_pymodbus_timeout_and_stray_answer_lines_are_reworded(
 ) -> None:
     """pymodbus's own logger, driven as pymodbus drives it: its timeout error and its "ERROR: ..." lines on stray
     answers, and the "Repeating...." that follows a repeat, leave pymodbus's logger at debug only (the source names
-    the device of a timeout itself); the stray answers give one `modbus_stray_answer` warning per burst; pymodbus's
-    other lines pass as they are."""
+    the device of a timeout itself); the stray answers give one `modbus_stray_answer` warning per burst and device,
+    with the ids pymodbus saw; pymodbus's other lines pass as they are."""
     from pymodbus.logging import Log as pymodbus_log
 
     Log: Any = pymodbus_log  # untyped
@@ -94,14 +96,47 @@ def test_pymodbus_timeout_and_stray_answer_lines_are_reworded(
     monkeypatch.setattr(logger, "filters", [_PymodbusLines()])  # a fresh burst, whatever ran before
     caplog.set_level("DEBUG", logger="adapters")
     Log.warning("an unrelated line")  # also resets pymodbus's own repeat detection
+    token = _DEVICE.set("plc-1")  # as `connect` sets it for the connection's callbacks
     Log.error("No response received after 0 retries, continue with next request")
     Log.warning("ERROR: received pdu without a corresponding request, IGNORING")
     Log.warning("ERROR: received pdu without a corresponding request, IGNORING")  # pymodbus: "Repeating...."
-    Log.error("ERROR: request ask for transaction_id={} but got id={}, Skipping.", 7, 6)
+    Log.error("ERROR: request ask for transaction_id={} but got id={}, Skipping.", 7, 6)  # plc-1's burst
+    _DEVICE.reset(token)
+    token = _DEVICE.set("plc-2")
+    Log.error("ERROR: request ask for id={} but got id={}, Skipping.", 1, 255)
+    _DEVICE.reset(token)
     Log.warning("another unrelated line")
     pymodbus = [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "pymodbus.logging"]
     assert pymodbus == [("WARNING", "an unrelated line"), ("WARNING", "another unrelated line")]
-    ours = [(r.levelname, r.getMessage().split(" count=")[0]) for r in caplog.records if r.name.startswith("adapters")]
-    assert [o for o in ours if o[0] == "WARNING"] == [("WARNING", "event=modbus_stray_answer")]  # one burst
-    kinds = [m.split()[1] for level, m in ours if level == "DEBUG"]
-    assert kinds == ["kind=timeout", "kind=answer_after_timeout", "kind=answer_after_timeout", "kind=other_transaction"]
+    ours = [(r.levelname, r.getMessage()) for r in caplog.records if r.name.startswith("adapters")]
+    assert [m for level, m in ours if level == "WARNING"] == [
+        "event=modbus_stray_answer count=1 suppressed=0 device=plc-1 kind=answer_after_timeout",
+        "event=modbus_stray_answer count=1 suppressed=0 device=plc-2 kind=other_device expected=1 got=255",
+    ]
+    debug = [m.split(" text=")[0] for level, m in ours if level == "DEBUG"]
+    assert debug == [
+        "event=modbus_pymodbus_line device=plc-1 kind=timeout",
+        "event=modbus_pymodbus_line device=plc-1 kind=answer_after_timeout",
+        "event=modbus_pymodbus_line device=plc-1 kind=answer_after_timeout",
+        "event=modbus_pymodbus_line device=plc-1 kind=other_transaction",
+        "event=modbus_pymodbus_line device=plc-2 kind=other_device",
+    ]
+
+
+def test_pymodbus_lines_stay_on_its_logger_at_debug_when_pymodbus_debugging_is_on(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """pymodbus's own troubleshooting switch (its logger at DEBUG) keeps every line there, at debug level."""
+    from pymodbus.logging import Log as pymodbus_log
+
+    Log: Any = pymodbus_log  # untyped
+    logger = logging.getLogger("pymodbus.logging")
+    monkeypatch.setattr(logger, "filters", [_PymodbusLines()])
+    caplog.set_level("DEBUG", logger="pymodbus.logging")
+    Log.warning("an unrelated line")
+    Log.error("No response received after 0 retries, continue with next request")
+    lines = [(r.levelname, r.getMessage().split("\n")[0]) for r in caplog.records if r.name == "pymodbus.logging"]
+    assert lines == [
+        ("WARNING", "an unrelated line"),
+        ("DEBUG", "No response received after 0 retries, continue with next request"),
+    ]

@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from adapters.base import AdapterError, Reading, ScalarGroup
 from adapters.loopback import free_port
 from adapters.modbus import source as modbus_source
+from adapters.modbus.client import _PymodbusLines, _reword_pymodbus_lines
 from adapters.modbus.codec import NUMERIC_DTYPES, ORDERS, register_count
 from adapters.modbus.config import ModbusTcpConfig
 from adapters.modbus.simulator import SimulatedMachine, serve_simulated
@@ -211,11 +212,13 @@ async def test_a_device_that_accepts_but_never_answers_times_out_and_is_reported
 
 
 async def test_a_timeout_and_its_late_answer_are_logged_by_the_product_not_as_pymodbus_errors(
-    caplog: pytest.LogCaptureFixture,
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A slow device answers after the source gave up on the request. The timeout is the source's warning, naming
-    the device; the late answer, which pymodbus ignores (its transaction is over), is `modbus_stray_answer` instead
-    of pymodbus's "ERROR: ..." lines; the next request's answer is read as usual."""
+    the device; the late answer, which pymodbus ignores (its transaction is over), is `modbus_stray_answer` for the
+    same device instead of pymodbus's "ERROR: ..." lines; the next request's answer is read as usual."""
+    _reword_pymodbus_lines()
+    monkeypatch.setattr(logging.getLogger("pymodbus.logging"), "filters", [_PymodbusLines()])  # a fresh burst
     caplog.set_level("DEBUG", logger="adapters")
     timed_out = asyncio.Event()
 
@@ -245,7 +248,7 @@ async def test_a_timeout_and_its_late_answer_are_logged_by_the_product_not_as_py
     assert [r.getMessage() for r in caplog.records if r.name == "pymodbus.logging" and r.levelno >= logging.INFO] == []
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert any(w.startswith("event=modbus_timeout ") and "device=m " in w and "slave=1" in w for w in warnings)
-    assert "event=modbus_pymodbus_line kind=answer_after_timeout" in caplog.text  # its warning: once per burst
+    assert "event=modbus_stray_answer count=1 suppressed=0 device=m kind=answer_after_timeout" in warnings
 
 
 async def test_a_stop_mid_request_drops_the_connection_before_the_answer_comes(
@@ -320,25 +323,44 @@ async def test_an_abort_before_the_stop_leaves_an_answer_already_sent_unread(cap
     assert "without a corresponding request" not in caplog.text
 
 
-async def test_an_abort_while_connecting_closes_the_connection_that_comes_up() -> None:
-    """A stop (or a device reload) can abort a source that is still connecting. The connection then comes up after
-    the close; the source closes it at once rather than leave the socket to the garbage collector."""
+@pytest.mark.parametrize("when", ["before the connect starts", "while the connection is being made"])
+async def test_an_abort_while_connecting_closes_the_connection_that_comes_up(
+    when: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stop (or a device reload) can abort a source that is still connecting, then cancels it. pymodbus ignores a
+    close before its connection is up, so the source closes the connection once it is, and waits for the cancel
+    rather than report an open source; nothing is left to the garbage collector."""
     client_gone = asyncio.Event()
+    source: ModbusSource | None = None
 
     async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if await client_closed(reader):
             client_gone.set()
         writer.close()
 
+    if when == "while the connection is being made":
+        loop = asyncio.get_running_loop()
+        create_connection = loop.create_connection
+
+        async def abort_meanwhile(*args: Any, **kwargs: Any) -> Any:
+            assert source is not None
+            loop.call_soon(source.abort)  # lands while the connection is made: pymodbus's connect has begun
+            return await create_connection(*args, **kwargs)
+
+        monkeypatch.setattr(loop, "create_connection", abort_meanwhile)
     async with raw_device(accept) as port:
         source = ModbusSource(tcp(port=port, timeout_s=1.0, tags=[{"name": "a", "address": 0}]))
         opening = asyncio.ensure_future(source.open())
-        await asyncio.sleep(0)  # the connect has started
-        assert not opening.done()
-        source.abort()
-        async with asyncio.timeout(30):  # hang guards only
-            await opening
+        if when == "before the connect starts":
+            await asyncio.sleep(0)
+            assert not opening.done()
+            source.abort()
+        async with asyncio.timeout(30):  # a hang guard only
             await client_gone.wait()
+        assert not opening.done()  # waiting for the stop's cancel
+        opening.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await opening
         with pytest.raises(AdapterError, match="after close"):
             await source.read_all()
 
