@@ -175,12 +175,16 @@ def zeros_answer(request: bytes) -> bytes:
     return request[0:4] + struct.pack(">H", len(body) + 1) + request[6:7] + body
 
 
-async def client_closed(reader: asyncio.StreamReader) -> bool:
-    """Whether the client closed its end: the end of the stream, or a reset (it closed with data unread)."""
+async def note_client_close(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, gone: asyncio.Event) -> None:
+    """End a device handler once the client closes its end (the end of the stream, or a reset: it closed with data
+    unread), and set `gone` if it did."""
     try:
-        return not await reader.read(1)
+        closed = not await reader.read(1)
     except ConnectionError:
-        return True
+        closed = True
+    if closed:
+        gone.set()
+    writer.close()
 
 
 async def test_a_device_that_accepts_but_never_answers_times_out_and_is_reported() -> None:
@@ -266,9 +270,7 @@ async def test_a_stop_mid_request_drops_the_connection_before_the_answer_comes(
         writer.write(zeros_answer(request))
         with contextlib.suppress(ConnectionError):
             await writer.drain()
-        if await client_closed(reader):
-            client_gone.set()
-        writer.close()
+        await note_client_close(reader, writer, client_gone)
 
     async with raw_device(slow) as port:
         source = ModbusSource(tcp(port=port, timeout_s=30.0, tags=[{"name": "a", "address": 0}]))
@@ -304,9 +306,7 @@ async def test_an_abort_before_the_stop_leaves_an_answer_already_sent_unread(cap
         assert source is not None and polling is not None
         source.abort()  # no await in between: the client has not read the answer
         polling.cancel()
-        if await client_closed(reader):
-            client_gone.set()
-        writer.close()
+        await note_client_close(reader, writer, client_gone)
 
     async with raw_device(answer_then_stop) as port:
         source = ModbusSource(tcp(port=port, timeout_s=30.0, tags=[{"name": "a", "address": 0}]))
@@ -334,9 +334,7 @@ async def test_an_abort_while_connecting_closes_the_connection_that_comes_up(
     source: ModbusSource | None = None
 
     async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if await client_closed(reader):
-            client_gone.set()
-        writer.close()
+        await note_client_close(reader, writer, client_gone)
 
     if when == "while the connection is being made":
         loop = asyncio.get_running_loop()
